@@ -1,0 +1,72 @@
+"""The `modelstore` command. Each command lives in a module of its own; this one wires them up
+and is the single place where errors become messages and exit codes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from modelstore.cli.add import add
+from modelstore.cli.app import App
+from modelstore.cli.fsck import fsck
+from modelstore.cli.gc import gc
+from modelstore.cli.inspect import du, ls, show
+from modelstore.cli.rm import rm
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--home", type=click.Path(path_type=Path), envvar="MODELSTORE_HOME", default=None,
+              help="Store folder [env MODELSTORE_HOME; default $XDG_DATA_HOME/modelstore, "
+                   "i.e. ~/.local/share/modelstore].")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(package_name="modelstore")
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None, debug: bool) -> None:
+    """Keep every local LLM once, in a content-addressed store, for every runtime.
+
+    \b
+    Typical use:
+      modelstore add ./Llama-3.2-1B-Instruct-Q4_K_M.gguf --name llama3.2:1b-q4
+      modelstore add Qwen/Qwen2.5-0.5B-Instruct
+      modelstore ls
+      modelstore du          # how much the dedup saves
+    """
+    from modelstore.store.store import default_home
+
+    ctx.obj = App(home or default_home(), debug)
+
+
+for command in (add, ls, show, rm, du, gc, fsck):
+    cli.add_command(command)
+
+
+def main() -> None:
+    from modelstore.store.errors import ModelstoreError
+
+    debug = "--debug" in sys.argv
+    try:
+        rc = cli.main(standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
+    except click.exceptions.Abort:
+        click.echo("interrupted; nothing was committed", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("interrupted; nothing was committed", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ModelstoreError as exc:
+        if debug:
+            raise
+        click.echo(f"modelstore: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except OSError as exc:  # permissions, a vanished file, a full disk outside the store's own checks
+        if debug:
+            raise
+        click.echo(f"modelstore: error: {exc}", err=True)
+        sys.exit(1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

@@ -1,0 +1,90 @@
+"""What every command shares: the store home, progress bars, and output helpers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+@dataclass
+class App:
+    home: Path
+    debug: bool = False
+    _bars: list[Any] = field(default_factory=list)
+
+    @contextmanager
+    def store(self, *, create: bool = False) -> Iterator[Any]:
+        from modelstore.store import Store
+
+        with Store(self.home, create=create) as store:
+            yield store
+
+    def progress(self, total: int, desc: str) -> Callable[[int], None]:
+        """A byte progress bar with speed on stderr, only when stderr is a terminal."""
+        from tqdm import tqdm
+
+        for bar in self._bars:
+            bar.close()
+        bar = tqdm(total=total, desc=f"hashing {desc}"[:60], unit="B", unit_scale=True, unit_divisor=1024,
+                   disable=None, leave=False, file=sys.stderr)
+        self._bars = [bar]
+        return bar.update
+
+    def close_bars(self) -> None:
+        for bar in self._bars:
+            bar.close()
+        self._bars = []
+
+    def waiting(self, what: str) -> Callable[[], None]:
+        return lambda: click.echo(f"waiting for {what} to finish...", err=True)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def human_bytes(n: int | float) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError
+
+
+def human_count(n: int | None) -> str:
+    """Parameter counts the way model cards say them: 135M, 8.0B."""
+    if not n:
+        return "-"
+    for div, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= div:
+            value = n / div
+            return f"{value:.1f}{suffix}" if value < 100 else f"{value:.0f}{suffix}"
+    return str(n)
+
+
+def print_table(columns: list[str], rows: list[list[str]], *, right: set[int] = frozenset(), title: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*columns, title=title, box=None, pad_edge=False, header_style="bold")
+    for column in table.columns:
+        column.no_wrap = True
+    for i in right:
+        table.columns[i].justify = "right"
+    for row in rows:
+        table.add_row(*row)
+    console = Console()
+    if not console.is_terminal:  # piped: never cut names short to fit 80 columns
+        console = Console(width=4096)
+    console.print(table)
+
+
+pass_app = click.make_pass_decorator(App)

@@ -1,0 +1,38 @@
+"""`modelstore fsck`"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from modelstore.cli.app import App, emit_json, pass_app
+
+
+@click.command(epilog="\b\nExamples:\n  modelstore fsck\n  modelstore fsck --deep --json")
+@click.option("--deep", is_flag=True, help="Also re-hash every blob, file and tensor extent (reads everything).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_app
+def fsck(app: App, deep: bool, as_json: bool) -> None:
+    """Check that the catalog and the blobs agree. Exit status 1 when a problem is found."""
+    from modelstore.store.fsck import fsck as run_fsck
+
+    with app.store() as store:
+        with store.catalog.read() as r:
+            total = sum(size for _, size in r.blobs()) if deep else 0
+        tick = app.progress(total, "store") if deep else None
+        try:
+            report = run_fsck(store, deep=deep, progress=tick)
+        finally:
+            app.close_bars()
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        checked = ", ".join(f"{v} {k}" for k, v in report.checked.items())
+        for p in report.problems:
+            click.echo(f"PROBLEM: {p}")
+        for n in report.notes:
+            click.echo(f"note: {n}")
+        click.echo(("clean" if report.clean else f"{len(report.problems)} problem(s)") + f" ({checked})")
+    if not report.clean:
+        sys.exit(1)

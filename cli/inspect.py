@@ -1,0 +1,87 @@
+"""`modelstore ls`, `show` and `du`: reading the catalog."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import click
+
+from modelstore.cli.app import App, emit_json, human_bytes, human_count, pass_app, print_table
+
+
+@click.command(epilog="\b\nExamples:\n  modelstore ls\n  modelstore ls --json | jq '.[].name'")
+@click.option("--json", "as_json", is_flag=True, help="Print the models as a JSON list.")
+@pass_app
+def ls(app: App, as_json: bool) -> None:
+    """List the models in the store."""
+    with app.store() as store:
+        models = store.models()
+        sizes = {m.name: sum(store.file(b3).size for b3 in m.files.values()) for m in models}
+    if as_json:
+        emit_json([{**m.to_json(), "size": sizes[m.name]} for m in models])
+        return
+    if not models:
+        click.echo("no models yet: `modelstore add PATH|ORG/NAME`")
+        return
+    rows = []
+    for m in models:
+        md = m.metadata
+        rows.append([m.name, md.get("format", "-") or "-", str(md.get("architecture", "-")),
+                     human_count(md.get("parameter_count")), str(md.get("quantization", "-")),
+                     human_bytes(sizes[m.name]), _source(m)])
+    print_table(["NAME", "FORMAT", "ARCH", "PARAMS", "QUANT", "SIZE", "SOURCE"], rows, right={3, 5})
+
+
+def _source(model: object) -> str:
+    src = model.source  # type: ignore[attr-defined]
+    if src.kind == "huggingface":
+        return f"hf:{src.location}@{(src.revision or '')[:8]}"
+    return src.location
+
+
+@click.command(epilog="\b\nExample:\n  modelstore show llama3.2:1b-q4 --json")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the model record and its files as JSON.")
+@pass_app
+def show(app: App, name: str, as_json: bool) -> None:
+    """Show one model: where it came from, its metadata and its files."""
+    with app.store() as store:
+        model = store.model(name)
+        files = {rel: store.file(b3) for rel, b3 in model.files.items()}
+    if as_json:
+        emit_json({**model.to_json(), "files": {rel: {"b3": f.b3, "size": f.size, "sha256": f.sha256,
+                                                      "git_sha1": f.git_sha1, "extents": len(f.recipe)}
+                                                for rel, f in files.items()}})
+        return
+    src = model.source
+    click.echo(f"{model.name}")
+    click.echo(f"  {'source:':<20}{src.kind} {src.location}" + (f" @ {src.revision}" if src.revision else ""))
+    click.echo(f"  {'added:':<20}{dt.datetime.fromtimestamp(model.added_at).isoformat(timespec='seconds')}")
+    for key, value in model.metadata.items():
+        if key == "parameter_count":
+            value = f"{value} ({human_count(value)})"
+        click.echo(f"  {key + ':':<20}{value}")
+    rows = [[rel, human_bytes(f.size), f.sha256[:16], str(len(f.recipe))] for rel, f in sorted(files.items())]
+    print_table(["FILE", "SIZE", "SHA256", "EXTENTS"], rows, right={1, 3})
+
+
+@click.command(epilog="\b\nExamples:\n  modelstore du\n  modelstore du --json | jq .saved_bytes")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON (bytes, not rounded).")
+@pass_app
+def du(app: App, as_json: bool) -> None:
+    """Disk use: logical bytes, stored bytes, what dedup saves; per model the bytes only it holds."""
+    from modelstore.store.usage import compute_usage
+
+    with app.store() as store:
+        usage = compute_usage(store)
+    if as_json:
+        emit_json(usage.to_json())
+        return
+    rows = [[m.name, str(m.files), human_bytes(m.logical_bytes), human_bytes(m.unique_bytes)] for m in usage.models]
+    print_table(["MODEL", "FILES", "LOGICAL", "UNIQUE"], rows, right={1, 2, 3})
+    click.echo("")
+    click.echo(f"logical {human_bytes(usage.logical_bytes)}, stored {human_bytes(usage.stored_bytes)}, "
+               f"saved {human_bytes(max(usage.saved_bytes, 0))} ({usage.ratio:.2f}x)")
+    if usage.unreferenced_bytes:
+        click.echo(f"{human_bytes(usage.unreferenced_bytes)} is referenced by no model: `modelstore gc` frees it")
+    click.echo("UNIQUE: stored bytes no other model shares (what `rm` then `gc` gives back)")

@@ -1,0 +1,29 @@
+"""`modelstore rm`"""
+
+from __future__ import annotations
+
+import click
+
+from modelstore.cli.app import App, emit_json, human_bytes, pass_app
+
+
+@click.command(epilog="\b\nExamples:\n  modelstore rm llama3.2:1b-q4\n  modelstore rm a b c && modelstore gc")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON.")
+@pass_app
+def rm(app: App, names: tuple[str, ...], as_json: bool) -> None:
+    """Remove models by name. Their bytes stay until `modelstore gc` (shared bytes stay for good)."""
+    from modelstore.store.gc import plan_gc
+
+    with app.store() as store:
+        for name in names:
+            store.model(name)  # every name must exist before anything is removed
+        for name in names:
+            store.remove(name)
+        freeable = plan_gc(store).bytes_freed
+    if as_json:
+        emit_json({"removed": list(names), "gc_would_free_bytes": freeable})
+        return
+    for name in names:
+        click.echo(f"removed {name}")
+    click.echo(f"`modelstore gc` would free {human_bytes(freeable)}")

@@ -1,0 +1,1 @@
+"""Format readers, writers and converters (GGUF, safetensors)."""

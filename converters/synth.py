@@ -1,0 +1,178 @@
+"""Tiny and large synthetic models with random weights, for the demo, tests and benchmarks.
+
+Shapes follow llama/qwen2-style checkpoints (names as `gguf` and transformers write them); weights
+are random. Large files are written tensor by tensor, never held in memory whole.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+LLAMA_VOCAB = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + \
+    ["\u2581"] + [chr(c) for c in range(97, 123)] + ["\u2581" + chr(c) for c in range(97, 123)] + \
+    ["\u2581hello", "\u2581world", "\u2581the", "\u2581tiny", "\u2581model"]
+
+
+def llama_tensor_shapes(n_vocab: int, n_embd: int, n_layer: int, n_ff: int, n_head: int,
+                        n_head_kv: int) -> Iterator[tuple[str, tuple[int, ...], bool]]:
+    """(GGUF name, numpy shape, is_norm) for a llama-style model."""
+    head_dim = n_embd // n_head
+    yield "token_embd.weight", (n_vocab, n_embd), False
+    for i in range(n_layer):
+        yield f"blk.{i}.attn_norm.weight", (n_embd,), True
+        yield f"blk.{i}.attn_q.weight", (n_head * head_dim, n_embd), False
+        yield f"blk.{i}.attn_k.weight", (n_head_kv * head_dim, n_embd), False
+        yield f"blk.{i}.attn_v.weight", (n_head_kv * head_dim, n_embd), False
+        yield f"blk.{i}.attn_output.weight", (n_embd, n_head * head_dim), False
+        yield f"blk.{i}.ffn_norm.weight", (n_embd,), True
+        yield f"blk.{i}.ffn_gate.weight", (n_ff, n_embd), False
+        yield f"blk.{i}.ffn_up.weight", (n_ff, n_embd), False
+        yield f"blk.{i}.ffn_down.weight", (n_embd, n_ff), False
+    yield "output_norm.weight", (n_embd,), True
+    yield "output.weight", (n_vocab, n_embd), False
+
+
+def write_tiny_llama_gguf(path: Path, *, n_embd: int = 64, n_layer: int = 2, n_head: int = 4, n_head_kv: int = 4,
+                          n_ff: int = 128, n_ctx: int = 256, seed: int = 0, f16: bool = False,
+                          name: str = "tiny-random-llama", changed: dict[str, int] | None = None,
+                          chat_template: str | None = None, license: str | None = None,
+                          extra_kv: dict[str, str] | None = None) -> Path:
+    """A llama GGUF that llama.cpp loads (a SentencePiece vocab with all byte tokens).
+
+    `changed` maps tensor names to another seed: the same model with those tensors different, as a
+    fine-tune that touched only them."""
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name(name)
+    w.add_context_length(n_ctx)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_rope_dimension_count(n_embd // n_head)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_vocab_size(len(LLAMA_VOCAB))
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if f16 else gguf.LlamaFileType.ALL_F32)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(LLAMA_VOCAB)
+    w.add_token_scores([0.0] * 259 + [-float(i) for i in range(len(LLAMA_VOCAB) - 259)])
+    w.add_token_types([gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
+                      + [gguf.TokenType.BYTE] * 256 + [gguf.TokenType.NORMAL] * (len(LLAMA_VOCAB) - 259))
+    w.add_unk_token_id(0)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    if chat_template:
+        w.add_chat_template(chat_template)
+    if license:
+        w.add_license(license)
+    for key, value in (extra_kv or {}).items():
+        w.add_string(key, value)
+    for tensor_name, shape, norm in llama_tensor_shapes(len(LLAMA_VOCAB), n_embd, n_layer, n_ff, n_head, n_head_kv):
+        if changed and tensor_name in changed:
+            data = np.random.default_rng(changed[tensor_name]).standard_normal(shape).astype(np.float32) * 0.02
+            rng.standard_normal(shape)  # keep the other tensors identical to the unchanged model
+        elif norm:
+            data = np.ones(shape, np.float32)
+        else:
+            data = (rng.standard_normal(shape) * 0.02).astype(np.float32)
+        w.add_tensor(tensor_name, data if norm or not f16 else data.astype(np.float16))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def write_tiny_hf_folder(folder: Path, *, hidden: int = 64, layers: int = 2, vocab: int = 256, seed: int = 0,
+                         shards: int = 1, changed: dict[str, int] | None = None, license: str | None = "apache-2.0",
+                         chat_template: str | None = "{% for m in messages %}{{ m['content'] }}{% endfor %}",
+                         order_reversed: bool = False) -> Path:
+    """An HF-format llama folder: config.json, tokenizer_config.json, README.md and F32 safetensors
+    (sharded with an index when `shards` > 1). The same seed gives the same tensors whatever the
+    sharding or order, so dedup across layouts can be checked."""
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    ff = hidden * 2
+    tensors: dict[str, np.ndarray] = {"model.embed_tokens.weight": rng.standard_normal((vocab, hidden))}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        for n, shape in (("self_attn.q_proj", (hidden, hidden)), ("self_attn.k_proj", (hidden, hidden)),
+                         ("self_attn.v_proj", (hidden, hidden)), ("self_attn.o_proj", (hidden, hidden)),
+                         ("mlp.gate_proj", (ff, hidden)), ("mlp.up_proj", (ff, hidden)),
+                         ("mlp.down_proj", (hidden, ff))):
+            tensors[p + n + ".weight"] = rng.standard_normal(shape)
+        tensors[p + "input_layernorm.weight"] = np.ones(hidden)
+        tensors[p + "post_attention_layernorm.weight"] = np.ones(hidden)
+    tensors["model.norm.weight"] = np.ones(hidden)
+    tensors["lm_head.weight"] = rng.standard_normal((vocab, hidden))
+    for n, s in (changed or {}).items():
+        tensors[n] = np.random.default_rng(s).standard_normal(tensors[n].shape)
+    arrays = {k: (v * 0.02).astype(np.float32) for k, v in tensors.items()}
+    names = list(arrays)[::-1] if order_reversed else list(arrays)
+    if shards == 1:
+        save_file({n: arrays[n] for n in names}, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    else:
+        per = -(-len(names) // shards)
+        weight_map = {}
+        for k in range(shards):
+            fname = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
+            part = names[k * per : (k + 1) * per]
+            save_file({n: arrays[n] for n in part}, str(folder / fname), metadata={"format": "pt"})
+            weight_map.update({n: fname for n in part})
+        total = sum(a.nbytes for a in arrays.values())
+        (folder / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
+              "intermediate_size": ff, "num_hidden_layers": layers, "num_attention_heads": 4,
+              "num_key_value_heads": 4, "vocab_size": vocab, "max_position_embeddings": 512,
+              "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "torch_dtype": "float32", "tie_word_embeddings": False}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    tok_config: dict[str, object] = {"model_max_length": 512}
+    if chat_template:
+        tok_config["chat_template"] = chat_template
+    (folder / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2))
+    if license:
+        (folder / "README.md").write_text(f"---\nlicense: {license}\n---\n# tiny random llama\n")
+    return folder
+
+
+def write_large_gguf(path: Path, total_bytes: int, *, n_embd: int = 4096, seed: int = 0) -> Path:
+    """A GGUF of about `total_bytes` of F16 weights with 7B-like layer shapes, written tensor by
+    tensor (memory stays at one tensor)."""
+    n_ff, n_vocab = n_embd * 11 // 4, 32000
+    per_layer = 2 * (4 * n_embd * n_embd + 3 * n_embd * n_ff)
+    fixed = 2 * 2 * n_vocab * n_embd
+    n_layer = max(1, (total_bytes - fixed) // per_layer)
+    shapes = list(llama_tensor_shapes(n_vocab, n_embd, n_layer, n_ff, 32, 32))
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("synthetic-large-llama")
+    w.add_context_length(4096)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(32)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    for name, shape, norm in shapes:
+        dtype = np.float32 if norm else np.float16
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        w.add_tensor_info(name, shape, np.dtype(dtype), nbytes)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    rng = np.random.default_rng(seed)
+    for _, shape, norm in shapes:
+        if norm:
+            w.write_tensor_data(np.ones(shape, np.float32))
+        else:
+            raw = rng.integers(0, 2**16, size=shape, dtype=np.uint16)
+            w.write_tensor_data(raw.view(np.float16))
+    w.close()
+    return path

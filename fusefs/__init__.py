@@ -1,0 +1,1 @@
+"""The FUSE mount and its per-runtime views (not built yet)."""

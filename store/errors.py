@@ -1,0 +1,62 @@
+"""Errors the store raises. Each carries a one-line message meant for a person and an exit code.
+
+The CLI catches `ModelstoreError` in one place and prints `str(exc)`; anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class ModelstoreError(Exception):
+    exit_code = 1
+
+
+class UsageError(ModelstoreError):
+    exit_code = 2
+
+
+class NotFound(ModelstoreError, FileNotFoundError):
+    exit_code = 3
+
+
+class BadModelFile(ModelstoreError, ValueError):
+    """A GGUF or safetensors file whose header is truncated, inconsistent or hostile."""
+
+    exit_code = 4
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class UnsafeName(ModelstoreError, ValueError):
+    """A repo, model or file name that could escape the folder it belongs in."""
+
+    exit_code = 4
+
+
+class SourceError(ModelstoreError):
+    """The model source (the Hub, a folder) refused or failed."""
+
+    exit_code = 5
+
+
+class SourceChanged(SourceError):
+    """A file changed while it was being read: what was hashed is not what would be stored."""
+
+
+class StoreCorrupt(ModelstoreError):
+    exit_code = 6
+
+
+class SchemaMismatch(ModelstoreError):
+    exit_code = 6
+
+
+class OutOfSpace(ModelstoreError, OSError):
+    exit_code = 7
+
+
+class Busy(ModelstoreError):
+    exit_code = 8

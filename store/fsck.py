@@ -1,0 +1,149 @@
+"""`fsck`: check that the catalog and the objects agree, and with `deep` that every byte still
+hashes to the digest it is stored under.
+
+Problems are things that lose or corrupt data (a missing or short blob, a recipe that does not
+add up, a reference table out of step). Notes are harmless leftovers that `gc` removes: orphan
+objects from an interrupted add, staging left by a killed process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import blake3
+
+from modelstore.store.digests import git_blob_header
+from modelstore.store.store import Store
+
+CHUNK = 8 << 20
+
+
+@dataclass
+class FsckReport:
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    checked: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def clean(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {"clean": self.clean, "problems": self.problems, "notes": self.notes, "checked": self.checked}
+
+
+def fsck(store: Store, *, deep: bool = False, progress: Callable[[int], None] | None = None) -> FsckReport:
+    report = FsckReport()
+    problem = report.problems.append
+    with store.catalog.read() as r:
+        blobs = dict(r.blobs())
+        files = {f.b3: f for f in r.files()}
+        models = list(r.models())
+        tensors = list(r.tensors())
+        file_models, blob_files = r.reverse_references()
+        by_sha = {f.sha256: r.file_by_sha256(f.sha256) for f in files.values()}
+    report.checked = {"models": len(models), "files": len(files), "blobs": len(blobs), "tensors": len(tensors)}
+
+    for blob, size in blobs.items():
+        path = store.objects.path(blob)
+        try:
+            actual = path.stat().st_size
+        except FileNotFoundError:
+            problem(f"blob {blob} is in the catalog but missing from {path.parent}")
+            continue
+        if actual != size:
+            problem(f"blob {blob} is {actual} bytes on disk, the catalog says {size}")
+
+    for f in files.values():
+        total = 0
+        for ext in f.recipe:
+            if ext.blob not in blobs:
+                problem(f"file {f.b3} uses blob {ext.blob}, which the catalog does not have")
+            elif ext.offset < 0 or ext.length <= 0 or ext.offset + ext.length > blobs[ext.blob]:
+                problem(f"file {f.b3} has an extent {ext.offset}+{ext.length} outside blob {ext.blob}")
+            total += ext.length
+        if total != f.size:
+            problem(f"file {f.b3}: its extents add up to {total} bytes, its size is {f.size}")
+        if by_sha.get(f.sha256) != f.b3:
+            problem(f"file {f.b3}: the SHA-256 index does not point at it")
+
+    expected_fm = {(b3, m.name) for m in models for b3 in m.files.values()}
+    for b3, name in expected_fm:
+        if b3 not in files:
+            problem(f"model {name} names file {b3}, which the catalog does not have")
+    if expected_fm != file_models:
+        problem(f"file->model references are out of step ({len(expected_fm ^ file_models)} differ)")
+    expected_bf = {(ext.blob, f.b3) for f in files.values() for ext in f.recipe}
+    if expected_bf != blob_files:
+        problem(f"blob->file references are out of step ({len(expected_bf ^ blob_files)} differ)")
+
+    for digest, ext in tensors:
+        if ext.blob not in blobs or ext.offset + ext.length > blobs[ext.blob]:
+            problem(f"tensor {digest} points outside the stored blobs ({ext.blob})")
+
+    orphans = [name for name, _ in store.objects.iter_blobs() if name not in blobs]
+    if orphans:
+        report.notes.append(f"{len(orphans)} object(s) not in the catalog (left by an interrupted add); "
+                            f"`modelstore gc` removes them")
+    unreferenced = [b3 for b3 in files if not any(fm[0] == b3 for fm in file_models)]
+    if unreferenced:
+        report.notes.append(f"{len(unreferenced)} file(s) no model names (after `rm`); `modelstore gc` removes them")
+    stale = store.objects.stale_staging()
+    if stale:
+        report.notes.append(f"{len(stale)} staging folder(s) left by a stopped process; the next add or gc removes them")
+
+    if deep and not report.problems:
+        _deep(store, blobs, files, tensors, report, progress)
+    return report
+
+
+def _deep(store: Store, blobs: dict[str, int], files: dict[str, Any], tensors: list[Any],
+          report: FsckReport, progress: Callable[[int], None] | None) -> None:
+    bad_blobs: set[str] = set()
+    for blob in blobs:
+        h = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        with open(store.objects.path(blob), "rb") as f:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+                if progress:
+                    progress(len(chunk))
+        if h.hexdigest() != blob:
+            report.problems.append(f"blob {blob} no longer hashes to its name (its bytes changed on disk)")
+            bad_blobs.add(blob)
+    for f in files.values():
+        if f.blobs & bad_blobs:
+            continue
+        if len(f.recipe) == 1 and f.recipe[0].blob == f.b3:
+            continue  # one whole blob, hashed above under the same name
+        b3, sha = blake3.blake3(), hashlib.sha256()
+        for chunk in store.iter_file(f):
+            b3.update(chunk)
+            sha.update(chunk)
+        if b3.hexdigest() != f.b3 or sha.hexdigest() != f.sha256:
+            report.problems.append(f"file {f.b3}: its extents no longer assemble to its content")
+    for f in files.values():
+        if f.git_sha1 and not f.blobs & bad_blobs:
+            g = hashlib.sha1(git_blob_header(f.size))
+            for chunk in store.iter_file(f):
+                g.update(chunk)
+            if g.hexdigest() != f.git_sha1:
+                report.problems.append(f"file {f.b3}: git blob SHA-1 does not match")
+    for digest, ext in tensors:
+        if ext.blob in bad_blobs:
+            continue
+        with open(store.objects.path(ext.blob), "rb") as fh:
+            h = blake3.blake3()
+            done = 0
+            while done < ext.length:
+                data = os.pread(fh.fileno(), min(CHUNK, ext.length - done), ext.offset + done)
+                if not data:
+                    break
+                h.update(data)
+                done += len(data)
+        if h.hexdigest() != digest:
+            report.problems.append(f"tensor {digest} in blob {ext.blob} at {ext.offset} does not hash to its key")
+    report.checked["rehashed_blobs"] = len(blobs)

@@ -1,0 +1,295 @@
+"""Turning a file on disk into a stored file: hash it once, reuse every tensor the store already
+holds, and write only the novel bytes (header, padding, new tensors) as one new blob.
+
+Nothing here writes the catalog: `Ingest` collects blobs (already durable), file records and
+tensor index entries, and `Store` commits them with the model in one transaction.
+
+With `--copy` the novel bytes are written during the hashing pass itself: a tensor's digest is
+known only once its last byte is read, so its first bytes are written optimistically and taken
+back (truncated) when the digest turns out to be stored already. The other modes hash first and
+then link, move, clone or copy.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import blake3
+
+from modelstore.store.catalog import Catalog
+from modelstore.store.digests import B3, check_b3
+from modelstore.store.errors import SourceChanged
+from modelstore.store.hashing import CHUNK, FileHashes, hash_file
+from modelstore.store.objects import Objects, copy_into, fsync_path, no_space
+from modelstore.store.records import Extent, FileRecord
+from modelstore.store.tensors import TensorSpan, WeightsHeader, read_weights_header
+
+# Tensors smaller than a page stay inside the novel bytes: sharing them saves next to nothing
+# and would cut recipes into many tiny extents.
+MIN_SHARED_TENSOR = 4096
+
+Progress = Callable[[int], None]
+ProgressFactory = Callable[[int, str], Progress]
+
+
+class ImportMode(enum.Enum):
+    COPY = "copy"
+    REFLINK = "reflink"
+    LINK = "link"
+    MOVE = "move"
+
+
+@dataclass
+class IngestResult:
+    record: FileRecord
+    header: WeightsHeader | None
+    novel_bytes: int  # bytes this file added to the store (0 when it was stored already)
+    reused_file: bool
+
+
+@dataclass
+class _Novel:
+    """The novel byte ranges of one file, in file order, and where each lands in the new blob.
+    With a file descriptor, the bytes are written too."""
+
+    fd: int | None = None
+    segments: list[tuple[int, int, int]] = field(default_factory=list)  # (file_start, file_end, blob_offset)
+    size: int = 0
+
+    def add(self, file_start: int, file_end: int, data: memoryview | None = None) -> None:
+        if file_end <= file_start:
+            return
+        if self.fd is not None and data is not None:
+            view = data
+            while view:
+                view = view[os.write(self.fd, view):]
+        if self.segments and self.segments[-1][1] == file_start:
+            fs, _, bo = self.segments[-1]
+            self.segments[-1] = (fs, file_end, bo)
+        else:
+            self.segments.append((file_start, file_end, self.size))
+        self.size += file_end - file_start
+
+    def retract_to(self, file_offset: int) -> None:
+        """Take back everything from `file_offset` on (a tensor that turned out to be stored)."""
+        while self.segments and self.segments[-1][0] >= file_offset:
+            self.size = self.segments.pop()[2]
+        if self.segments and self.segments[-1][1] > file_offset:
+            fs, _, bo = self.segments[-1]
+            self.segments[-1] = (fs, file_offset, bo)
+            self.size = bo + (file_offset - fs)
+        if self.fd is not None:
+            os.ftruncate(self.fd, self.size)
+            os.lseek(self.fd, self.size, os.SEEK_SET)
+
+    def blob_offset(self, file_offset: int) -> int:
+        for fs, fe, bo in self.segments:
+            if fs <= file_offset < fe:
+                return bo + (file_offset - fs)
+        raise AssertionError(f"offset {file_offset} is not among the novel bytes")
+
+
+@dataclass
+class _Plan:
+    """Per file: which tensors are stored already, and the novel bytes around them."""
+
+    novel: _Novel
+    reused: dict[str, tuple[TensorSpan, Extent]] = field(default_factory=dict)  # name -> (span, where)
+    new: dict[str, tuple[TensorSpan, str]] = field(default_factory=dict)  # name -> (span, digest)
+    first_in_file: dict[str, TensorSpan] = field(default_factory=dict)  # digest -> first novel span
+
+
+class Ingest:
+    """One `add`'s worth of ingestion into a staging folder."""
+
+    def __init__(self, catalog: Catalog, objects: Objects, staging: Path, mode: ImportMode,
+                 progress: ProgressFactory | None = None) -> None:
+        self.catalog, self.objects, self.staging, self.mode = catalog, objects, staging, mode
+        self.progress = progress
+        self.new_blobs: dict[str, int] = {}
+        self.new_tensors: dict[str, Extent] = {}
+        self.new_files: dict[str, FileRecord] = {}
+        self.sources_to_remove: list[Path] = []  # --move: unlinked once the model is committed
+        self._counter = 0
+
+    def known_file(self, b3: str) -> FileRecord | None:
+        if b3 in self.new_files:
+            return self.new_files[b3]
+        with self.catalog.read() as r:
+            return r.file(b3)
+
+    def _known_tensors(self, digests: list[str]) -> dict[str, Extent]:
+        found: dict[str, Extent] = {}
+        with self.catalog.read() as r:
+            for d in digests:
+                ext = self.new_tensors.get(d) or r.tensor(d)
+                if ext is not None:
+                    found[d] = ext
+        return found
+
+    def _classify(self, plan: _Plan, finished: list[tuple[TensorSpan, str]]) -> list[TensorSpan]:
+        """Record each finished tensor as reused or new; returns the reused ones, in file order."""
+        found = self._known_tensors([d for _, d in finished])
+        reused = []
+        for span, digest in sorted(finished, key=lambda p: p[0].offset):
+            ext = found.get(digest)
+            if ext is None and digest in plan.first_in_file:  # the same bytes earlier in this file
+                ext = Extent("", plan.first_in_file[digest].offset, span.length)
+            if ext is None or ext.length != span.length:
+                plan.new[span.name] = (span, digest)
+                plan.first_in_file.setdefault(digest, span)
+            else:
+                plan.reused[span.name] = (span, ext)
+                reused.append(span)
+        return reused
+
+    def ingest(self, path: Path, display: str | None = None) -> IngestResult:
+        header = read_weights_header(path)
+        spans = [t for t in header.tensors if t.length >= MIN_SHARED_TENSOR] if header else []
+        size = os.path.getsize(path)
+        tick = self.progress(size, display or path.name) if self.progress else None
+        self._counter += 1
+        staged = self.staging / f"novel-{self._counter}"
+        writing = self.mode is ImportMode.COPY
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600) if writing else None
+        plan = _Plan(_Novel(fd))
+
+        def write_chunk(offset: int, chunk: memoryview, finished: list[tuple[TensorSpan, str]]) -> None:
+            pos = offset
+            for span in self._classify(plan, finished):
+                if span.offset < offset:  # its first bytes went out with earlier chunks
+                    plan.novel.retract_to(span.offset)
+                else:
+                    plan.novel.add(pos, span.offset, chunk[pos - offset : span.offset - offset])
+                pos = span.end
+            plan.novel.add(pos, offset + len(chunk), chunk[pos - offset :])
+
+        try:
+            try:
+                if writing:
+                    hashes = hash_file(str(path), spans, on_chunk=write_chunk, progress=tick)
+                else:
+                    hashes = hash_file(str(path), spans, progress=tick)
+                    self._plan_after_hashing(plan, spans, hashes)
+                existing = self.known_file(hashes.b3)
+                if existing is not None:
+                    return IngestResult(existing, header, 0, True)
+                record = self._store(path, hashes, header, plan, staged)
+            except OSError as exc:
+                raise no_space(exc, self.objects.home, f"storing {path}") from exc
+        finally:
+            if fd is not None:
+                os.close(fd)
+            staged.unlink(missing_ok=True)
+            if self.mode is ImportMode.MOVE and sys.exc_info()[0] is None:
+                self.sources_to_remove.append(path)
+        self.new_files[record.b3] = record
+        return IngestResult(record, header, plan.novel.size, False)
+
+    def _plan_after_hashing(self, plan: _Plan, spans: list[TensorSpan], hashes: FileHashes) -> None:
+        pos = 0
+        for span in self._classify(plan, [(s, hashes.tensor_b3[s.name]) for s in spans]):
+            plan.novel.add(pos, span.offset)
+            pos = span.end
+        plan.novel.add(pos, hashes.size)
+
+    def _store(self, path: Path, hashes: FileHashes, header: WeightsHeader | None, plan: _Plan,
+               staged: Path) -> FileRecord:
+        novel = plan.novel
+        if not plan.reused:
+            blob = B3(hashes.b3)
+            self._put_whole(path, hashes, blob, staged)
+        else:
+            if self.mode is not ImportMode.COPY:
+                _copy_ranges(path, staged, [(fs, fe) for fs, fe, _ in novel.segments])
+                _check_unchanged(path, hashes)
+            blob = B3(_hash_path(staged))
+            if novel.size:
+                fsync_path(staged)
+                self.objects.commit_staged(staged, blob)
+        if novel.size:
+            self.new_blobs[blob] = novel.size
+
+        pieces = [(fs, Extent(blob, bo, fe - fs)) for fs, fe, bo in novel.segments]
+        for span, ext in plan.reused.values():
+            if ext.blob == "":  # a repeat of a tensor whose first copy is in this file's new blob
+                ext = Extent(blob, novel.blob_offset(ext.offset), ext.length)
+            pieces.append((span.offset, ext))
+        recipe = _merge(pieces, hashes.size)
+
+        for span, digest in plan.new.values():
+            if digest not in self.new_tensors:
+                self.new_tensors[digest] = Extent(blob, novel.blob_offset(span.offset), span.length)
+        return FileRecord(check_b3(hashes.b3), hashes.size, hashes.sha256, hashes.git_sha1, recipe,
+                          _weights_summary(header))
+
+    def _put_whole(self, path: Path, hashes: FileHashes, blob: B3, staged: Path) -> None:
+        if self.objects.exists(blob):
+            return
+        if self.mode is ImportMode.COPY:  # the pass wrote the whole file to `staged`
+            fsync_path(staged)
+            self.objects.commit_staged(staged, blob)
+            return
+        if self.mode in (ImportMode.LINK, ImportMode.MOVE):
+            linked = self.objects.link_in(path, blob, fallback=self.mode is ImportMode.MOVE)
+            if linked:
+                _check_unchanged(path, hashes)
+                return
+        copy_into(path, staged, reflink=self.mode is ImportMode.REFLINK)
+        _check_unchanged(path, hashes)
+        self.objects.commit_staged(staged, blob)
+
+
+def _merge(pieces: list[tuple[int, Extent]], size: int) -> tuple[Extent, ...]:
+    recipe: list[Extent] = []
+    cursor = 0
+    for file_offset, ext in sorted(pieces, key=lambda p: p[0]):
+        if file_offset != cursor:
+            raise AssertionError(f"recipe pieces do not tile the file at {cursor}")
+        cursor += ext.length
+        last = recipe[-1] if recipe else None
+        if last and last.blob == ext.blob and last.offset + last.length == ext.offset:
+            recipe[-1] = Extent(ext.blob, last.offset, last.length + ext.length)
+        elif ext.length:
+            recipe.append(ext)
+    if cursor != size:
+        raise AssertionError(f"recipe covers {cursor} of {size} bytes")
+    return tuple(recipe)
+
+
+def _weights_summary(header: WeightsHeader | None) -> dict[str, object] | None:
+    if header is None:
+        return None
+    scalars = {k: v for k, v in header.metadata.items() if not isinstance(v, dict)}
+    return {"format": header.format, "tensor_count": len(header.tensors),
+            "parameter_count": header.parameter_count, "data_start": header.data_start, "metadata": scalars}
+
+
+def _hash_path(path: Path) -> str:
+    h = blake3.blake3()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _copy_ranges(src: Path, dst: Path, ranges: list[tuple[int, int]]) -> None:
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        for start, end in ranges:
+            offset = start
+            while offset < end:
+                n = os.copy_file_range(fin.fileno(), fout.fileno(), end - offset, offset)
+                if n == 0:
+                    raise SourceChanged(f"{src}: the file shrank while it was being stored")
+                offset += n
+
+
+def _check_unchanged(path: Path, hashes: FileHashes) -> None:
+    st = os.stat(path)
+    if (st.st_size, st.st_mtime_ns) != (hashes.size, hashes.mtime_ns):
+        raise SourceChanged(f"{path}: the file changed while it was being stored; nothing was committed")

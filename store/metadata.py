@@ -1,0 +1,117 @@
+"""A model's metadata, from GGUF keys or from config.json and its neighbours.
+
+Read before anything is moved into the store, from the headers the ingest parsed and the small
+JSON/README files of the model folder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from gguf import LlamaFileType
+
+
+_SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
+_SMALL_JSON = 16 << 20
+
+
+def gguf_file_type_name(value: Any) -> str | None:
+    if not isinstance(value, int):
+        return None
+    try:
+        name = LlamaFileType(value).name
+    except ValueError:
+        return f"type {value}"
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
+def _primary_gguf(weights: dict[str, dict[str, Any]]) -> str | None:
+    """The main weights of a GGUF model: not a projector, the first shard of a split, the largest."""
+    ggufs = [p for p, w in weights.items() if w["format"] == "gguf"
+             and w["metadata"].get("general.type", "model") == "model" and "mmproj" not in p.lower()]
+    firsts = [p for p in ggufs if (m := _SPLIT.search(p)) is None or m.group(1) == "00001"]
+    return max(firsts or ggufs, key=lambda p: weights[p]["parameter_count"], default=None)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        if path.stat().st_size > _SMALL_JSON:
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _license_from_readme(path: Path) -> str | None:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")[:65536]
+    except OSError:
+        return None
+    front = re.match(r"---\s*\n(.*?)\n---", text, re.S)
+    if front:
+        m = re.search(r"^license:\s*['\"]?([^'\"\n]+)", front.group(1), re.M)
+        if m:
+            return m.group(1).strip()
+    return None
+
+
+def model_metadata(files: dict[str, Path], weights: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """`files`: the model's small text files (config.json, README.md, ...) where they can be read
+    now; `weights`: the header summary of each GGUF/safetensors file (FileRecord.weights)."""
+    meta: dict[str, Any] = {}
+    primary = _primary_gguf(weights)
+    if primary is not None:
+        kv = weights[primary]["metadata"]
+        arch = kv.get("general.architecture")
+        split = _SPLIT.search(primary)
+        params = weights[primary]["parameter_count"]
+        if split:
+            prefix = primary[: split.start()]
+            params = sum(w["parameter_count"] for p, w in weights.items()
+                         if p.startswith(prefix + "-") and _SPLIT.search(p))
+        meta.update({
+            "format": "gguf",
+            "primary_file": primary,
+            "architecture": arch,
+            "name": kv.get("general.name"),
+            "parameter_count": params,
+            "quantization": gguf_file_type_name(kv.get("general.file_type")),
+            "context_length": kv.get(f"{arch}.context_length") if arch else None,
+            "has_chat_template": "tokenizer.chat_template" in kv,
+            "license": kv.get("general.license") if isinstance(kv.get("general.license"), str) else None,
+        })
+    config_path = files.get("config.json")
+    if config_path is not None:
+        config = _read_json(config_path)
+        text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
+        archs = config.get("architectures")
+        safetensors = {p: w for p, w in weights.items() if w["format"] == "safetensors"}
+        index = _read_json(files["model.safetensors.index.json"]) if "model.safetensors.index.json" in files else {}
+        weight_map = index.get("weight_map")
+        if isinstance(weight_map, dict):
+            counted = set(weight_map.values())
+            safetensors = {p: w for p, w in safetensors.items() if p in counted} or safetensors
+        dtype = config.get("torch_dtype") or config.get("dtype") or text.get("torch_dtype")
+        quant = config.get("quantization_config")
+        if primary is None:
+            meta.update({
+                "format": "safetensors" if safetensors else None,
+                "architecture": archs[0] if isinstance(archs, list) and archs else config.get("model_type"),
+                "model_type": config.get("model_type"),
+                "parameter_count": sum(w["parameter_count"] for w in safetensors.values()) or None,
+                "dtype": dtype,
+                "quantization": quant.get("quant_method") if isinstance(quant, dict) else dtype,
+                "context_length": config.get("max_position_embeddings") or text.get("max_position_embeddings"),
+            })
+    if "format" not in meta:
+        meta["format"] = None
+    if primary is None:
+        tok_config = _read_json(files["tokenizer_config.json"]) if "tokenizer_config.json" in files else {}
+        meta["has_chat_template"] = bool(tok_config.get("chat_template")) or "chat_template.jinja" in files
+    if not meta.get("license") and "README.md" in files:
+        meta["license"] = _license_from_readme(files["README.md"])
+    return {k: v for k, v in meta.items() if v is not None}

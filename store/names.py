@@ -1,0 +1,43 @@
+"""Checks for names that come from outside: model names, repo ids, and file paths in a repo."""
+
+from __future__ import annotations
+
+import re
+
+from modelstore.store.errors import UnsafeName
+
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._:@+/-]{0,199}")
+_REPO_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,95}/[A-Za-z0-9_][A-Za-z0-9._-]{0,95}")
+
+
+def check_model_name(name: str) -> str:
+    if not _MODEL_NAME.fullmatch(name) or any(p in ("", ".", "..") for p in name.split("/")):
+        raise UnsafeName(f"model name {name!r} is not allowed: use letters, digits and . _ : @ + - /, "
+                         f"no empty, '.' or '..' parts, at most 200 characters")
+    return name
+
+
+def looks_like_repo_id(text: str) -> bool:
+    return bool(_REPO_ID.fullmatch(text)) and ".." not in text
+
+
+def check_repo_id(repo_id: str) -> str:
+    if not looks_like_repo_id(repo_id):
+        raise UnsafeName(f"{repo_id!r} is not a Hugging Face repo id (expected 'org/name')")
+    return repo_id
+
+
+def check_relpath(path: str, *, where: str) -> str:
+    """A relative path inside a model: no absolute paths, no '..', no NUL, no empty parts."""
+    problem = None
+    if not path or "\0" in path:
+        problem = "is empty or holds a NUL byte"
+    elif path.startswith("/") or "\\" in path or re.match(r"[A-Za-z]:", path):
+        problem = "is absolute"
+    elif any(part in ("", ".", "..") for part in path.split("/")):
+        problem = "has an empty, '.' or '..' part"
+    elif len(path.encode()) > 1024:
+        problem = "is longer than 1024 bytes"
+    if problem:
+        raise UnsafeName(f"{where}: file name {path!r} {problem}; refusing it")
+    return path

@@ -1,0 +1,1 @@
+"""Where models come from: local files and folders, Hugging Face repos."""

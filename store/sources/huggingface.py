@@ -1,0 +1,136 @@
+"""`modelstore add org/name`: a Hugging Face repo at a revision, through huggingface_hub.
+
+The listing gives each file's SHA-256 (LFS files) or git blob SHA-1 (the rest); a file the store
+already holds under that hash is not downloaded again. Each download goes to the add's staging
+folder, is checked against the listed hash, linked into objects/ and deleted, so the extra disk
+at any moment is one file. HF_ENDPOINT and HF_TOKEN are read when an add runs, not at import.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from modelstore.store.errors import SourceError, UsageError
+from modelstore.store.ingest import ImportMode, ProgressFactory
+from modelstore.store.names import check_relpath, check_repo_id
+from modelstore.store.records import Source
+from modelstore.store.sources.common import default_name, finish, is_partial
+from modelstore.store.sources.local import ingest_all, list_folder
+from modelstore.store.store import AddResult, Store
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
+@contextmanager
+def hub_errors(repo_id: str, revision: str | None) -> Iterator[None]:
+    """The Hub's refusals in plain words."""
+    from huggingface_hub import errors
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    try:
+        yield
+    except errors.GatedRepoError:
+        raise SourceError(f"{repo_id} is gated: accept its terms on its Hub page, then set HF_TOKEN "
+                          f"to a token of that account") from None
+    except errors.RepositoryNotFoundError:
+        raise SourceError(f"{repo_id}: no such model repo on {endpoint} (if it is private, set HF_TOKEN)") from None
+    except errors.RevisionNotFoundError:
+        raise SourceError(f"{repo_id}: no revision {revision!r} (a branch, tag or commit)") from None
+    except errors.LocalEntryNotFoundError:
+        raise SourceError(f"{repo_id} at {revision or 'main'} is not in the Hugging Face cache, and "
+                          f"offline mode (HF_HUB_OFFLINE) forbids downloading it") from None
+    except errors.EntryNotFoundError as exc:
+        raise SourceError(f"{repo_id}: a listed file is missing on the Hub: {exc}") from None
+    except errors.HfHubHTTPError as exc:
+        raise SourceError(f"{repo_id}: the Hub answered: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # httpx transport errors: no connection, DNS, TLS
+        if type(exc).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore", "requests", "urllib3"):
+            raise SourceError(f"cannot reach {endpoint}: {exc}") from None
+        raise
+
+
+def add_from_hub(store: Store, repo_id: str, *, name: str | None = None, revision: str | None = None,
+                 include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
+                 progress: ProgressFactory | None = None, on_wait: Any = None) -> AddResult:
+    check_repo_id(repo_id)
+    name = name or default_name(repo_id)
+    if _offline():
+        return _add_from_hf_cache(store, repo_id, name, revision, include, exclude, progress, on_wait)
+
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.hf_api import RepoFile
+    from huggingface_hub.utils import filter_repo_objects
+
+    endpoint = os.environ.get("HF_ENDPOINT") or None
+    token = os.environ.get("HF_TOKEN") or None
+    api = HfApi(endpoint=endpoint, token=token)
+    with hub_errors(repo_id, revision):
+        info = api.model_info(repo_id, revision=revision)
+        commit = info.sha
+        if not commit or len(commit) != 40:
+            raise SourceError(f"{repo_id}: the Hub gave no commit for revision {revision or 'main'}")
+        listing = [e for e in api.list_repo_tree(repo_id, revision=commit, recursive=True) if isinstance(e, RepoFile)]
+    for entry in listing:
+        check_relpath(entry.path, where=f"{repo_id}@{commit[:8]}")
+    chosen = list(filter_repo_objects(listing, allow_patterns=list(include) or None,
+                                      ignore_patterns=list(exclude) or None, key=lambda e: e.path))
+    chosen = [e for e in chosen if not is_partial(Path(e.path).name)]
+    if not chosen:
+        raise UsageError(f"{repo_id}@{commit[:8]}: no file matches --include/--exclude "
+                         f"({len(listing)} files in the repo)")
+
+    source = Source("huggingface", repo_id, commit)
+    with store.adding(ImportMode.MOVE, progress, on_wait) as ingest:
+        stored: dict[str, str] = {}
+        readable: dict[str, Path] = {}
+        logical = novel = reused = downloaded = 0
+        for entry in chosen:
+            lfs_sha = entry.lfs.sha256 if entry.lfs else None
+            with store.catalog.read() as r:
+                known = r.file_by_sha256(lfs_sha) if lfs_sha else r.file_by_git_sha1(entry.blob_id)
+            if known is not None:
+                stored[entry.path] = known
+                logical += entry.size
+                reused += 1
+                continue
+            with hub_errors(repo_id, commit):
+                local = Path(hf_hub_download(repo_id, entry.path, revision=commit, cache_dir=ingest.staging / "hub",
+                                             endpoint=endpoint, token=token)).resolve()
+            downloaded += local.stat().st_size
+            result = ingest.ingest(local, entry.path)
+            record = result.record
+            if (lfs_sha and record.sha256 != lfs_sha) or (not lfs_sha and record.git_sha1 not in (None, entry.blob_id)):
+                raise SourceError(f"{repo_id}/{entry.path}: the downloaded bytes do not match the hash "
+                                  f"the Hub lists; nothing was committed")
+            if record.size <= 16 << 20:
+                readable[entry.path] = local  # small text files are read for metadata at commit
+            else:
+                local.unlink()  # the bytes now live in objects/: keep the extra disk to one file
+            stored[entry.path] = record.b3
+            logical += record.size
+            novel += result.novel_bytes
+            reused += result.reused_file
+        ingest.sources_to_remove.clear()  # downloads live in staging, which goes away by itself
+        return finish(store, ingest, name, source, stored, readable, logical, novel, reused, downloaded)
+
+
+def _add_from_hf_cache(store: Store, repo_id: str, name: str, revision: str | None, include: tuple[str, ...],
+                       exclude: tuple[str, ...], progress: ProgressFactory | None, on_wait: Any) -> AddResult:
+    """Offline: take the repo from the local Hugging Face cache, copying its files."""
+    from huggingface_hub import snapshot_download
+
+    with hub_errors(repo_id, revision):
+        folder = Path(snapshot_download(repo_id, revision=revision, local_files_only=True,
+                                        allow_patterns=list(include) or None, ignore_patterns=list(exclude) or None))
+    commit = folder.name
+    files, skipped = list_folder(folder)
+    source = Source("huggingface", repo_id, commit)
+    with store.adding(ImportMode.COPY, progress, on_wait) as ingest:
+        stored, logical, novel, reused = ingest_all(ingest, files)
+        return finish(store, ingest, name, source, stored, files, logical, novel, reused, skipped=skipped)

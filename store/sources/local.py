@@ -1,0 +1,73 @@
+"""`modelstore add ./file.gguf` and `modelstore add ./hf-format-folder/`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from modelstore.store.errors import NotFound, UsageError
+from modelstore.store.ingest import ImportMode, Ingest, ProgressFactory
+from modelstore.store.names import check_relpath
+from modelstore.store.records import Source
+from modelstore.store.sources.common import default_name, finish, is_partial
+from modelstore.store.store import AddResult, Store
+
+
+def list_folder(root: Path) -> tuple[dict[str, Path], list[str]]:
+    """Regular files under `root` (following symlinks to files), minus hidden entries and
+    unfinished downloads; returns (relative path -> path, skipped names)."""
+    files: dict[str, Path] = {}
+    skipped: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fn in sorted(filenames):
+            path = Path(dirpath) / fn
+            rel = path.relative_to(root).as_posix()
+            if fn.startswith("."):
+                continue
+            if is_partial(fn):
+                skipped.append(f"{rel} (an unfinished download)")
+                continue
+            if not path.is_file():
+                skipped.append(f"{rel} (not a regular file, or a dangling link)")
+                continue
+            files[check_relpath(rel, where=str(root))] = path
+    return files, skipped
+
+
+def ingest_all(ingest: Ingest, files: dict[str, Path]) -> tuple[dict[str, str], int, int, int]:
+    """Ingest every file; returns (path -> file digest, logical bytes, novel bytes, files reused)."""
+    stored: dict[str, str] = {}
+    logical = novel = reused = 0
+    for rel, path in files.items():
+        result = ingest.ingest(path, rel)
+        stored[rel] = result.record.b3
+        logical += result.record.size
+        novel += result.novel_bytes
+        reused += result.reused_file
+    return stored, logical, novel, reused
+
+
+def add_local(store: Store, path: Path, *, name: str | None = None, mode: ImportMode = ImportMode.COPY,
+              progress: ProgressFactory | None = None, on_wait: Any = None) -> AddResult:
+    if not path.exists():
+        raise NotFound(f"{path}: no such file or folder")
+    if path.is_dir():
+        files, skipped = list_folder(path)
+        if not files:
+            raise UsageError(f"{path}: no files to add")
+        default = path.resolve().name
+    else:
+        files, skipped = {path.name: path}, []
+        default = path.stem if path.suffix in (".gguf", ".safetensors") else path.name
+    if mode is ImportMode.MOVE:
+        links = [rel for rel, p in files.items() if p.is_symlink()]
+        if links:
+            raise UsageError(f"{path / links[0]} is a symlink: --move would leave the file it points to "
+                             f"behind; use --copy or --link")
+    name = name or default_name(default)
+    source = Source("local", str(path.resolve()))
+    with store.adding(mode, progress, on_wait) as ingest:
+        stored, logical, novel, reused = ingest_all(ingest, files)
+        return finish(store, ingest, name, source, stored, files, logical, novel, reused, skipped=skipped)

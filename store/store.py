@@ -1,0 +1,175 @@
+"""The store as a whole: a home folder holding objects/, the catalog and staging space."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelstore.store.catalog import Catalog
+from modelstore.store.errors import NotFound, StoreCorrupt
+from modelstore.store.ingest import ImportMode, Ingest, ProgressFactory
+from modelstore.store.locks import store_lock
+from modelstore.store.metadata import model_metadata
+from modelstore.store.names import check_model_name
+from modelstore.store.objects import Objects
+from modelstore.store.records import FileRecord, ModelRecord, Source
+
+SMALL_FILE = 16 << 20  # text files read for metadata
+
+
+def default_home() -> Path:
+    env = os.environ.get("MODELSTORE_HOME")
+    if env:
+        return Path(env)
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(data) / "modelstore"
+
+
+@dataclass
+class AddResult:
+    model: ModelRecord
+    logical_bytes: int
+    novel_bytes: int
+    reused_files: int
+    downloaded_bytes: int = 0
+    replaced: ModelRecord | None = None
+    unchanged: bool = False
+    skipped: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.model.name, "files": len(self.model.files), "logical_bytes": self.logical_bytes,
+                "stored_bytes": self.novel_bytes, "reused_files": self.reused_files,
+                "downloaded_bytes": self.downloaded_bytes, "replaced": self.replaced is not None,
+                "unchanged": self.unchanged, "source": self.model.to_json()["source"],
+                "metadata": self.model.metadata}
+
+
+class Store:
+    def __init__(self, home: Path, *, create: bool = True) -> None:
+        self.home = home
+        if not create and not (home / "catalog").is_dir():
+            raise NotFound(f"no store at {home} (run `modelstore add` first, or pass --home)")
+        self.objects = Objects(home)
+        if create:
+            self.objects.create_dirs()
+        self.catalog = Catalog(home / "catalog")
+        self.lock_path = home / "store.lock"
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def model(self, name: str) -> ModelRecord:
+        with self.catalog.read() as r:
+            model = r.model(name)
+        if model is None:
+            raise NotFound(f"no model named {name!r} (see `modelstore ls`)")
+        return model
+
+    def models(self) -> list[ModelRecord]:
+        with self.catalog.read() as r:
+            return sorted(r.models(), key=lambda m: m.name)
+
+    def file(self, b3: str) -> FileRecord:
+        with self.catalog.read() as r:
+            record = r.file(b3)
+        if record is None:
+            raise StoreCorrupt(f"file {b3} is named by a model but missing from the catalog; run `modelstore fsck`")
+        return record
+
+    def read_range(self, record: FileRecord, offset: int, length: int) -> bytes:
+        """Bytes [offset, offset+length) of a stored file, assembled from its extents."""
+        out = bytearray()
+        pos = 0
+        end = min(offset + length, record.size)
+        for ext in record.recipe:
+            lo, hi = max(offset, pos), min(end, pos + ext.length)
+            if hi > lo:
+                with open(self.objects.path(ext.blob), "rb") as f:
+                    out += os.pread(f.fileno(), hi - lo, ext.offset + (lo - pos))
+            pos += ext.length
+            if pos >= end:
+                break
+        return bytes(out)
+
+    def iter_file(self, record: FileRecord, chunk: int = 8 << 20) -> Iterator[memoryview]:
+        for ext in record.recipe:
+            with open(self.objects.path(ext.blob), "rb") as f:
+                done = 0
+                while done < ext.length:
+                    data = os.pread(f.fileno(), min(chunk, ext.length - done), ext.offset + done)
+                    if not data:
+                        raise StoreCorrupt(f"blob {ext.blob} is shorter than the catalog says")
+                    done += len(data)
+                    yield memoryview(data)
+
+    # -- adding -------------------------------------------------------------------------------------
+
+    @contextmanager
+    def adding(self, mode: ImportMode = ImportMode.COPY, progress: ProgressFactory | None = None,
+               on_wait: Any = None) -> Iterator[Ingest]:
+        with store_lock(self.lock_path, exclusive=False, on_wait=on_wait), self.objects.staging("add") as staging:
+            yield Ingest(self.catalog, self.objects, staging, mode, progress)
+
+    def text_files_for_metadata(self, files: dict[str, str], readable: dict[str, Path],
+                                staging: Path) -> dict[str, Path]:
+        """Where the small metadata files can be read: their source, else a copy out of the store."""
+        wanted = {"config.json", "model.safetensors.index.json", "tokenizer_config.json", "README.md",
+                  "chat_template.jinja"}
+        out: dict[str, Path] = {}
+        for rel in wanted & files.keys():
+            if rel in readable and readable[rel].exists():
+                out[rel] = readable[rel]
+                continue
+            record = self.file(files[rel])
+            if record.size <= SMALL_FILE:
+                copy = staging / f"meta-{rel.replace('/', '_')}"
+                copy.write_bytes(self.read_range(record, 0, record.size))
+                out[rel] = copy
+        return out
+
+    def commit_model(self, ingest: Ingest, name: str, source: Source, files: dict[str, str],
+                     readable: dict[str, Path]) -> tuple[ModelRecord, ModelRecord | None]:
+        """Commit a model whose files are all in the catalog or staged in `ingest`."""
+        check_model_name(name)
+        records = {rel: ingest.new_files.get(b3) or self.file(b3) for rel, b3 in files.items()}
+        weights = {rel: r.weights for rel, r in records.items() if r.weights}
+        metadata = model_metadata(self.text_files_for_metadata(files, readable, ingest.staging), weights)
+        model = ModelRecord(name, source, dict(files), metadata, time.time())
+        for record in records.values():
+            for blob in record.blobs:
+                if not self.objects.exists(blob):
+                    raise StoreCorrupt(f"blob {blob} of {name} is missing on disk; nothing was committed")
+        with self.catalog.write() as w:
+            for blob, size in ingest.new_blobs.items():
+                w.put_blob(blob, size)
+            for record in ingest.new_files.values():
+                w.put_file(record)
+            for digest, ext in ingest.new_tensors.items():
+                if w.tensor(digest) is None:
+                    w.put_tensor(digest, ext)
+            replaced = w.put_model(model)
+        for path in ingest.sources_to_remove:
+            path.unlink(missing_ok=True)
+        return model, replaced
+
+    # -- removing -----------------------------------------------------------------------------------
+
+    def remove(self, name: str) -> ModelRecord:
+        with self.catalog.write() as w:
+            old = w.remove_model(name)
+        if old is None:
+            raise NotFound(f"no model named {name!r} (see `modelstore ls`)")
+        return old

@@ -1,0 +1,101 @@
+"""What the store needs to know of a weights file: where each tensor's bytes lie.
+
+Parsers here read headers only, check every count, length and offset against the file size
+before using it (so a hostile header can neither point past the end nor make us allocate much),
+and return spans in absolute file offsets.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelstore.store.errors import BadModelFile
+
+GGUF_MAGIC = b"GGUF"
+
+
+@dataclass(frozen=True)
+class TensorSpan:
+    name: str
+    offset: int  # absolute offset in the file
+    length: int
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True)
+class WeightsHeader:
+    format: str  # "gguf" or "safetensors"
+    data_start: int
+    tensors: tuple[TensorSpan, ...]
+    # GGUF: scalar and string keys (arrays as {"array": type, "count": n}); safetensors: __metadata__
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(t.numel for t in self.tensors)
+
+
+def check_spans(path: str, spans: list[TensorSpan], data_start: int, file_size: int) -> None:
+    """Spans must lie inside the data section and must not overlap (shared bytes would make
+    per-tensor dedup ambiguous, and no honest writer produces them)."""
+    previous: TensorSpan | None = None
+    for span in sorted(spans, key=lambda s: (s.offset, s.end)):
+        if span.offset < data_start or span.end > file_size:
+            raise BadModelFile(
+                path,
+                f"tensor {span.name!r} lies at bytes {span.offset}-{span.end}, "
+                f"outside the data section {data_start}-{file_size}",
+            )
+        if previous is not None and span.offset < previous.end:
+            raise BadModelFile(path, f"tensors {previous.name!r} and {span.name!r} overlap")
+        previous = span
+
+
+def sniff_format(path: Path) -> str | None:
+    """'gguf', 'safetensors' or None, by magic first (Ollama blobs have no extension)."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except IsADirectoryError:
+        return None
+    if magic == GGUF_MAGIC:
+        return "gguf"
+    if path.suffix == ".gguf":
+        raise BadModelFile(str(path), "not a GGUF file (no 'GGUF' magic at the start)")
+    if path.suffix == ".safetensors":
+        return "safetensors"
+    return None
+
+
+def read_weights_header(path: Path) -> WeightsHeader | None:
+    """Parse the header of a GGUF or safetensors file; None for any other file."""
+    fmt = sniff_format(path)
+    if fmt is None:
+        return None
+    size = os.path.getsize(path)
+    if size == 0:
+        raise BadModelFile(str(path), "empty file")
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        if fmt == "gguf":
+            from modelstore.store.gguf_header import parse_gguf
+
+            return parse_gguf(str(path), mm)
+        from modelstore.store.safetensors_header import parse_safetensors
+
+        return parse_safetensors(str(path), mm)
