@@ -33,7 +33,7 @@ def cli(ctx: click.Context, home: Path | None, debug: bool) -> None:
       modelstore ls
       modelstore du          # how much the dedup saves
     """
-    from modelstore.store.store import default_home
+    from modelstore.store.home import default_home
 
     ctx.obj = App(home or default_home(), debug)
 
@@ -42,31 +42,34 @@ for command in (add, ls, show, rm, du, gc, fsck):
     cli.add_command(command)
 
 
-def main() -> None:
+def run(argv: list[str] | None = None) -> int:
+    """Run the command line and return its exit status; the one place errors become messages."""
     from modelstore.store.errors import ModelstoreError
 
-    debug = "--debug" in sys.argv
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
     try:
-        rc = cli.main(standalone_mode=False)
-        sys.exit(rc if isinstance(rc, int) else 0)
-    except click.exceptions.Abort:
+        rc = cli.main(args=args, prog_name="modelstore", standalone_mode=False)
+        return rc if isinstance(rc, int) else 0
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("interrupted; nothing was committed", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("interrupted; nothing was committed", err=True)
-        sys.exit(130)
+        return 130
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
     except ModelstoreError as exc:
         if debug:
             raise
         click.echo(f"modelstore: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except OSError as exc:  # permissions, a vanished file, a full disk outside the store's own checks
         if debug:
             raise
         click.echo(f"modelstore: error: {exc}", err=True)
-        sys.exit(1)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        return 1
+
+
+def main() -> None:
+    sys.exit(run())

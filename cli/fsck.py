@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 
 import click
 
@@ -35,4 +34,4 @@ def fsck(app: App, deep: bool, as_json: bool) -> None:
             click.echo(f"note: {n}")
         click.echo(("clean" if report.clean else f"{len(report.problems)} problem(s)") + f" ({checked})")
     if not report.clean:
-        sys.exit(1)
+        raise click.exceptions.Exit(1)

@@ -22,14 +22,6 @@ from modelstore.store.records import FileRecord, ModelRecord, Source
 SMALL_FILE = 16 << 20  # text files read for metadata
 
 
-def default_home() -> Path:
-    env = os.environ.get("MODELSTORE_HOME")
-    if env:
-        return Path(env)
-    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(data) / "modelstore"
-
-
 @dataclass
 class AddResult:
     model: ModelRecord

@@ -27,12 +27,26 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
 
 
+def _hub_cache() -> Path:
+    """The Hugging Face cache folder, from the environment as it is now (huggingface_hub reads it at import)."""
+    env = os.environ
+    home = env.get("HF_HOME") or os.path.join(env.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
+    cache = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE") or os.path.join(home, "hub")
+    return Path(os.path.expandvars(os.path.expanduser(cache)))
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 @contextmanager
-def hub_errors(repo_id: str, revision: str | None) -> Iterator[None]:
-    """The Hub's refusals in plain words."""
+def hub_errors(repo_id: str, revision: str | None, path: str | None = None) -> Iterator[None]:
+    """The Hub's refusals in plain words, on one line."""
     from huggingface_hub import errors
 
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    at = f"{repo_id} at {revision or 'main'}"
     try:
         yield
     except errors.GatedRepoError:
@@ -42,16 +56,27 @@ def hub_errors(repo_id: str, revision: str | None) -> Iterator[None]:
         raise SourceError(f"{repo_id}: no such model repo on {endpoint} (if it is private, set HF_TOKEN)") from None
     except errors.RevisionNotFoundError:
         raise SourceError(f"{repo_id}: no revision {revision!r} (a branch, tag or commit)") from None
-    except errors.LocalEntryNotFoundError:
-        raise SourceError(f"{repo_id} at {revision or 'main'} is not in the Hugging Face cache, and "
-                          f"offline mode (HF_HUB_OFFLINE) forbids downloading it") from None
-    except errors.EntryNotFoundError as exc:
-        raise SourceError(f"{repo_id}: a listed file is missing on the Hub: {exc}") from None
+    except errors.IncompleteSnapshotError:
+        raise SourceError(f"{at}: the Hugging Face cache ({_hub_cache()}) holds an incomplete copy, and "
+                          f"offline mode (HF_HUB_OFFLINE) forbids downloading the rest") from None
+    except errors.LocalEntryNotFoundError as exc:
+        if _offline():
+            raise SourceError(f"{at} is not in the Hugging Face cache ({_hub_cache()}), and offline mode "
+                              f"(HF_HUB_OFFLINE) forbids downloading it") from None
+        cause = exc.__cause__ or exc
+        raise SourceError(f"{repo_id}: cannot download {path or 'the repo'} from {endpoint}: "
+                          f"{_first_line(cause)}") from None
+    except errors.EntryNotFoundError:
+        raise SourceError(f"{repo_id}: {path or 'a listed file'} is listed but missing on the Hub") from None
     except errors.HfHubHTTPError as exc:
-        raise SourceError(f"{repo_id}: the Hub answered: {str(exc).splitlines()[0]}") from None
+        raise SourceError(f"{repo_id}: the Hub answered: {_first_line(exc)}") from None
+    except OSError as exc:
+        if exc.errno is not None:  # the local disk: permissions, no space
+            raise
+        raise SourceError(f"{repo_id}: downloading {path or 'the repo'} failed: {_first_line(exc)}") from None
     except Exception as exc:  # httpx transport errors: no connection, DNS, TLS
         if type(exc).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore", "requests", "urllib3"):
-            raise SourceError(f"cannot reach {endpoint}: {exc}") from None
+            raise SourceError(f"cannot reach {endpoint}: {_first_line(exc)}") from None
         raise
 
 

@@ -1,0 +1,79 @@
+"""Shared fixtures. Every test that uses a store gets `fsck --deep` run on it afterwards: a test
+that leaves the store inconsistent fails even when its own assertions pass."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from modelstore.cli import run
+from modelstore.store import Store
+from modelstore.store.fsck import fsck
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> object:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def home(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """An empty store home, checked with fsck --deep after the test."""
+    path = tmp_path / "home"
+    yield path
+    if request.node.get_closest_marker("corrupts_store") or not (path / "catalog").is_dir():
+        return
+    with Store(path, create=False) as store:
+        report = fsck(store, deep=True)
+    assert report.clean, f"fsck after the test: {report.problems}"
+
+
+@pytest.fixture
+def store(home: Path) -> Iterator[Store]:
+    with Store(home) as s:
+        yield s
+
+
+@pytest.fixture
+def cli(home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    """Run `modelstore ARGS...` in this process against `home`; returns code, stdout, stderr."""
+    monkeypatch.setenv("MODELSTORE_HOME", str(home))
+
+    def invoke(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = run([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return invoke
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Path:
+    """A folder for the models a test generates."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    return folder
+
+
+def stored_bytes(home: Path) -> int:
+    """Bytes of every blob file under objects/: what the store really holds on disk."""
+    return sum(p.stat().st_size for p in (home / "objects").rglob("*") if p.is_file())
+
+
+def read_model_file(store: Store, name: str, rel: str) -> bytes:
+    record = store.file(store.model(name).files[rel])
+    return b"".join(bytes(c) for c in store.iter_file(record))
+
+
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

@@ -1,0 +1,135 @@
+"""Dedup, measured in exact bytes on disk under objects/."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from modelstore.converters.synth import write_tiny_hf_folder, write_tiny_llama_gguf
+from modelstore.store import ImportMode, Store
+from modelstore.store.ingest import MIN_SHARED_TENSOR
+from modelstore.store.sources.local import add_local
+from modelstore.store.tensors import read_weights_header
+from tests.conftest import read_model_file, stored_bytes
+
+
+def shared_tensor_bytes(path: Path) -> int:
+    header = read_weights_header(path)
+    assert header is not None
+    return sum(t.length for t in header.tensors if t.length >= MIN_SHARED_TENSOR)
+
+
+def test_same_gguf_under_two_names_is_stored_once(store: Store, home: Path, models: Path) -> None:
+    gguf = write_tiny_llama_gguf(models / "a.gguf")
+    add_local(store, gguf, name="one")
+    before = stored_bytes(home)
+    result = add_local(store, gguf, name="two")
+    assert result.novel_bytes == 0 and result.reused_files == 1
+    assert stored_bytes(home) == before == gguf.stat().st_size
+    assert read_model_file(store, "two", "a.gguf") == gguf.read_bytes()
+
+
+def test_one_changed_tensor_costs_header_and_that_tensor(store: Store, home: Path, models: Path) -> None:
+    base = write_tiny_llama_gguf(models / "base.gguf")
+    tuned = write_tiny_llama_gguf(models / "tuned.gguf", changed={"blk.1.ffn_up.weight": 7})
+    add_local(store, base, name="base")
+    before = stored_bytes(home)
+    result = add_local(store, tuned, name="tuned")
+
+    header = read_weights_header(tuned)
+    assert header is not None
+    changed = next(t for t in header.tensors if t.name == "blk.1.ffn_up.weight")
+    unchanged_shared = shared_tensor_bytes(tuned) - changed.length
+    expected = tuned.stat().st_size - unchanged_shared  # header, padding, small norms, the new tensor
+    assert result.novel_bytes == expected
+    assert stored_bytes(home) - before == expected
+    small = sum(t.length for t in header.tensors if t.length < MIN_SHARED_TENSOR)
+    assert expected <= header.data_start + changed.length + small + 32 * len(header.tensors)
+    assert read_model_file(store, "tuned", "tuned.gguf") == tuned.read_bytes()
+    assert read_model_file(store, "base", "base.gguf") == base.read_bytes()
+
+
+@pytest.mark.parametrize("mode", list(ImportMode))
+def test_every_import_mode_dedups_the_same(tmp_path: Path, models: Path, mode: ImportMode) -> None:
+    base = write_tiny_llama_gguf(models / "base.gguf")
+    tuned = write_tiny_llama_gguf(models / "tuned.gguf", changed={"blk.0.attn_q.weight": 3})
+    tuned_bytes = tuned.read_bytes()
+    expected = len(tuned_bytes) - shared_tensor_bytes(tuned) + 64 * 64 * 4  # + the changed attn_q
+    with Store(tmp_path / "h") as store:
+        add_local(store, base, name="base")
+        result = add_local(store, tuned, name="tuned", mode=mode)
+        assert result.novel_bytes == expected
+        assert read_model_file(store, "tuned", "tuned.gguf") == tuned_bytes
+    assert tuned.exists() == (mode is not ImportMode.MOVE)
+
+
+def test_resharded_and_reordered_safetensors_cost_only_new_headers(store: Store, home: Path, models: Path) -> None:
+    one = write_tiny_hf_folder(models / "one", seed=5)
+    three = write_tiny_hf_folder(models / "three", seed=5, shards=3, order_reversed=True)
+    add_local(store, one, name="one")
+    before = stored_bytes(home)
+    result = add_local(store, three, name="three")
+    shards = sorted(three.glob("*.safetensors"))
+    assert len(shards) == 3
+    expected = sum(p.stat().st_size - shared_tensor_bytes(p) for p in shards)
+    expected += (three / "model.safetensors.index.json").stat().st_size  # the only new small file
+    assert result.novel_bytes == expected
+    assert stored_bytes(home) - before == expected
+    for p in three.iterdir():
+        assert read_model_file(store, "three", p.name) == p.read_bytes()
+
+
+def test_tensors_dedup_across_container_formats(store: Store, home: Path, models: Path) -> None:
+    """The same F32 tensor bytes in a GGUF and in a safetensors file are stored once."""
+    gguf_path = write_tiny_llama_gguf(models / "m.gguf")
+    header = read_weights_header(gguf_path)
+    assert header is not None
+    raw = gguf_path.read_bytes()
+    big = [t for t in header.tensors if t.length >= MIN_SHARED_TENSOR]
+    arrays = {t.name: np.frombuffer(raw[t.offset : t.end], np.float32).reshape(t.shape) for t in big}
+    st_path = models / "m.safetensors"
+    save_file(arrays, str(st_path))
+    add_local(store, gguf_path, name="gguf")
+    before = stored_bytes(home)
+    add_local(store, st_path, name="st")
+    assert stored_bytes(home) - before == st_path.stat().st_size - sum(t.length for t in big)
+    assert read_model_file(store, "st", "m.safetensors") == st_path.read_bytes()
+
+
+def test_repeated_tensor_inside_one_file_is_stored_once(store: Store, home: Path, models: Path) -> None:
+    a = np.random.default_rng(1).standard_normal((64, 64)).astype(np.float32)
+    b = np.random.default_rng(2).standard_normal((64, 64)).astype(np.float32)
+    path = models / "tied.safetensors"
+    save_file({"embed": a, "lm_head": a.copy(), "other": b}, str(path))
+    add_local(store, path, name="tied")
+    assert stored_bytes(home) == path.stat().st_size - a.nbytes
+    assert read_model_file(store, "tied", "tied.safetensors") == path.read_bytes()
+
+
+def test_folder_and_single_file_share_files(store: Store, home: Path, models: Path) -> None:
+    folder = write_tiny_hf_folder(models / "f")
+    copy = models / "g"
+    shutil.copytree(folder, copy)
+    add_local(store, folder, name="f")
+    before = stored_bytes(home)
+    result = add_local(store, copy, name="g")
+    assert result.novel_bytes == 0 and result.reused_files == len(list(folder.iterdir()))
+    assert stored_bytes(home) == before
+
+
+def test_readding_replaces_and_gc_frees_exactly_the_old_bytes(store: Store, home: Path, models: Path) -> None:
+    from modelstore.store.gc import run_gc
+
+    a = write_tiny_llama_gguf(models / "m.gguf", seed=1)
+    add_local(store, a, name="m")
+    b = write_tiny_llama_gguf(models / "m.gguf", seed=2)  # same path, other content
+    result = add_local(store, b, name="m")
+    assert result.replaced is not None
+    gc = run_gc(store)
+    assert gc.plan.bytes_freed == b.stat().st_size  # the first version, same size
+    assert stored_bytes(home) == b.stat().st_size
+    assert read_model_file(store, "m", "m.gguf") == b.read_bytes()

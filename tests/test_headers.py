@@ -1,0 +1,208 @@
+"""Truncated, lying and hostile GGUF and safetensors headers: a one-line error naming the file
+and the problem, no huge allocation, nothing committed."""
+
+from __future__ import annotations
+
+import json
+import struct
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from modelstore.converters.synth import write_tiny_llama_gguf
+from modelstore.store import Store
+from modelstore.store.errors import BadModelFile
+from modelstore.store.tensors import read_weights_header
+from tests.ggufbytes import ARRAY, STRING, UINT32, GGUFBytes, Tensor, gguf_str, valid_gguf
+
+
+def parse(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+    read_weights_header(path)
+
+
+def problem_of(tmp_path: Path, data: bytes, name: str = "bad.gguf") -> str:
+    path = tmp_path / name
+    with pytest.raises(BadModelFile) as info:
+        parse(path, data)
+    message = str(info.value)
+    assert message.startswith(str(path)), message
+    assert "\n" not in message
+    return info.value.problem
+
+
+def test_valid_builder_parses(tmp_path: Path) -> None:
+    path = tmp_path / "ok.gguf"
+    path.write_bytes(valid_gguf().build())
+    header = read_weights_header(path)
+    assert header is not None and [t.name for t in header.tensors] == ["t0", "t1"]
+    assert header.tensors[1].offset - header.tensors[0].offset == 4096
+
+
+def test_real_writer_output_parses_like_gguf_reader(tmp_path: Path) -> None:
+    import gguf
+
+    path = write_tiny_llama_gguf(tmp_path / "tiny.gguf")
+    ours = read_weights_header(path)
+    theirs = gguf.GGUFReader(path)
+    assert ours is not None
+    assert [(t.name, t.offset, t.length) for t in ours.tensors] == \
+        [(t.name, int(t.data_offset), int(t.n_bytes)) for t in theirs.tensors]
+    assert ours.metadata["general.architecture"] == "llama"
+    assert ours.metadata["tokenizer.ggml.tokens"] == {"array": "STRING", "count": 317}
+
+
+@pytest.mark.parametrize("cut", [0, 3, 7, 20, 30, 60, 100, 150, 400, 5000])
+def test_truncated_gguf(tmp_path: Path, cut: int) -> None:
+    data = valid_gguf().build()
+    assert cut < len(data)
+    problem = problem_of(tmp_path, data[:cut])
+    assert any(w in problem for w in ("truncated", "empty", "not a GGUF", "outside", "more than")), problem
+
+
+def test_not_gguf_magic(tmp_path: Path) -> None:
+    assert "magic" in problem_of(tmp_path, b"GGML" + b"\0" * 100)
+
+
+def test_unsupported_version(tmp_path: Path) -> None:
+    g = valid_gguf()
+    g.version = 1
+    assert "version 1" in problem_of(tmp_path, g.build())
+
+
+def test_absurd_counts_fail_fast_without_allocating(tmp_path: Path) -> None:
+    cases = []
+    g = valid_gguf()
+    g.tensor_count = 2**60
+    cases.append((g.build(), "tensors"))
+    g = valid_gguf()
+    g.kv_count = 2**62
+    cases.append((g.build(), "metadata keys"))
+    g = valid_gguf().add_raw_kv(gguf_str("k") + struct.pack("<I", STRING) + struct.pack("<Q", 2**62))
+    cases.append((g.build(), "needs"))
+    g = valid_gguf().add_raw_kv(gguf_str("k") + struct.pack("<IIQ", ARRAY, UINT32, 2**61))
+    cases.append((g.build(), "array"))
+    g = valid_gguf().add_raw_kv(gguf_str("k") + struct.pack("<IIQ", ARRAY, STRING, 2**40))
+    cases.append((g.build(), "strings"))
+    g = valid_gguf()
+    g.tensors[0].shape = (2**40, 2**20)
+    cases.append((g.build(), "claims"))
+    tracemalloc.start()
+    try:
+        for data, word in cases:
+            assert word in problem_of(tmp_path, data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"parsing hostile headers allocated {peak} bytes"
+
+
+def test_tensor_past_end_of_file(tmp_path: Path) -> None:
+    data = valid_gguf().build()
+    assert "outside the data section" in problem_of(tmp_path, data[:-100])
+
+
+def test_overlapping_tensors(tmp_path: Path) -> None:
+    g = valid_gguf()
+    g.tensors[1].offset = 2048  # half inside t0
+    g.tensors[1].data = g.tensors[1].data  # still 4096 bytes long
+    assert "overlap" in problem_of(tmp_path, g.build())
+
+
+@pytest.mark.parametrize("mutate,word", [
+    (lambda g: setattr(g.tensors[0], "shape", (1, 1, 1, 1, 1024)), "dimensions"),
+    (lambda g: setattr(g.tensors[0], "ggml_type", 9999), "unknown ggml type"),
+    (lambda g: setattr(g.tensors[1], "offset", 4100), "not aligned"),
+    (lambda g: setattr(g.tensors[1], "name", "t0"), "appears twice"),
+    (lambda g: setattr(g.tensors[0], "name", "x" * 5000), "at most"),
+    (lambda g: setattr(g.tensors[0], "ggml_type", 8), "block size"),  # Q8_0 with 1024 elems is fine...
+])
+def test_lying_tensor_infos(tmp_path: Path, mutate, word: str) -> None:
+    g = valid_gguf()
+    mutate(g)
+    if word == "block size":
+        g.tensors[0].shape = (1000,)  # ...but 1000 is not a multiple of 32
+    assert word in problem_of(tmp_path, g.build())
+
+
+def test_unknown_value_type_and_duplicate_key(tmp_path: Path) -> None:
+    g = valid_gguf().add_raw_kv(gguf_str("k") + struct.pack("<I", 77))
+    assert "unknown value type" in problem_of(tmp_path, g.build())
+    g = valid_gguf().add_string("general.architecture", "again")
+    assert "appears twice" in problem_of(tmp_path, g.build())
+
+
+def test_bad_alignment(tmp_path: Path) -> None:
+    g = valid_gguf().add_raw_kv(gguf_str("general.alignment") + struct.pack("<II", UINT32, 24))
+    assert "power of two" in problem_of(tmp_path, g.build())
+
+
+def test_invalid_utf8_name(tmp_path: Path) -> None:
+    g = GGUFBytes()
+    g.kv.append(gguf_str(b"\xff\xfe") + struct.pack("<I", STRING) + gguf_str("x"))
+    assert "UTF-8" in problem_of(tmp_path, g.build())
+
+
+# -- safetensors ---------------------------------------------------------------------------------
+
+
+def st_bytes(header: object, data: bytes, *, length: int | None = None) -> bytes:
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw) if length is None else length) + raw + data
+
+
+def st_problem(tmp_path: Path, data: bytes) -> str:
+    return problem_of(tmp_path, data, "bad.safetensors")
+
+
+GOOD = {"a": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
+        "b": {"dtype": "F16", "shape": [4], "data_offsets": [16, 24]}}
+
+
+def test_valid_safetensors(tmp_path: Path) -> None:
+    path = tmp_path / "ok.safetensors"
+    path.write_bytes(st_bytes({"__metadata__": {"format": "pt"}, **GOOD}, bytes(24)))
+    header = read_weights_header(path)
+    assert header is not None and header.metadata == {"format": "pt"}
+    assert [(t.name, t.length) for t in header.tensors] == [("a", 16), ("b", 8)]
+
+
+@pytest.mark.parametrize("data,word", [
+    (b"\x01\x02", "truncated"),
+    (struct.pack("<Q", 10**12) + b"{}", "at most"),
+    (struct.pack("<Q", 1000) + b"{}", "truncated"),
+    (st_bytes(["not", "an", "object"], b""), "not a JSON object"),
+    (struct.pack("<Q", 8) + b"{bad json", "not valid JSON"),
+    (struct.pack("<Q", 22) + b'{"a":1,"a":2}' + b" " * 9, "appears twice"),
+    (st_bytes({"a": {**GOOD["a"], "dtype": "F33"}}, bytes(16)), "unknown dtype"),
+    (st_bytes({"a": {**GOOD["a"], "shape": [3, 3]}}, bytes(16)), "do not hold"),
+    (st_bytes({"a": {**GOOD["a"], "shape": [-1]}}, bytes(16)), "shape"),
+    (st_bytes({"a": {**GOOD["a"], "data_offsets": [16, 0]}}, bytes(16)), "data_offsets"),
+    (st_bytes({"a": {**GOOD["a"], "data_offsets": [0, 2**62]}, }, bytes(16)), "do not hold"),
+    (st_bytes(GOOD, bytes(20)), "outside"),
+    (st_bytes(GOOD, bytes(30)), "ends at byte"),
+    (st_bytes({"a": GOOD["a"], "b": {**GOOD["b"], "data_offsets": [8, 16]}}, bytes(24)), "overlap"),
+    (st_bytes({"a": GOOD["a"], "b": {**GOOD["b"], "data_offsets": [20, 28]}}, bytes(28)), "does not start"),
+    (st_bytes({"__metadata__": {"x": 1}, **GOOD}, bytes(24)), "__metadata__"),
+])
+def test_hostile_safetensors(tmp_path: Path, data: bytes, word: str) -> None:
+    assert word in st_problem(tmp_path, data)
+
+
+def test_cli_refuses_bad_file_and_commits_nothing(cli, home: Path, models: Path) -> None:
+    good = write_tiny_llama_gguf(models / "good.gguf")
+    bad_folder = models / "folder"
+    bad_folder.mkdir()
+    (bad_folder / "a.gguf").write_bytes(good.read_bytes())
+    (bad_folder / "b.gguf").write_bytes(good.read_bytes()[:-1000])
+    for target in (bad_folder, bad_folder / "b.gguf"):
+        r = cli("add", target)
+        assert r.code == 4
+        assert r.err.count("\n") == 1 and "Traceback" not in r.err
+        assert "b.gguf" in r.err and "outside the data section" in r.err
+    assert cli("ls", "--json").json() == []
+    with Store(home, create=False) as store, store.catalog.read() as r:
+        assert list(r.blobs()) == [] and list(r.files()) == [] and list(r.tensors()) == []
+    assert list((home / "tmp").iterdir()) == []

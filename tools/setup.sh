@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Sourced by demo.sh and test.sh: system packages (FUSE for the mount) and a venv in .venv with
+# modelstore installed editable. Safe to run again; it only installs what is missing.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+missing=()
+for pkg in fuse3 libfuse3-dev pkg-config; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+python=${PYTHON:-python3}
+"$python" -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing system packages: ${missing[*]}"
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+log=.venv/install.log
+echo "installing modelstore into .venv (log: $log)"
+if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[${EXTRAS:-test}]"; } >"$log" 2>&1; then
+    tail -40 "$log" >&2
+    echo "setup failed: pip install did not succeed (whole log in $log)" >&2
+    exit 1
+fi
+.venv/bin/python -c "import modelstore.cli, pyfuse3" || { echo "setup failed: modelstore did not install" >&2; exit 1; }
