@@ -13,6 +13,7 @@ from modelstore.cli.app import App
 from modelstore.cli.fsck import fsck
 from modelstore.cli.gc import gc
 from modelstore.cli.inspect import du, ls, show
+from modelstore.cli.mount import mount, umount
 from modelstore.cli.rm import rm
 
 
@@ -38,7 +39,7 @@ def cli(ctx: click.Context, home: Path | None, debug: bool) -> None:
     ctx.obj = App(home or default_home(), debug)
 
 
-for command in (add, ls, show, rm, du, gc, fsck):
+for command in (add, ls, show, rm, du, gc, fsck, mount, umount):
     cli.add_command(command)
 
 

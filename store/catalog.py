@@ -8,6 +8,7 @@ transaction bumps `meta/generation`, which a running mount watches.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,31 +44,53 @@ def _dec(raw: bytes) -> Any:
     return json.loads(bytes(raw))
 
 
+class _SharedEnv:
+    """LMDB allows one environment per file per process: every Catalog of a path shares it."""
+
+    def __init__(self, env: Any, dbs: dict[str, Any]) -> None:
+        self.env, self.dbs, self.users = env, dbs, 0
+
+
+_OPEN: dict[str, _SharedEnv] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def _open_env(path: Path, readonly: bool, create: bool) -> _SharedEnv:
+    key = str(path.resolve())
+    with _OPEN_LOCK:
+        shared = _OPEN.get(key)
+        if shared is None:
+            if create and not readonly:
+                path.mkdir(parents=True, exist_ok=True)
+            try:
+                env = lmdb.open(str(path), map_size=MAP_SIZE, max_dbs=len(DATABASES) + 1,
+                                readonly=readonly, create=create and not readonly, max_readers=256)
+            except lmdb.Error as exc:
+                raise ModelstoreError(f"cannot open the catalog at {path}: {exc}") from None
+            dbs: dict[str, Any] = {}
+            with env.begin(write=not readonly) as txn:
+                for name in DATABASES:
+                    dbs[name] = env.open_db(name.encode(), txn=txn, create=not readonly, dupsort=name in _DUPSORT)
+                meta = dbs["meta"]
+                if not readonly and txn.get(b"schema", db=meta) is None:
+                    txn.put(b"schema", str(SCHEMA_VERSION).encode(), db=meta)
+                    txn.put(b"generation", b"0", db=meta)
+            shared = _OPEN[key] = _SharedEnv(env, dbs)
+        shared.users += 1
+        return shared
+
+
 class Catalog:
     def __init__(self, path: Path, *, readonly: bool = False, create: bool = True) -> None:
         self.path = path
-        if create and not readonly:
-            path.mkdir(parents=True, exist_ok=True)
+        self._key = str(path.resolve())
+        shared = _open_env(path, readonly, create)
+        self.env, self.dbs = shared.env, shared.dbs
         try:
-            self.env = lmdb.open(str(path), map_size=MAP_SIZE, max_dbs=len(DATABASES) + 1,
-                                 readonly=readonly, create=create and not readonly, max_readers=256)
-        except lmdb.Error as exc:
-            raise ModelstoreError(f"cannot open the catalog at {path}: {exc}") from None
-        self.dbs: dict[str, Any] = {}
-        if readonly:
-            with self.env.begin() as txn:
-                for name in DATABASES:
-                    self.dbs[name] = self.env.open_db(name.encode(), txn=txn, create=False,
-                                                      dupsort=name in _DUPSORT)
-        else:
-            with self.env.begin(write=True) as txn:
-                for name in DATABASES:
-                    self.dbs[name] = self.env.open_db(name.encode(), txn=txn, dupsort=name in _DUPSORT)
-                meta = self.dbs["meta"]
-                if txn.get(b"schema", db=meta) is None:
-                    txn.put(b"schema", str(SCHEMA_VERSION).encode(), db=meta)
-                    txn.put(b"generation", b"0", db=meta)
-        self._check_schema()
+            self._check_schema()
+        except SchemaMismatch:
+            self.close()
+            raise
 
     def _check_schema(self) -> None:
         with self.env.begin() as txn:
@@ -78,7 +101,14 @@ class Catalog:
                                  f"modelstore reads version {SCHEMA_VERSION}")
 
     def close(self) -> None:
-        self.env.close()
+        with _OPEN_LOCK:
+            shared = _OPEN.get(self._key)
+            if shared is None or shared.env is not self.env:
+                return
+            shared.users -= 1
+            if shared.users == 0:
+                del _OPEN[self._key]
+                self.env.close()
 
     @contextmanager
     def read(self) -> Iterator["Reader"]:

@@ -1,0 +1,147 @@
+"""The tree a mount serves: directories, files and symlinks, with stable inode numbers.
+
+Views build plain `Dir`/`File`/`Link` values; `index_tree` gives every node its inode and
+attributes. Nothing here touches FUSE, the catalog's storage or the disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+from dataclasses import dataclass, field
+
+from modelstore.store.records import Extent
+
+ROOT_INODE = 1
+
+
+@dataclass(frozen=True)
+class StoredContent:
+    """The bytes of a stored file: its recipe."""
+
+    b3: str
+    size: int
+    recipe: tuple[Extent, ...]
+
+
+@dataclass(frozen=True)
+class Literal:
+    """Bytes a view generates (a manifest, a ref, a config blob)."""
+
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+Content = StoredContent | Literal
+
+
+@dataclass
+class File:
+    content: Content
+    mtime_ns: int = 0
+
+
+@dataclass
+class Link:
+    target: str
+    mtime_ns: int = 0
+
+
+@dataclass
+class Dir:
+    children: dict[str, "Node"] = field(default_factory=dict)
+    mtime_ns: int = 0
+
+    def dir(self, name: str, mtime_ns: int = 0) -> "Dir":
+        """The child folder `name`, created if missing."""
+        child = self.children.get(name)
+        if child is None:
+            child = self.children[name] = Dir(mtime_ns=mtime_ns)
+        if not isinstance(child, Dir):
+            raise ValueError(f"{name!r} is a file and a folder")
+        child.mtime_ns = max(child.mtime_ns, mtime_ns)
+        return child
+
+    def add(self, path: str, node: "Node") -> None:
+        """Place `node` at the relative `path`, creating folders on the way."""
+        parts = path.split("/")
+        folder = self
+        for part in parts[:-1]:
+            folder = folder.dir(part, getattr(node, "mtime_ns", 0))
+        folder.children[parts[-1]] = node
+
+
+Node = File | Link | Dir
+
+
+@dataclass(frozen=True)
+class Attrs:
+    ino: int
+    mode: int
+    size: int
+    mtime_ns: int
+    nlink: int = 1
+
+
+@dataclass
+class Indexed:
+    """A tree with inode numbers: what the FUSE adapter looks things up in."""
+
+    nodes: dict[int, Node]
+    attrs: dict[int, Attrs]
+    children: dict[int, dict[str, int]]  # directory inode -> name -> inode
+    parents: dict[int, int]
+
+
+def _ino(key: bytes) -> int:
+    # 63 bits, never 0 or the root inode
+    value = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") & ((1 << 63) - 1)
+    return value if value > ROOT_INODE else value + 2
+
+
+def content_inode(content: Content) -> int:
+    """Same content, same inode, in every view and across remounts: the kernel then keeps one
+    page cache for a file however many paths show it."""
+    if isinstance(content, StoredContent):
+        return _ino(b"f:" + content.b3.encode())
+    return _ino(b"l:" + hashlib.sha256(content.data).digest())
+
+
+def index_tree(root: Dir) -> Indexed:
+    nodes: dict[int, Node] = {}
+    attrs: dict[int, Attrs] = {}
+    children: dict[int, dict[str, int]] = {}
+    parents: dict[int, int] = {}
+    links: dict[int, int] = {}
+
+    def visit(node: Node, path: str, ino: int, parent: int) -> None:
+        nodes[ino] = node
+        parents.setdefault(ino, parent)
+        if isinstance(node, Dir):
+            children[ino] = {}
+            subdirs = 0
+            for name, child in node.children.items():
+                child_path = f"{path}/{name}"
+                if isinstance(child, File):
+                    child_ino = content_inode(child.content)
+                elif isinstance(child, Link):
+                    child_ino = _ino(b"s:" + child_path.encode() + b"\0" + child.target.encode())
+                else:
+                    child_ino = _ino(b"d:" + child_path.encode())
+                    subdirs += 1
+                children[ino][name] = child_ino
+                visit(child, child_path, child_ino, ino)
+            attrs[ino] = Attrs(ino, stat.S_IFDIR | 0o555, 0, node.mtime_ns, 2 + subdirs)
+        elif isinstance(node, File):
+            links[ino] = links.get(ino, 0) + 1
+            previous = attrs.get(ino)
+            mtime = node.mtime_ns if previous is None else min(previous.mtime_ns, node.mtime_ns)
+            attrs[ino] = Attrs(ino, stat.S_IFREG | 0o444, node.content.size, mtime, links[ino])
+        else:
+            attrs[ino] = Attrs(ino, stat.S_IFLNK | 0o777, len(node.target.encode()), node.mtime_ns)
+
+    visit(root, "", ROOT_INODE, ROOT_INODE)
+    return Indexed(nodes, attrs, children, parents)

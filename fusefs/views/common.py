@@ -1,0 +1,94 @@
+"""What several views share: turning a stored file into a node, and finding a model's GGUFs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from modelstore.fusefs.snapshot import Snapshot
+from modelstore.fusefs.tree import File, Link, StoredContent
+from modelstore.store.records import ModelRecord
+
+_SPLIT = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+_QUANT = re.compile(r"(?:^|[._-])((?:I?Q\d(?:_[A-Z0-9]+)*)|BF16|F16|F32)(?=[._-]|$)", re.I)
+
+
+@dataclass(frozen=True)
+class ViewOptions:
+    links: bool = False  # one-blob files as symlinks to the object file (reads bypass FUSE)
+
+
+def mtime_ns(model: ModelRecord) -> int:
+    return int(model.added_at * 1e9)
+
+
+def stored_node(snapshot: Snapshot, b3: str, mtime: int, options: ViewOptions) -> File | Link:
+    record = snapshot.file(b3)
+    if options.links and len(record.recipe) == 1 and record.recipe[0].length == record.size:
+        blob = record.recipe[0].blob
+        return Link(f"{snapshot.objects_root}/{blob[:2]}/{blob}", mtime)
+    return File(StoredContent(record.b3, record.size, record.recipe), mtime)
+
+
+@dataclass
+class GgufUnit:
+    """One loadable GGUF model inside a model: a single file or the shards of a split, plus the
+    projector (mmproj) that goes with it."""
+
+    files: list[str]  # paths in the model; shards in order
+    quant: str | None
+    mmproj: str | None = None
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def split(self) -> bool:
+        return len(self.files) > 1
+
+
+def quant_of(path: str, file_type: str | None) -> str | None:
+    m = _QUANT.search(PurePosixPath(path).name.removesuffix(".gguf"))
+    if m:
+        return m.group(1).upper()
+    return file_type
+
+
+def gguf_units(model: ModelRecord, snapshot: Snapshot) -> list[GgufUnit]:
+    from modelstore.store.metadata import gguf_file_type_name
+
+    ggufs = {p: snapshot.file(b3) for p, b3 in model.files.items()
+             if (w := snapshot.file(b3).weights) and w.get("format") == "gguf"}
+    projectors = [p for p, r in ggufs.items() if "mmproj" in PurePosixPath(p).name.lower()
+                  or (r.weights or {}).get("metadata", {}).get("general.type") in ("mmproj", "projector")]
+    units: dict[str, GgufUnit] = {}
+    for path, record in sorted(ggufs.items()):
+        if path in projectors:
+            continue
+        ftype = gguf_file_type_name((record.weights or {}).get("metadata", {}).get("general.file_type"))
+        m = _SPLIT.match(path)
+        key = m.group("prefix") if m else path
+        unit = units.setdefault(key, GgufUnit([], quant_of(key if m else path, ftype)))
+        unit.files.append(path)
+    for unit in units.values():
+        unit.files.sort()
+        folder = str(PurePosixPath(unit.files[0]).parent)
+        beside = [p for p in projectors if str(PurePosixPath(p).parent) == folder]
+        if beside:
+            unit.mmproj = beside[0]
+    return list(units.values())
+
+
+def safe_part(text: str, allowed: str = r"A-Za-z0-9._-", limit: int = 80) -> str:
+    """`text` with characters outside `allowed` turned into '-', never empty."""
+    cleaned = re.sub(rf"[^{allowed}]+", "-", text).strip("-.") or "model"
+    return cleaned[:limit]
+
+
+def unique(name: str, taken: set[str]) -> str:
+    """`name`, or `name-2`, `name-3`...: two models never hide each other."""
+    candidate, n = name, 2
+    while candidate in taken:
+        candidate = f"{name}-{n}"
+        n += 1
+    taken.add(candidate)
+    return candidate

@@ -1,0 +1,72 @@
+"""`huggingface/`: the Hugging Face hub cache layout (HF_HUB_CACHE), for transformers, vLLM,
+llama.cpp -hf and everything else built on huggingface_hub.
+
+models--<org>--<name>/blobs/<etag>          etag = SHA-256 for LFS-type files, git blob SHA-1 otherwise
+models--<org>--<name>/refs/main             the commit, no trailing newline
+models--<org>--<name>/snapshots/<commit>/…  relative symlinks to ../../blobs/<etag>
+
+Hub models keep their repo id and commit; local models appear as local/<name> at a commit
+derived from their content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import PurePosixPath
+
+from modelstore.fusefs.snapshot import Snapshot
+from modelstore.fusefs.tree import Dir, File, Link, Literal
+from modelstore.fusefs.views.common import ViewOptions, mtime_ns, safe_part, stored_node, unique
+from modelstore.store.records import FileRecord, ModelRecord
+
+# Extensions the Hub's default .gitattributes stores in LFS (so huggingface_hub names them by SHA-256)
+LFS_SUFFIXES = {".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt", ".onnx", ".h5", ".msgpack", ".model",
+                ".tflite", ".ot", ".npz", ".npy", ".pkl", ".pickle", ".zip", ".gz", ".tar", ".zst", ".arrow",
+                ".parquet", ".joblib", ".7z", ".bz2", ".xz", ".rar", ".wasm"}
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def etag(path: str, record: FileRecord) -> str:
+    if record.git_sha1 is None or PurePosixPath(path).suffix.lower() in LFS_SUFFIXES:
+        return record.sha256
+    return record.git_sha1
+
+
+def repo_id(model: ModelRecord, taken: set[str]) -> str:
+    """Hub models keep their id; a local model gets local/<name>, made valid for huggingface_hub
+    (letters, digits, '-', '_', '.'; no '--' or '..'; the cache folder name joins parts with '--')."""
+    if model.source.kind == "huggingface":
+        return model.source.location
+    name = safe_part(model.name.replace("/", "_").replace(":", "-"), limit=96)
+    name = re.sub(r"-{2,}", "-", re.sub(r"\.{2,}", ".", name)).strip("-.") or "model"
+    return unique(f"local/{name}", taken)
+
+
+def commit_of(model: ModelRecord) -> str:
+    if model.source.kind == "huggingface" and model.source.revision and _COMMIT.fullmatch(model.source.revision):
+        return model.source.revision
+    listing = "\n".join(f"{p}\0{b3}" for p, b3 in sorted(model.files.items()))
+    return hashlib.sha1(f"modelstore {model.name}\n{listing}".encode()).hexdigest()
+
+
+def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
+    root = Dir()
+    taken_local: set[str] = set()
+    by_repo: dict[str, list[ModelRecord]] = {}
+    for model in snapshot.models:
+        by_repo.setdefault(repo_id(model, taken_local), []).append(model)
+    for rid, models in sorted(by_repo.items()):
+        repo = root.dir("models--" + rid.replace("/", "--"))
+        newest = max(models, key=lambda m: m.added_at)
+        for model in models:
+            commit = commit_of(model)
+            mtime = mtime_ns(model)
+            for path, b3 in model.files.items():
+                record = snapshot.file(b3)
+                tag = etag(path, record)
+                repo.dir("blobs").children[tag] = stored_node(snapshot, b3, mtime, options)
+                depth = path.count("/")
+                repo.dir("snapshots").dir(commit).add(path, Link("../" * (depth + 2) + f"blobs/{tag}", mtime))
+        repo.dir("refs").children["main"] = File(Literal(commit_of(newest).encode()), mtime_ns(newest))
+    return root

@@ -1,0 +1,251 @@
+"""Real FUSE mounts: every byte of every view, the HF client's own scan and offline download,
+live updates, open files across rm + gc, unmounting and remounting."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from modelstore.converters.synth import write_tiny_hf_folder, write_tiny_llama_gguf
+from modelstore.fusefs.snapshot import take_snapshot
+from modelstore.fusefs.tree import Dir, File, Link, Literal, StoredContent
+from modelstore.fusefs.views import render_root
+from modelstore.store import Store
+from modelstore.store.gc import run_gc
+from modelstore.store.sources.local import add_local
+from tests.mounting import mounted, requires_fuse, wait_until
+
+pytestmark = [requires_fuse, pytest.mark.fuse]
+
+VIEWS = {"huggingface", "ollama", "lmstudio", "llamacpp", "store"}
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@pytest.fixture
+def filled(store: Store, models: Path) -> Store:
+    add_local(store, write_tiny_llama_gguf(models / "tiny.gguf", license="mit"), name="tiny:f32")
+    add_local(store, write_tiny_llama_gguf(models / "tuned.gguf", changed={"output.weight": 5}), name="tiny:tuned")
+    add_local(store, write_tiny_hf_folder(models / "hf", shards=2), name="hf-model")
+    return store
+
+
+def expected_files(store: Store) -> dict[str, tuple[str, int]]:
+    """path in the mount -> (sha256, size), from the views rendered in-process."""
+    snap = take_snapshot(store.catalog, str(store.objects.root))
+    out: dict[str, tuple[str, int]] = {}
+
+    def visit(node: Dir, prefix: str) -> None:
+        for name, child in node.children.items():
+            path = f"{prefix}{name}"
+            if isinstance(child, Dir):
+                visit(child, path + "/")
+            elif isinstance(child, File):
+                if isinstance(child.content, Literal):
+                    out[path] = (hashlib.sha256(child.content.data).hexdigest(), child.content.size)
+                else:
+                    assert isinstance(child.content, StoredContent)
+                    record = snap.file(child.content.b3)
+                    out[path] = (record.sha256, record.size)
+
+    visit(render_root(snap), "")
+    return out
+
+
+def test_every_file_of_every_view_reads_back_exactly(filled: Store, home: Path, tmp_path: Path) -> None:
+    expected = expected_files(filled)
+    with mounted(home, tmp_path / "mnt") as m:
+        assert set(os.listdir(m.path)) == VIEWS
+        seen = {}
+        for dirpath, _, filenames in os.walk(m.path):
+            for fn in filenames:
+                p = Path(dirpath) / fn
+                if p.is_symlink():
+                    continue
+                rel = p.relative_to(m.path).as_posix()
+                seen[rel] = (sha256_file(p), p.stat().st_size)
+        assert seen == expected
+        # the catalog's SHA-256 is the name Ollama and the HF cache use
+        for rel, (digest, _) in seen.items():
+            if rel.startswith("ollama/blobs/"):
+                assert rel == f"ollama/blobs/sha256-{digest}"
+
+
+def test_huggingface_clients_read_the_view(filled: Store, home: Path, tmp_path: Path) -> None:
+    import huggingface_hub
+
+    with mounted(home, tmp_path / "mnt") as m:
+        cache = m.path / "huggingface"
+        info = huggingface_hub.scan_cache_dir(cache)
+        assert info.warnings == []
+        repos = {r.repo_id: r for r in info.repos}
+        assert set(repos) == {"local/tiny-f32", "local/tiny-tuned", "local/hf-model"}
+        hf_repo = repos["local/hf-model"]
+        assert hf_repo.nb_files == 6 and [r.refs for r in hf_repo.revisions] == [frozenset({"main"})]
+        code = (
+            "import sys, huggingface_hub as h\n"
+            "p = h.hf_hub_download('local/hf-model', 'config.json', cache_dir=sys.argv[1])\n"
+            "q = h.snapshot_download('local/hf-model', cache_dir=sys.argv[1])\n"
+            "print(p); print(q)\n")
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        out = subprocess.run([sys.executable, "-c", code, str(cache)], env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        config_path, snapshot = out.stdout.split()
+        source = filled.model("hf-model")
+        assert Path(config_path).read_bytes() == filled.read_range(filled.file(source.files["config.json"]), 0, 10**6)
+        assert sorted(os.listdir(snapshot)) == sorted(source.files)
+
+
+def test_inodes_sizes_and_mtimes_are_stable_across_views_and_remounts(filled: Store, home: Path, tmp_path: Path) -> None:
+    def stats(root: Path) -> dict[str, tuple[int, int, int]]:
+        paths = ["llamacpp/tiny-f32.gguf", "lmstudio/local/tiny-f32/tiny.gguf", "store/by-model/tiny:f32/tiny.gguf"]
+        out = {}
+        for p in paths:
+            st = os.stat(root / p)
+            out[p] = (st.st_ino, st.st_size, st.st_mtime_ns)
+        return out
+
+    with mounted(home, tmp_path / "a") as m:
+        first = stats(m.path)
+    with mounted(home, tmp_path / "b") as m:
+        second = stats(m.path)
+    assert first == second
+    assert len({v for v in first.values()}) == 1  # one file, one inode, whichever view
+
+
+def test_mmap_reads_like_a_file(filled: Store, home: Path, tmp_path: Path, models: Path) -> None:
+    with mounted(home, tmp_path / "mnt") as m, open(m.path / "llamacpp/tiny-f32.gguf", "rb") as f:
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            assert hashlib.sha256(mm).hexdigest() == hashlib.sha256((models / "tiny.gguf").read_bytes()).hexdigest()
+
+
+def test_live_updates_within_a_second(filled: Store, home: Path, tmp_path: Path, models: Path) -> None:
+    new = write_tiny_llama_gguf(models / "new.gguf", seed=11)
+    with mounted(home, tmp_path / "mnt") as m:
+        targets = [m.path / "llamacpp/new-q.gguf", m.path / "lmstudio/local/new-q/new.gguf",
+                   m.path / "ollama/manifests/registry.ollama.ai/library/new/q", m.path / "store/by-model/new:q/new.gguf"]
+        assert not any(t.exists() for t in targets)
+        add_local(filled, new, name="new:q")
+        added = wait_until(lambda: all(t.exists() for t in targets), timeout=5)
+        assert added < 1.0
+        assert (m.path / "llamacpp/new-q.gguf").read_bytes() == new.read_bytes()
+        filled.remove("new:q")
+        removed = wait_until(lambda: not any(t.exists() for t in targets), timeout=5)
+        assert removed < 1.0
+        assert "new-q.gguf" not in os.listdir(m.path / "llamacpp")
+
+
+def test_open_file_keeps_reading_after_rm_and_gc(filled: Store, home: Path, tmp_path: Path, models: Path) -> None:
+    expected = (models / "tuned.gguf").read_bytes()
+    with mounted(home, tmp_path / "mnt") as m:
+        with open(m.path / "llamacpp/tiny-tuned.gguf", "rb", buffering=0) as f:
+            head = f.read(1000)
+            filled.remove("tiny:tuned")
+            freed = run_gc(filled).plan.bytes_freed
+            assert freed > 0
+            wait_until(lambda: not (m.path / "llamacpp/tiny-tuned.gguf").exists(), timeout=5)
+            rest = f.read()
+        assert head + rest == expected
+
+
+def test_concurrent_readers_while_adds_and_removes_commit(filled: Store, home: Path, tmp_path: Path,
+                                                          models: Path) -> None:
+    tiny = (models / "tiny.gguf").read_bytes()
+    errors: list[str] = []
+    stop = threading.Event()
+    with mounted(home, tmp_path / "mnt") as m:
+        path = m.path / "lmstudio/local/tiny-f32/tiny.gguf"
+
+        def reader() -> None:
+            reads = 0
+            while not stop.is_set() or reads < 3:
+                with open(path, "rb") as f:
+                    if f.read() != tiny:
+                        errors.append("mismatch")
+                reads += 1
+                os.posix_fadvise(os.open(path, os.O_RDONLY), 0, 0, os.POSIX_FADV_DONTNEED)
+
+        threads = [threading.Thread(target=reader) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for i in range(6):
+            g = write_tiny_llama_gguf(models / f"c{i}.gguf", seed=20 + i)
+            add_local(filled, g, name=f"c{i}")
+            if i % 2:
+                filled.remove(f"c{i - 1}")
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert not errors
+        wait_until(lambda: sorted(p for p in os.listdir(m.path / "llamacpp") if p.startswith("c")) ==
+                   ["c1.gguf", "c3.gguf", "c5.gguf"], timeout=5)
+
+
+def test_two_mounts_of_one_store(filled: Store, home: Path, tmp_path: Path, models: Path) -> None:
+    with mounted(home, tmp_path / "a") as a, mounted(home, tmp_path / "b") as b:
+        for root in (a.path, b.path):
+            assert (root / "llamacpp/tiny-f32.gguf").read_bytes() == (models / "tiny.gguf").read_bytes()
+
+
+def test_sigterm_unmounts_cleanly(filled: Store, home: Path, tmp_path: Path) -> None:
+    with mounted(home, tmp_path / "mnt") as m:
+        m.proc.send_signal(signal.SIGTERM)
+        assert m.proc.wait(10) == 0
+        assert not os.path.ismount(m.path)
+
+
+def test_mount_refuses_busy_and_non_empty_mount_points(filled: Store, home: Path, tmp_path: Path, cli) -> None:
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    r = cli("mount", full)
+    assert r.code == 2 and "not empty" in r.err
+    with mounted(home, tmp_path / "mnt") as m:
+        r = cli("mount", m.path)
+        assert r.code == 8 and "already a mount point" in r.err
+
+
+def test_background_mount_and_umount_commands(filled: Store, home: Path, tmp_path: Path, models: Path) -> None:
+    mnt = tmp_path / "bg"
+    env = {**os.environ, "MODELSTORE_HOME": str(home)}
+    cmd = [sys.executable, "-m", "modelstore.cli"]
+    r = subprocess.run(cmd + ["mount", str(mnt)], env=env, capture_output=True, text=True, timeout=60)
+    try:
+        assert r.returncode == 0, r.stderr
+        assert os.path.ismount(mnt) and "mounted" in r.stdout
+        with open(mnt / "llamacpp/tiny-f32.gguf", "rb") as f:
+            busy = subprocess.run(cmd + ["umount", str(mnt)], env=env, capture_output=True, text=True)
+            assert busy.returncode != 0 and "busy" in busy.stderr
+            lazy = subprocess.run(cmd + ["umount", "--lazy", str(mnt)], env=env, capture_output=True, text=True)
+            assert lazy.returncode == 0, lazy.stderr
+            assert f.read() == (models / "tiny.gguf").read_bytes()  # an open file reads on after a lazy unmount
+        wait_until(lambda: not os.path.ismount(mnt))
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+
+
+def test_links_option_points_into_the_store(filled: Store, home: Path, tmp_path: Path, models: Path) -> None:
+    with mounted(home, tmp_path / "mnt", "--links") as m:
+        path = m.path / "llamacpp/tiny-f32.gguf"
+        assert path.is_symlink() and os.readlink(path).startswith(str(home / "objects"))
+        assert path.read_bytes() == (models / "tiny.gguf").read_bytes()
+        manifest = m.path / "ollama/manifests/registry.ollama.ai/library/tiny/f32"
+        layers = json.loads(manifest.read_text())["layers"]
+        blob = m.path / "ollama/blobs" / layers[0]["digest"].replace(":", "-")
+        assert blob.read_bytes() == (models / "tiny.gguf").read_bytes()

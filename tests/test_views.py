@@ -1,0 +1,279 @@
+"""Views as pure functions of a catalog snapshot: the layout rules of each runtime, checked
+without FUSE. Ollama's rules come from its manifest/ and types/model/ packages (a test per rule)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from modelstore.converters.synth import write_tiny_hf_folder, write_tiny_llama_gguf
+from modelstore.fusefs.snapshot import Snapshot, take_snapshot
+from modelstore.fusefs.tree import Dir, File, Link, Literal, StoredContent, index_tree
+from modelstore.fusefs.views import ViewOptions, render_root
+from modelstore.fusefs.views.ollama import human_number
+from modelstore.store import Store
+from modelstore.store.records import ModelRecord, Source
+from modelstore.store.sources.local import add_local
+
+OLLAMA_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}")
+OLLAMA_NAMESPACE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,79}")
+OLLAMA_BLOB = re.compile(r"sha256[:-][0-9a-fA-F]{64}")
+
+
+def walk(node: Dir, prefix: str = "") -> dict[str, File | Link | Dir]:
+    out: dict[str, File | Link | Dir] = {}
+    for name, child in node.children.items():
+        path = f"{prefix}{name}"
+        out[path] = child
+        if isinstance(child, Dir):
+            out.update(walk(child, path + "/"))
+    return out
+
+
+def content_bytes(store: Store, node: File) -> bytes:
+    if isinstance(node.content, Literal):
+        return node.content.data
+    assert isinstance(node.content, StoredContent)
+    return store.read_range(store.file(node.content.b3), 0, node.content.size)
+
+
+@pytest.fixture
+def populated(store: Store, models: Path) -> tuple[Store, Snapshot]:
+    add_local(store, write_tiny_llama_gguf(models / "tiny.gguf", license="mit"), name="tiny:q8")
+    add_local(store, write_tiny_llama_gguf(models / "other.gguf", seed=3), name="team/other")
+    add_local(store, write_tiny_hf_folder(models / "hf"), name="my:hf-model")
+    quants = models / "quants"
+    quants.mkdir()
+    write_tiny_llama_gguf(quants / "m-Q8_0.gguf", seed=4)
+    write_tiny_llama_gguf(quants / "m-F16.gguf", seed=4, f16=True)
+    add_local(store, quants, name="quants")
+    with store.catalog.write() as w:  # a Hub GGUF repo, as `add org/name` records it
+        model = w.model("quants")
+        assert model is not None
+        w.put_model(ModelRecord("org/m-GGUF", Source("huggingface", "org/m-GGUF", "a" * 40), model.files,
+                                model.metadata, 5.0))
+    return store, take_snapshot(store.catalog, str(store.objects.root))
+
+
+def test_views_are_deterministic(populated: tuple[Store, Snapshot]) -> None:
+    _, snap = populated
+    a, b = walk(render_root(snap)), walk(render_root(snap))
+    assert a.keys() == b.keys()
+    for path, node in a.items():
+        if isinstance(node, File) and isinstance(node.content, Literal):
+            assert node.content == b[path].content  # type: ignore[union-attr]
+
+
+# -- huggingface/ ----------------------------------------------------------------------------
+
+
+def test_hf_layout(populated: tuple[Store, Snapshot]) -> None:
+    store, snap = populated
+    hf = walk(render_root(snap).children["huggingface"])  # type: ignore[arg-type]
+    top = {p for p in hf if "/" not in p}
+    assert top == {"models--local--tiny-q8", "models--local--team_other", "models--local--my-hf-model",
+                   "models--local--quants", "models--org--m-GGUF"}
+    ref = hf["models--org--m-GGUF/refs/main"]
+    assert isinstance(ref, File) and ref.content == Literal(b"a" * 40)  # the Hub commit, no newline
+    for path, node in hf.items():
+        parts = path.split("/")
+        if len(parts) >= 4 and parts[1] == "snapshots":
+            if isinstance(node, Link):
+                depth = len(parts) - 3
+                assert node.target.startswith("../" * (depth + 1) + "blobs/")
+                assert not node.target.startswith("../" * (depth + 2))
+                blob = hf[f"{parts[0]}/blobs/{node.target.rsplit('/', 1)[1]}"]
+                assert isinstance(blob, File)
+                data = content_bytes(store, blob)
+                name = node.target.rsplit("/", 1)[1]
+                if parts[-1].endswith((".gguf", ".safetensors")):
+                    assert name == hashlib.sha256(data).hexdigest()
+                else:
+                    assert name == hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def test_hf_local_commit_is_stable_and_content_derived(populated: tuple[Store, Snapshot]) -> None:
+    _, snap = populated
+    hf = render_root(snap).children["huggingface"]
+    ref = walk(hf)["models--local--tiny-q8/refs/main"]  # type: ignore[arg-type]
+    assert isinstance(ref, File) and isinstance(ref.content, Literal)
+    assert re.fullmatch(rb"[0-9a-f]{40}", ref.content.data)
+
+
+# -- ollama/ ---------------------------------------------------------------------------------
+
+
+def ollama_tree(snap: Snapshot) -> dict[str, File | Link | Dir]:
+    return walk(render_root(snap).children["ollama"])  # type: ignore[arg-type]
+
+
+def manifests(tree: dict[str, File | Link | Dir]) -> dict[str, dict]:
+    return {p: json.loads(n.content.data) for p, n in tree.items()  # type: ignore[union-attr]
+            if p.startswith("manifests/") and isinstance(n, File)}
+
+
+def test_ollama_manifest_paths_are_exactly_four_deep(populated: tuple[Store, Snapshot]) -> None:
+    tree = ollama_tree(populated[1])
+    for path, node in tree.items():
+        if path.startswith("manifests/") and isinstance(node, File):
+            assert len(path.split("/")) == 5, path
+    assert set(manifests(tree)) == {
+        "manifests/registry.ollama.ai/library/tiny/q8",
+        "manifests/registry.ollama.ai/team/other/latest",
+        "manifests/registry.ollama.ai/library/quants/F16",
+        "manifests/registry.ollama.ai/library/quants/Q8_0",
+        "manifests/hf.co/org/m-GGUF/F16",
+        "manifests/hf.co/org/m-GGUF/Q8_0",
+    }
+
+
+def test_ollama_name_parts_are_valid(populated: tuple[Store, Snapshot]) -> None:
+    for path in manifests(ollama_tree(populated[1])):
+        _, host, namespace, model, tag = path.split("/")
+        assert len(host) <= 350 and OLLAMA_NAMESPACE.fullmatch(namespace)
+        assert OLLAMA_PART.fullmatch(model) and OLLAMA_PART.fullmatch(tag)
+
+
+def test_ollama_names_are_sanitised_not_dropped(store: Store, models: Path) -> None:
+    g = write_tiny_llama_gguf(models / "x.gguf")
+    for name in ("a+b@c:v1", "ns.with.dots/m:1", "x" * 120 + ":t", "m:tag+plus"):
+        add_local(store, g, name=name)
+    tree = ollama_tree(take_snapshot(store.catalog, str(store.objects.root)))
+    paths = manifests(tree)
+    assert len(paths) == 4
+    for path in paths:
+        _, host, namespace, model, tag = path.split("/")
+        assert OLLAMA_NAMESPACE.fullmatch(namespace) and OLLAMA_PART.fullmatch(model) and OLLAMA_PART.fullmatch(tag)
+
+
+def test_ollama_blob_names_and_references(populated: tuple[Store, Snapshot]) -> None:
+    store, snap = populated
+    tree = ollama_tree(snap)
+    blobs = {p.split("/", 1)[1]: n for p, n in tree.items() if p.startswith("blobs/")}
+    referenced = set()
+    for manifest in manifests(tree).values():
+        assert manifest["schemaVersion"] == 2
+        assert manifest["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+        assert manifest["config"]["mediaType"] == "application/vnd.docker.container.image.v1+json"
+        for item in [manifest["config"], *manifest["layers"]]:
+            name = item["digest"].replace(":", "-")
+            referenced.add(name)
+            node = blobs[name]
+            assert isinstance(node, File)
+            data = content_bytes(store, node)
+            assert len(data) == item["size"]  # exact sizes
+            assert "sha256:" + hashlib.sha256(data).hexdigest() == item["digest"]
+    assert all(OLLAMA_BLOB.fullmatch(n) for n in blobs)
+    assert set(blobs) == referenced  # no unreferenced blobs (Ollama would prune them)
+
+
+def test_ollama_config_blob(populated: tuple[Store, Snapshot]) -> None:
+    store, snap = populated
+    tree = ollama_tree(snap)
+    manifest = manifests(tree)["manifests/registry.ollama.ai/library/tiny/q8"]
+    config_node = tree["blobs/" + manifest["config"]["digest"].replace(":", "-")]
+    config = json.loads(content_bytes(store, config_node))  # type: ignore[arg-type]
+    assert config["model_format"] == "gguf" and config["model_family"] == "llama"
+    assert config["model_families"] == ["llama"] and config["file_type"] == "F32"
+    assert config["model_type"] == "123K" and config["architecture"] == "amd64" and config["os"] == "linux"
+    kinds = [layer["mediaType"].rsplit(".", 1)[1] for layer in manifest["layers"]]
+    assert kinds == ["model", "license"]
+    license_node = tree["blobs/" + manifest["layers"][1]["digest"].replace(":", "-")]
+    assert content_bytes(store, license_node) == b"mit"  # type: ignore[arg-type]
+
+
+def test_ollama_model_layer_is_the_gguf_itself(populated: tuple[Store, Snapshot], models: Path) -> None:
+    store, snap = populated
+    tree = ollama_tree(snap)
+    manifest = manifests(tree)["manifests/registry.ollama.ai/library/tiny/q8"]
+    node = tree["blobs/" + manifest["layers"][0]["digest"].replace(":", "-")]
+    assert content_bytes(store, node) == (models / "tiny.gguf").read_bytes()  # type: ignore[arg-type]
+
+
+def test_ollama_manifest_bytes_are_stable(populated: tuple[Store, Snapshot]) -> None:
+    _, snap = populated
+    first = {p: n.content.data for p, n in ollama_tree(snap).items() if isinstance(n, File) and isinstance(n.content, Literal)}
+    again = {p: n.content.data for p, n in ollama_tree(snap).items() if isinstance(n, File) and isinstance(n.content, Literal)}
+    assert first == again
+    raw = first["manifests/registry.ollama.ai/library/tiny/q8"]
+    assert raw.endswith(b"}\n") and b" " not in raw  # compact JSON with a trailing newline, like Ollama
+
+
+def test_ollama_no_empty_folders_no_dotfiles(populated: tuple[Store, Snapshot]) -> None:
+    tree = ollama_tree(populated[1])
+    for path, node in tree.items():
+        assert not any(part.startswith(".") for part in path.split("/"))
+        if isinstance(node, Dir) and path.startswith("manifests/"):
+            assert node.children, f"empty folder {path}"
+
+
+def test_ollama_skips_models_without_gguf(populated: tuple[Store, Snapshot]) -> None:
+    assert not any("hf-model" in p for p in manifests(ollama_tree(populated[1])))
+
+
+@pytest.mark.parametrize("n,text", [(135_000_000, "135M"), (8_030_000_000, "8.0B"), (1_240_000_000, "1.2B"),
+                                    (7_000_000_000, "7B"), (122_816, "123K"), (999, "999"), (494_030_000, "494.03M")])
+def test_human_number_matches_ollama(n: int, text: str) -> None:
+    assert human_number(n) == text
+
+
+# -- lmstudio/, llamacpp/, store/ -----------------------------------------------------------------
+
+
+def test_lmstudio_and_llamacpp_layouts(populated: tuple[Store, Snapshot]) -> None:
+    root = render_root(populated[1])
+    lm = walk(root.children["lmstudio"])  # type: ignore[arg-type]
+    files = sorted(p for p, n in lm.items() if isinstance(n, File))
+    assert files == ["local/quants/m-F16.gguf", "local/quants/m-Q8_0.gguf", "local/team--other/other.gguf",
+                     "local/tiny-q8/tiny.gguf", "org/m-GGUF/m-F16.gguf", "org/m-GGUF/m-Q8_0.gguf"]
+    cpp = walk(root.children["llamacpp"])  # type: ignore[arg-type]
+    assert sorted(p for p, n in cpp.items() if isinstance(n, File)) == [
+        "org--m-GGUF-F16.gguf", "org--m-GGUF-Q8_0.gguf", "quants-F16.gguf", "quants-Q8_0.gguf",
+        "team--other.gguf", "tiny-q8.gguf"]
+
+
+def test_split_gguf_goes_in_a_folder(store: Store, models: Path) -> None:
+    folder = models / "split"
+    folder.mkdir()
+    for i in (1, 2):
+        write_tiny_llama_gguf(folder / f"big-Q4_0-0000{i}-of-00002.gguf", seed=i)
+    add_local(store, folder, name="big")
+    snap = take_snapshot(store.catalog, str(store.objects.root))
+    cpp = walk(render_root(snap).children["llamacpp"])  # type: ignore[arg-type]
+    assert sorted(cpp) == ["big", "big/big-Q4_0-00001-of-00002.gguf", "big/big-Q4_0-00002-of-00002.gguf"]
+    assert not manifests(ollama_tree(snap))  # Ollama needs one file: shown once conversion can merge
+
+
+def test_store_view(populated: tuple[Store, Snapshot]) -> None:
+    tree = walk(render_root(populated[1]).children["store"])  # type: ignore[arg-type]
+    assert "by-model/tiny:q8/tiny.gguf" in tree and "by-model/team/other/other.gguf" in tree
+    assert "by-model/my:hf-model/config.json" in tree
+
+
+def test_same_content_same_inode_everywhere(populated: tuple[Store, Snapshot]) -> None:
+    indexed = index_tree(render_root(populated[1]))
+    by_b3: dict[str, set[int]] = {}
+    for ino, node in indexed.nodes.items():
+        if isinstance(node, File) and isinstance(node.content, StoredContent):
+            by_b3.setdefault(node.content.b3, set()).add(ino)
+    assert all(len(inos) == 1 for inos in by_b3.values())
+    tiny = next(ino for ino, n in indexed.nodes.items() if isinstance(n, File) and n.content.size
+                and isinstance(n.content, StoredContent) and indexed.attrs[ino].nlink >= 4)
+    assert indexed.attrs[tiny].nlink >= 4  # hf blob, ollama blob, lmstudio, llamacpp, store
+
+
+def test_links_option(populated: tuple[Store, Snapshot]) -> None:
+    store, snap = populated
+    cpp = render_root(snap, ViewOptions(links=True)).children["llamacpp"]
+    node = cpp.children["tiny-q8.gguf"]  # type: ignore[union-attr]
+    assert isinstance(node, Link) and Path(node.target).read_bytes() == \
+        content_bytes(store, File(StoredContent(*_one(store, "tiny:q8", "tiny.gguf"))))
+
+
+def _one(store: Store, name: str, rel: str) -> tuple:
+    r = store.file(store.model(name).files[rel])
+    return r.b3, r.size, r.recipe
