@@ -3,24 +3,29 @@
 The listing gives each file's SHA-256 (LFS files) or git blob SHA-1 (the rest); a file the store
 already holds under that hash is not downloaded again. Each download goes to the add's staging
 folder, is checked against the listed hash, linked into objects/ and deleted, so the extra disk
-at any moment is one file. HF_ENDPOINT and HF_TOKEN are read when an add runs, not at import.
+at any moment is one file. HF_ENDPOINT, HF_TOKEN and the cache location (HF_HOME, HF_HUB_CACHE)
+are read when an add runs, not at import.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from modelstore.store.digests import git_blob_header
 from modelstore.store.errors import SourceError, UsageError
+from modelstore.store.hashing import CHUNK
 from modelstore.store.ingest import ImportMode, ProgressFactory
 from modelstore.store.names import check_relpath, check_repo_id
-from modelstore.store.records import Source
+from modelstore.store.records import FileRecord, Source
 from modelstore.store.sources.common import default_name, finish, is_partial
 from modelstore.store.sources.local import ingest_all, list_folder
-from modelstore.store.store import AddResult, Store
+from modelstore.store.store import SMALL_FILE, AddResult, Store
 
 
 def _offline() -> bool:
@@ -47,6 +52,7 @@ def hub_errors(repo_id: str, revision: str | None, path: str | None = None) -> I
 
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     at = f"{repo_id} at {revision or 'main'}"
+    incomplete = getattr(errors, "IncompleteSnapshotError", ())  # not in older huggingface_hub
     try:
         yield
     except errors.GatedRepoError:
@@ -56,7 +62,7 @@ def hub_errors(repo_id: str, revision: str | None, path: str | None = None) -> I
         raise SourceError(f"{repo_id}: no such model repo on {endpoint} (if it is private, set HF_TOKEN)") from None
     except errors.RevisionNotFoundError:
         raise SourceError(f"{repo_id}: no revision {revision!r} (a branch, tag or commit)") from None
-    except errors.IncompleteSnapshotError:
+    except incomplete:
         raise SourceError(f"{at}: the Hugging Face cache ({_hub_cache()}) holds an incomplete copy, and "
                           f"offline mode (HF_HUB_OFFLINE) forbids downloading the rest") from None
     except errors.LocalEntryNotFoundError as exc:
@@ -98,8 +104,9 @@ def add_from_hub(store: Store, repo_id: str, *, name: str | None = None, revisio
     with hub_errors(repo_id, revision):
         info = api.model_info(repo_id, revision=revision)
         commit = info.sha
-        if not commit or len(commit) != 40:
-            raise SourceError(f"{repo_id}: the Hub gave no commit for revision {revision or 'main'}")
+        if not isinstance(commit, str) or not re.fullmatch(r"[0-9a-f]{40}", commit):
+            raise SourceError(f"{repo_id}: the Hub gave no commit (40 hex digits) for revision "
+                              f"{revision or 'main'}, but {commit!r}")
         listing = [e for e in api.list_repo_tree(repo_id, revision=commit, recursive=True) if isinstance(e, RepoFile)]
     for entry in listing:
         check_relpath(entry.path, where=f"{repo_id}@{commit[:8]}")
@@ -114,30 +121,38 @@ def add_from_hub(store: Store, repo_id: str, *, name: str | None = None, revisio
     with store.adding(ImportMode.MOVE, progress, on_wait) as ingest:
         stored: dict[str, str] = {}
         readable: dict[str, Path] = {}
+        this_add: dict[str, str] = {}  # listed hash -> file digest, for a file listed twice
         logical = novel = reused = downloaded = 0
-        for entry in chosen:
+        for i, entry in enumerate(chosen):
             lfs_sha = entry.lfs.sha256 if entry.lfs else None
+            listed = lfs_sha or entry.blob_id
             with store.catalog.read() as r:
                 known = r.file_by_sha256(lfs_sha) if lfs_sha else r.file_by_git_sha1(entry.blob_id)
+            known = known or this_add.get(listed)
             if known is not None:
                 stored[entry.path] = known
                 logical += entry.size
                 reused += 1
                 continue
-            with hub_errors(repo_id, commit):
-                local = Path(hf_hub_download(repo_id, entry.path, revision=commit, cache_dir=ingest.staging / "hub",
-                                             endpoint=endpoint, token=token)).resolve()
+            with hub_errors(repo_id, commit, entry.path):
+                snapshot = Path(hf_hub_download(repo_id, entry.path, revision=commit,
+                                                cache_dir=ingest.staging / "hub", endpoint=endpoint, token=token))
+            # The cache names the bytes by hash, behind a symlink; give them back their name (the
+            # suffix tells a safetensors file apart) as a regular file.
+            local = ingest.staging / "files" / str(i) / Path(entry.path).name
+            local.parent.mkdir(parents=True)
+            snapshot.resolve().rename(local)
             downloaded += local.stat().st_size
             result = ingest.ingest(local, entry.path)
             record = result.record
-            if (lfs_sha and record.sha256 != lfs_sha) or (not lfs_sha and record.git_sha1 not in (None, entry.blob_id)):
+            if not _matches_listing(record, local, lfs_sha, entry.blob_id):
                 raise SourceError(f"{repo_id}/{entry.path}: the downloaded bytes do not match the hash "
                                   f"the Hub lists; nothing was committed")
-            if record.size <= 16 << 20:
+            if record.size <= SMALL_FILE:
                 readable[entry.path] = local  # small text files are read for metadata at commit
             else:
                 local.unlink()  # the bytes now live in objects/: keep the extra disk to one file
-            stored[entry.path] = record.b3
+            stored[entry.path] = this_add[listed] = record.b3
             logical += record.size
             novel += result.novel_bytes
             reused += result.reused_file
@@ -145,16 +160,35 @@ def add_from_hub(store: Store, repo_id: str, *, name: str | None = None, revisio
         return finish(store, ingest, name, source, stored, readable, logical, novel, reused, downloaded)
 
 
+def _matches_listing(record: FileRecord, path: Path, lfs_sha: str | None, git_sha1: str) -> bool:
+    if lfs_sha:
+        return record.sha256 == lfs_sha
+    if record.git_sha1 is not None:
+        return record.git_sha1 == git_sha1
+    h = hashlib.sha1(git_blob_header(record.size))  # a git file too large for the store to index
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest() == git_sha1
+
+
 def _add_from_hf_cache(store: Store, repo_id: str, name: str, revision: str | None, include: tuple[str, ...],
                        exclude: tuple[str, ...], progress: ProgressFactory | None, on_wait: Any) -> AddResult:
     """Offline: take the repo from the local Hugging Face cache, copying its files."""
     from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import filter_repo_objects
 
+    allow, ignore = list(include) or None, list(exclude) or None
     with hub_errors(repo_id, revision):
-        folder = Path(snapshot_download(repo_id, revision=revision, local_files_only=True,
-                                        allow_patterns=list(include) or None, ignore_patterns=list(exclude) or None))
+        folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=_hub_cache(), local_files_only=True,
+                                        allow_patterns=allow, ignore_patterns=ignore))
     commit = folder.name
-    files, skipped = list_folder(folder)
+    cached, skipped = list_folder(folder)
+    files = {rel: cached[rel] for rel in filter_repo_objects(list(cached), allow_patterns=allow,
+                                                             ignore_patterns=ignore)}
+    if not files:
+        raise UsageError(f"{repo_id}@{commit[:8]}: no cached file matches --include/--exclude "
+                         f"({len(cached)} files in the cache)")
     source = Source("huggingface", repo_id, commit)
     with store.adding(ImportMode.COPY, progress, on_wait) as ingest:
         stored, logical, novel, reused = ingest_all(ingest, files)
