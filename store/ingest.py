@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import enum
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,8 @@ from modelstore.store.catalog import Catalog
 from modelstore.store.digests import B3, check_b3
 from modelstore.store.errors import SourceChanged
 from modelstore.store.hashing import CHUNK, FileHashes, hash_file
-from modelstore.store.objects import Objects, copy_into, fsync_path, no_space
+from modelstore.store.locks import hold_dir_lock
+from modelstore.store.objects import Objects, copy_into, copy_range, fsync_path, no_space
 from modelstore.store.records import Extent, FileRecord
 from modelstore.store.tensors import TensorSpan, WeightsHeader, read_weights_header
 
@@ -116,6 +116,7 @@ class Ingest:
         self.new_files: dict[str, FileRecord] = {}
         self.sources_to_remove: list[Path] = []  # --move: unlinked once the model is committed
         self._counter = 0
+        self._tensor_lock = False
 
     def known_file(self, b3: str) -> FileRecord | None:
         if b3 in self.new_files:
@@ -148,9 +149,30 @@ class Ingest:
                 reused.append(span)
         return reused
 
+    def _trusted(self, blob: str) -> bool:
+        """A blob this add may reference without writing it: one it wrote itself, or one the catalog
+        names. A file in objects/ the catalog does not know is an orphan whose bytes are unvouched
+        for (a `--link`/`--move` leftover may be the user's file, edited since)."""
+        if blob in self.new_blobs:
+            return True
+        with self.catalog.read() as r:
+            known = r.blob_size(blob) is not None
+        return known and self.objects.exists(blob)
+
+    def _lock_tensors(self) -> None:
+        """Hold the store's tensor lock until this add has committed (see locks.py): another add
+        committing the same tensors meanwhile would make both store them."""
+        if self._tensor_lock:
+            return
+        fd = hold_dir_lock(self.objects.root)
+        self.objects.at_staging_end(self.staging, lambda: os.close(fd))
+        self._tensor_lock = True
+
     def ingest(self, path: Path, display: str | None = None) -> IngestResult:
         header = read_weights_header(path)
         spans = [t for t in header.tensors if t.length >= MIN_SHARED_TENSOR] if header else []
+        if spans:
+            self._lock_tensors()
         size = os.path.getsize(path)
         tick = self.progress(size, display or path.name) if self.progress else None
         self._counter += 1
@@ -169,6 +191,7 @@ class Ingest:
                 pos = span.end
             plan.novel.add(pos, offset + len(chunk), chunk[pos - offset :])
 
+        stored = False
         try:
             try:
                 if writing:
@@ -178,15 +201,17 @@ class Ingest:
                     self._plan_after_hashing(plan, spans, hashes)
                 existing = self.known_file(hashes.b3)
                 if existing is not None:
+                    stored = True
                     return IngestResult(existing, header, 0, True)
                 record = self._store(path, hashes, header, plan, staged)
+                stored = True
             except OSError as exc:
                 raise no_space(exc, self.objects.home, f"storing {path}") from exc
         finally:
             if fd is not None:
                 os.close(fd)
             staged.unlink(missing_ok=True)
-            if self.mode is ImportMode.MOVE and sys.exc_info()[0] is None:
+            if self.mode is ImportMode.MOVE and stored:
                 self.sources_to_remove.append(path)
         self.new_files[record.b3] = record
         return IngestResult(record, header, plan.novel.size, False)
@@ -209,7 +234,7 @@ class Ingest:
                 _copy_ranges(path, staged, [(fs, fe) for fs, fe, _ in novel.segments])
                 _check_unchanged(path, hashes)
             blob = B3(_hash_path(staged))
-            if novel.size:
+            if novel.size and not self._trusted(blob):
                 fsync_path(staged)
                 self.objects.commit_staged(staged, blob)
         if novel.size:
@@ -229,16 +254,18 @@ class Ingest:
                           _weights_summary(header))
 
     def _put_whole(self, path: Path, hashes: FileHashes, blob: B3, staged: Path) -> None:
-        if self.objects.exists(blob):
+        if self._trusted(blob):
             return
         if self.mode is ImportMode.COPY:  # the pass wrote the whole file to `staged`
             fsync_path(staged)
             self.objects.commit_staged(staged, blob)
             return
         if self.mode in (ImportMode.LINK, ImportMode.MOVE):
-            linked = self.objects.link_in(path, blob, fallback=self.mode is ImportMode.MOVE)
+            linked = self.objects.link_in(path, staged, fallback=self.mode is ImportMode.MOVE)
             if linked:
-                _check_unchanged(path, hashes)
+                _check_unchanged(staged, hashes, source=path)  # the same inode as `path`: checked before it is placed
+                fsync_path(staged)  # --move unlinks the source once committed: make its bytes durable
+                self.objects.commit_staged(staged, blob, read_only=False)  # chmod would hit the user's file
                 return
         copy_into(path, staged, reflink=self.mode is ImportMode.REFLINK)
         _check_unchanged(path, hashes)
@@ -283,13 +310,14 @@ def _copy_ranges(src: Path, dst: Path, ranges: list[tuple[int, int]]) -> None:
         for start, end in ranges:
             offset = start
             while offset < end:
-                n = os.copy_file_range(fin.fileno(), fout.fileno(), end - offset, offset)
+                n = copy_range(fin.fileno(), fout.fileno(), offset, end - offset)
                 if n == 0:
                     raise SourceChanged(f"{src}: the file shrank while it was being stored")
                 offset += n
 
 
-def _check_unchanged(path: Path, hashes: FileHashes) -> None:
+def _check_unchanged(path: Path, hashes: FileHashes, *, source: Path | None = None) -> None:
+    """`path` (the source, or a hard link to it) still has the size and mtime it was hashed with."""
     st = os.stat(path)
     if (st.st_size, st.st_mtime_ns) != (hashes.size, hashes.mtime_ns):
-        raise SourceChanged(f"{path}: the file changed while it was being stored; nothing was committed")
+        raise SourceChanged(f"{source or path}: the file changed while it was being stored; nothing was committed")

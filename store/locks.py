@@ -2,6 +2,13 @@
 
 So gc never removes a blob an add is about to commit, or one whose tensors an add is reusing,
 and the kernel drops the lock of a killed process by itself.
+
+Two more locks are taken on folders themselves (flock works on a directory's fd):
+- `<home>/objects`, exclusive, from an add's first GGUF/safetensors file until that add ends: adds
+  run side by side, but only one at a time looks up and writes tensors, so two adds of models that
+  share tensors store them once (the second sees the first's committed tensors);
+- `<home>/tmp`: shared while an operation creates and locks its staging folder, exclusive while
+  stale staging is looked for, so a folder being created is never taken for a dead one's.
 """
 
 from __future__ import annotations
@@ -32,3 +39,25 @@ def store_lock(path: Path, *, exclusive: bool, wait: bool = True,
         yield
     finally:
         os.close(fd)
+
+
+@contextmanager
+def dir_lock(path: Path, *, exclusive: bool) -> Iterator[None]:
+    """flock a folder itself (no lock file left behind); the kernel drops it with the process."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+def hold_dir_lock(path: Path) -> int:
+    """Take `path`'s exclusive folder lock, waiting for its holder; returns the fd to close to release it."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

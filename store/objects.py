@@ -3,6 +3,10 @@
 A blob is written under `<home>/tmp/`, fsynced, renamed into place and its folder fsynced; only then
 may a catalog record name it. Each operation stages in a folder of its own, holding a lock on it, so a
 later operation can tell a dead one's leftovers (lock free) from a live one's.
+
+A blob file the catalog does not name (an orphan, left by an interrupted add) is never trusted to
+hold the bytes its name says: with `--link`/`--move` it is a hard link to a file the user still owns
+and may have edited since. Committing a blob therefore replaces any file of that name.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ import fcntl
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from modelstore.store.digests import B3, check_b3
 from modelstore.store.errors import OutOfSpace, UsageError
+from modelstore.store.locks import dir_lock
 
 FICLONE = 0x40049409  # linux/fs.h _IOW(0x94, 9, int)
 STAGING_LOCK = ".lock"
@@ -28,6 +33,7 @@ class Objects:
         self.home = home
         self.root = home / "objects"
         self.tmp = home / "tmp"
+        self._at_end: dict[Path, list[Callable[[], None]]] = {}
 
     def create_dirs(self) -> None:
         for d in (self.root, self.tmp):
@@ -52,27 +58,25 @@ class Objects:
     # -- committing -------------------------------------------------------------------------
 
     def commit_staged(self, staged: Path, blob: B3, *, read_only: bool = True) -> Path:
-        """Durably move a fully written, fsynced staging file into place as `blob`."""
+        """Durably move a fully written, fsynced staging file into place as `blob`.
+
+        A file already there under that name is replaced (atomically): the caller skips the commit
+        when the catalog names the blob, so one found here is an orphan whose bytes nobody vouches
+        for. Replacing one a concurrent add has just placed is harmless: the bytes are the same."""
         target = self.path(blob)
         target.parent.mkdir(exist_ok=True)
-        if target.exists():  # the same bytes are there already (an earlier, interrupted add)
-            staged.unlink()
-            return target
         if read_only:
             os.chmod(staged, 0o444)
-        os.rename(staged, target)
+        os.rename(staged, target)  # a no-op when both already name the same inode
         _fsync_dir(target.parent)
         return target
 
-    def link_in(self, source: Path, blob: B3, *, fallback: bool = False) -> bool:
-        """Hard-link `source` as `blob`: no bytes copied, the store shares the user's inode.
-        Across filesystems: False when `fallback` (the caller copies instead), else an error."""
-        target = self.path(blob)
-        target.parent.mkdir(exist_ok=True)
+    def link_in(self, source: Path, staged: Path, *, fallback: bool = False) -> bool:
+        """Hard-link `source` as the staging file `staged` (then `commit_staged` it): no bytes
+        copied, the store shares the user's inode. Across filesystems: False when `fallback` (the
+        caller copies instead), else an error."""
         try:
-            os.link(source, target)
-        except FileExistsError:
-            return True
+            os.link(source, staged)
         except OSError as exc:
             if exc.errno in (errno.EXDEV, errno.EPERM) and fallback:
                 return False
@@ -80,29 +84,45 @@ class Objects:
                 raise UsageError(f"{source}: --link needs the store ({self.home}) on the same "
                                  f"filesystem as the file; use --copy or --reflink") from None
             raise
-        _fsync_dir(target.parent)
         return True
 
     @contextmanager
     def staging(self, purpose: str) -> Iterator[Path]:
-        """A private staging folder for one operation, removed when it ends, however it ends."""
+        """A private staging folder for one operation, removed when it ends, however it ends.
+        Callbacks registered with `at_staging_end` run just before it is removed."""
         self.create_dirs()
         self.clean_stale_staging()
         folder = self.tmp / f"{purpose}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        folder.mkdir()
-        lock_fd = os.open(folder / STAGING_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
-        try:
+        # Created and locked under the shared tmp/ lock: a stale-staging scan (exclusive) never
+        # sees it between mkdir and flock, when it would look like a dead operation's.
+        with dir_lock(self.tmp, exclusive=False):
+            folder.mkdir()
+            lock_fd = os.open(folder / STAGING_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        self._at_end[folder] = []
+        try:
             yield folder
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
-            os.close(lock_fd)
+            try:
+                for callback in reversed(self._at_end.pop(folder, [])):
+                    callback()
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+                os.close(lock_fd)
+
+    def at_staging_end(self, folder: Path, callback: Callable[[], None]) -> None:
+        """Run `callback` when the operation staging in `folder` ends (after its commit)."""
+        self._at_end[folder].append(callback)
 
     def stale_staging(self) -> list[Path]:
         """Staging folders whose owner is gone (its lock is free)."""
-        stale = []
         if not self.tmp.is_dir():
-            return stale
+            return []
+        with dir_lock(self.tmp, exclusive=True):
+            return self._stale_staging()
+
+    def _stale_staging(self) -> list[Path]:
+        stale = []
         for folder in self.tmp.iterdir():
             lock = folder / STAGING_LOCK
             try:
@@ -162,12 +182,33 @@ def copy_into(src: Path, dst: Path, *, reflink: bool) -> bool:
         size = os.fstat(fin.fileno()).st_size
         copied = 0
         while copied < size:
-            n = os.copy_file_range(fin.fileno(), fout.fileno(), size - copied)
+            n = copy_range(fin.fileno(), fout.fileno(), copied, size - copied)
             if n == 0:
                 break
             copied += n
         os.fsync(fout.fileno())
     return False
+
+
+# copy_file_range(2) refuses some pairs of files: across filesystems (EXDEV on Linux >= 5.19, and
+# before 5.3), on filesystems without it (EOPNOTSUPP, ENOSYS, EINVAL). Then bytes are copied by hand.
+_NO_COPY_FILE_RANGE = {errno.EXDEV, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+_COPY_CHUNK = 8 << 20
+
+
+def copy_range(fd_in: int, fd_out: int, offset: int, count: int) -> int:
+    """Copy up to `count` bytes at `offset` of `fd_in` to `fd_out`'s position (which advances);
+    returns how many were copied, 0 at the end of `fd_in`."""
+    try:
+        return os.copy_file_range(fd_in, fd_out, count, offset)
+    except OSError as exc:
+        if exc.errno not in _NO_COPY_FILE_RANGE:
+            raise
+    data = os.pread(fd_in, min(count, _COPY_CHUNK), offset)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd_out, view):]
+    return len(data)
 
 
 def no_space(exc: OSError, where: Path, what: str) -> OutOfSpace | OSError:
