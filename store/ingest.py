@@ -108,9 +108,10 @@ class Ingest:
     """One `add`'s worth of ingestion into a staging folder."""
 
     def __init__(self, catalog: Catalog, objects: Objects, staging: Path, mode: ImportMode,
-                 progress: ProgressFactory | None = None) -> None:
+                 progress: ProgressFactory | None = None, on_wait: Callable[[], None] | None = None) -> None:
         self.catalog, self.objects, self.staging, self.mode = catalog, objects, staging, mode
         self.progress = progress
+        self.on_wait = on_wait
         self.new_blobs: dict[str, int] = {}
         self.new_tensors: dict[str, Extent] = {}
         self.new_files: dict[str, FileRecord] = {}
@@ -164,7 +165,7 @@ class Ingest:
         committing the same tensors meanwhile would make both store them."""
         if self._tensor_lock:
             return
-        fd = hold_dir_lock(self.objects.root)
+        fd = hold_dir_lock(self.objects.root, self.on_wait)
         self.objects.at_staging_end(self.staging, lambda: os.close(fd))
         self._tensor_lock = True
 

@@ -52,11 +52,16 @@ def dir_lock(path: Path, *, exclusive: bool) -> Iterator[None]:
         os.close(fd)
 
 
-def hold_dir_lock(path: Path) -> int:
+def hold_dir_lock(path: Path, on_wait: Callable[[], None] | None = None) -> int:
     """Take `path`'s exclusive folder lock, waiting for its holder; returns the fd to close to release it."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
     except BaseException:
         os.close(fd)
         raise

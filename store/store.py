@@ -16,7 +16,7 @@ from modelstore.store.ingest import ImportMode, Ingest, ProgressFactory
 from modelstore.store.locks import store_lock
 from modelstore.store.metadata import model_metadata
 from modelstore.store.names import check_model_name
-from modelstore.store.objects import Objects
+from modelstore.store.objects import Objects, no_space
 from modelstore.store.records import FileRecord, ModelRecord, Source
 
 SMALL_FILE = 16 << 20  # text files read for metadata
@@ -113,7 +113,7 @@ class Store:
     def adding(self, mode: ImportMode = ImportMode.COPY, progress: ProgressFactory | None = None,
                on_wait: Any = None) -> Iterator[Ingest]:
         with store_lock(self.lock_path, exclusive=False, on_wait=on_wait), self.objects.staging("add") as staging:
-            yield Ingest(self.catalog, self.objects, staging, mode, progress)
+            yield Ingest(self.catalog, self.objects, staging, mode, progress, on_wait)
 
     def text_files_for_metadata(self, files: dict[str, str], readable: dict[str, Path],
                                 staging: Path) -> dict[str, Path]:
@@ -128,7 +128,10 @@ class Store:
             record = self.file(files[rel])
             if record.size <= SMALL_FILE:
                 copy = staging / f"meta-{rel.replace('/', '_')}"
-                copy.write_bytes(self.read_range(record, 0, record.size))
+                try:
+                    copy.write_bytes(self.read_range(record, 0, record.size))
+                except OSError as exc:
+                    raise no_space(exc, self.home, f"reading {rel} for metadata") from exc
                 out[rel] = copy
         return out
 

@@ -77,3 +77,14 @@ def read_model_file(store: Store, name: str, rel: str) -> bytes:
 
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture(autouse=True)
+def quiet_huggingface_hub() -> None:
+    """huggingface_hub binds its log handler to the sys.stderr of its first use, which under
+    capture is a stream that later closes: keep it to errors, which tests assert on anyway."""
+    try:
+        from huggingface_hub.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.set_verbosity_error()

@@ -133,3 +133,21 @@ def test_readding_replaces_and_gc_frees_exactly_the_old_bytes(store: Store, home
     assert gc.plan.bytes_freed == b.stat().st_size  # the first version, same size
     assert stored_bytes(home) == b.stat().st_size
     assert read_model_file(store, "m", "m.gguf") == b.read_bytes()
+
+
+def test_rerun_of_an_interrupted_folder_move_keeps_every_file(store: Store, home: Path, models: Path) -> None:
+    """A --move killed after its commit, while removing the originals, leaves some of them: the
+    re-run must finish the move, not replace the model with the files that are left."""
+    folder = write_tiny_hf_folder(models / "f")
+    originals = {p.name: p.read_bytes() for p in folder.iterdir()}
+    add_local(store, folder, name="f", mode=ImportMode.MOVE)
+    assert not any(folder.iterdir())
+    for name in ("config.json", "README.md"):  # as if those two had not been removed yet
+        (folder / name).write_bytes(originals[name])
+    result = add_local(store, folder, name="f", mode=ImportMode.MOVE)
+    assert result.unchanged and not any(folder.iterdir())
+    from modelstore.store.gc import run_gc
+
+    run_gc(store)
+    for name, data in originals.items():
+        assert read_model_file(store, "f", name) == data

@@ -2,9 +2,10 @@
 # The main job (README "Quick start"): set up, generate three small models that share tensors,
 # add them to a demo store, and show what the store holds and what dedup saved.
 set -euo pipefail
-source "$(dirname "$0")/setup.sh"
+EXTRAS=${EXTRAS:-test} source "$(dirname "$0")/setup.sh"
 demo=${DEMO_DIR:-$root/demo}
 export MODELSTORE_HOME="$demo/home"
+if mountpoint -q "$demo/mnt" 2>/dev/null; then fusermount3 -u -z "$demo/mnt" || umount -l "$demo/mnt"; fi
 rm -rf "$demo" && mkdir -p "$demo/models"
 ms() { echo "+ modelstore $*"; .venv/bin/modelstore "$@"; echo; }
 
@@ -29,4 +30,20 @@ ms ls
 ms show tiny-llama:chat-f32
 ms du
 ms fsck --deep
-echo "The demo store is in $MODELSTORE_HOME; run .venv/bin/modelstore --help for more."
+
+mnt="$demo/mnt"
+ms mount "$mnt"
+echo "+ the views (find $mnt -maxdepth 5)"
+find "$mnt" -maxdepth 5 | sed "s|^$mnt|  mnt|" | sort
+echo
+echo "+ huggingface_hub.scan_cache_dir($mnt/huggingface)"
+.venv/bin/python -c "
+import sys, huggingface_hub as h
+info = h.scan_cache_dir(sys.argv[1])
+for r in info.repos: print(f'  {r.repo_id:32} {r.nb_files} files  {r.size_on_disk_str:>8}  refs {sorted(r.refs)}')
+print('  warnings:', info.warnings)" "$mnt/huggingface"
+echo
+echo "The demo store is $MODELSTORE_HOME, mounted at $mnt. Try for example:"
+echo "  HF_HUB_OFFLINE=1 HF_HUB_CACHE=$mnt/huggingface python -c \"import transformers; ...\""
+echo "  OLLAMA_MODELS=$mnt/ollama OLLAMA_NOPRUNE=1 ollama list"
+echo "Unmount with: MODELSTORE_HOME=$MODELSTORE_HOME .venv/bin/modelstore umount $mnt"

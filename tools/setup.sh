@@ -20,9 +20,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv
+# llama-cpp-python compiles llama.cpp: a portable CPU build, no tools we do not use
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF}"
+export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 log=.venv/install.log
-echo "installing modelstore into .venv (log: $log)"
-if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[${EXTRAS:-test}]"; } >"$log" 2>&1; then
+echo "installing modelstore [${EXTRAS:-test,runtimes}] into .venv (log: $log; a first llama-cpp-python build takes ~11 min)"
+if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[${EXTRAS:-test,runtimes}]"; } >"$log" 2>&1; then
     tail -40 "$log" >&2
     echo "setup failed: pip install did not succeed (whole log in $log)" >&2
     exit 1

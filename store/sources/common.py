@@ -6,8 +6,9 @@ import fnmatch
 import re
 from pathlib import Path
 
-from modelstore.store.ingest import Ingest
-from modelstore.store.records import Source
+from modelstore.store.ingest import ImportMode, Ingest
+from modelstore.store.errors import NotFound
+from modelstore.store.records import ModelRecord, Source
 from modelstore.store.store import AddResult, Store
 
 # Names runtimes and downloaders give files that are not finished yet.
@@ -29,10 +30,16 @@ def finish(store: Store, ingest: Ingest, name: str, source: Source, files: dict[
            readable: dict[str, Path], logical: int, novel: int, reused: int,
            downloaded: int = 0, skipped: list[str] | None = None) -> AddResult:
     try:
-        current = store.model(name)
-    except Exception:
+        current: ModelRecord | None = store.model(name)
+    except NotFound:
         current = None
-    if current is not None and current.files == files and current.source == source:
+    finishing_a_move = (ingest.mode is ImportMode.MOVE and source.kind == "local" and current is not None
+                        and current.source == source and files.items() <= current.files.items())
+    if finishing_a_move or (current is not None and current.files == files and current.source == source):
+        # An unchanged model; or a --move that was interrupted after its commit, while it was
+        # removing the originals: the files still there are the rest of the stored model, and
+        # replacing the model with them alone would let gc delete the ones already moved.
+        assert current is not None
         for path in ingest.sources_to_remove:  # --move of what the store already holds
             path.unlink(missing_ok=True)
         return AddResult(current, logical, 0, reused, downloaded, None, True, skipped or [])
