@@ -379,9 +379,9 @@ def report(facts: dict[str, object], table: list[dict[str, object]], goals: list
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--size", type=parse_size, default=4 << 30, help="file size, e.g. 512M, 4G [default 4GiB]")
-    p.add_argument("--workdir", type=Path, help="where to work (not tmpfs) [default: a temp dir under /var/tmp]")
+    p.add_argument("--workdir", type=Path, help="folder to make the temp work dir in (not tmpfs) [/var/tmp]")
     p.add_argument("--repeat", type=int, default=3, help="runs of each operation; the median is reported [3]")
     p.add_argument("--modes", default=",".join(MODES), help=f"add modes to time [{','.join(MODES)}]")
     p.add_argument("--warmup", type=int, default=1,
