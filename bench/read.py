@@ -74,8 +74,6 @@ MODEL_NAME = "bench"
 READY_TIMEOUT = 60.0
 VERDICT = {True: "PASS", False: "MISS", None: "INFO"}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-# As cli/mount.py starts the background mount, so the RSS is what `modelstore mount` gives.
-DAEMON_ENV = {"MALLOC_MMAP_THRESHOLD_": "4194304", "MALLOC_TRIM_THRESHOLD_": "268435456"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -614,9 +612,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=3, help="runs of each workload; the median is reported [3]")
     p.add_argument("--warmup", type=int, default=1,
                    help="untimed rounds first (a fresh VM pays for first use of its memory) [1]")
-    p.add_argument("--no-malloc-env", action="store_true",
-                   help="start the mounts without the malloc settings `modelstore mount` gives its background "
-                        "process (as `mount -f` run by hand)")
     p.add_argument("--no-links", dest="links", action="store_false", help="skip the --links mount")
     p.add_argument("--keep", action="store_true", help="keep the work dir")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
@@ -637,11 +632,9 @@ def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, object], list[d
     src.unlink()  # the blob is a hard link to it: one inode, one set of cached pages either way
     size = blob.stat().st_size
     facts = machine_facts(work, size, args.repeat)
-    facts["daemon_env"] = "plain (as `mount -f` by hand)" if args.no_malloc_env else \
-        "the background mount's (" + " ".join(f"{k}={v}" for k, v in DAEMON_ENV.items()) + ")"
     facts["warmup"] = args.warmup
     loads = workloads(size)
-    env = {} if args.no_malloc_env else DAEMON_ENV
+    env: dict[str, str] = {}  # the daemon tunes malloc itself (fusefs.mount.tune_malloc)
     with ExitStack() as stack:
         daemons = [stack.enter_context(mounted(home, work / "mnt", "mount", env=env))]
         if args.links:

@@ -77,10 +77,9 @@ def _mount_in_background(app: App, mountpoint: Path, allow_other: bool, links: b
             "--ready-fd", str(write_end)]
     args += ["--allow-other"] if allow_other else []
     args += ["--links"] if links else []
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "4194304", "MALLOC_TRIM_THRESHOLD_": "268435456"}
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(write_end,),
-                                start_new_session=True, env=env)
+                                start_new_session=True)
     os.close(write_end)
     deadline = time.monotonic() + 60
     ready = b""

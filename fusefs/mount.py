@@ -3,6 +3,7 @@ unmount cleanly on SIGTERM/SIGINT. Building and running are separate steps."""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import faulthandler
 import logging
@@ -120,6 +121,17 @@ async def _watch(store: Store, ops: object, options: MountOptions, generation: i
         log.info("catalog generation %d: tree rebuilt, %d entries invalidated", generation, len(entries))
 
 
+def tune_malloc() -> None:
+    """Replies are assembled in fresh buffers of up to 1 MiB; glibc's default mmap threshold makes
+    each one an mmap/munmap pair (measured: 3x the daemon's CPU). Keep them on the heap."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 4 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass  # not glibc
+
+
 def run_mount(store: Store, mountpoint: Path, options: MountOptions,
               on_ready: Callable[[], None] | None = None, debug: bool = False) -> None:
     """Mount, serve until unmounted or signalled, and always unmount on the way out."""
@@ -129,6 +141,7 @@ def run_mount(store: Store, mountpoint: Path, options: MountOptions,
     from modelstore.fusefs.ops import Operations
 
     check_mountpoint(mountpoint, options.allow_other)
+    tune_malloc()
     generation, tree = build_tree(store, options)
     ops = Operations(tree, lambda blob: str(store.objects.path(blob)))
     fuse_options = set(pyfuse3.default_options)

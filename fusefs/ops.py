@@ -113,7 +113,7 @@ class Operations(pyfuse3.Operations):
         self.handles[fh] = handle
         return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False)
 
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview | bytearray:
         handle = self.handles.get(fh)
         if handle is None:
             raise pyfuse3.FUSEError(errno.EBADF)
@@ -124,7 +124,7 @@ class Operations(pyfuse3.Operations):
         except OSError as exc:
             raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
 
-    async def _in_thread(self, fn: Callable[..., bytes], *args: object) -> bytes:
+    async def _in_thread(self, fn: Callable[..., bytearray], *args: object) -> bytearray:
         return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
 
     async def release(self, fh: int) -> None:

@@ -1,33 +1,61 @@
 """Reading a stored file's bytes from its recipe: bisect to the first extent, pread the rest.
 
 A range already in the page cache is read inline (preadv with RWF_NOWAIT answers at once or says
-EAGAIN); only a range that must wait for the disk goes to a worker thread, so one cold read never
-stalls the event loop and a warm one pays no thread hop.
+EAGAIN) into one reused buffer; only a range that must wait for the disk goes to a worker thread,
+so one cold read never stalls the event loop and a warm one pays neither a thread hop nor an
+allocation.
 """
 
 from __future__ import annotations
 
 import bisect
+import errno
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from modelstore.fusefs.tree import StoredContent
 
-RunInThread = Callable[..., Awaitable[bytes]]
+RunInThread = Callable[..., Awaitable[bytearray]]
 
 
-def _pread_nowait(fd: int, size: int, offset: int) -> bytes | None:
-    buf = bytearray(size)
-    try:
-        n = os.preadv(fd, [buf], offset, os.RWF_NOWAIT)
-    except BlockingIOError:
+SCRATCH_BYTES = 4 << 20  # larger than any FUSE read request (1 MiB with the raised readahead)
+_scratch = bytearray(SCRATCH_BYTES)
+
+
+def _read_inline(pieces: list[tuple[int, int, int]], total: int) -> memoryview | None:
+    """All pieces with preadv(RWF_NOWAIT) into the shared scratch buffer, or None as soon as one
+    would wait for the disk. The view is valid only until the next read: pyfuse3 copies it into
+    its reply before any other task runs, and nothing may await in between."""
+    if total > SCRATCH_BYTES:
         return None
-    except OSError:
-        return None  # RWF_NOWAIT unsupported here: let the thread do a plain pread
-    if n != size:
-        return None
-    return bytes(buf)
+    view = memoryview(_scratch)[:total]
+    pos = 0
+    for fd, blob_offset, length in pieces:
+        try:
+            n = os.preadv(fd, [view[pos : pos + length]], blob_offset, os.RWF_NOWAIT)
+        except OSError:  # EAGAIN: not in the page cache; EOPNOTSUPP: no RWF_NOWAIT here
+            return None
+        if n != length:
+            return None
+        pos += length
+    return view
+
+
+def _read_blocking(pieces: list[tuple[int, int, int]], total: int) -> bytearray:
+    """The same in a worker thread, into a buffer of its own."""
+    buf = bytearray(total)
+    view = memoryview(buf)
+    pos = 0
+    for fd, blob_offset, length in pieces:
+        done = 0
+        while done < length:
+            n = os.preadv(fd, [view[pos + done : pos + length]], blob_offset + done)
+            if n == 0:
+                raise OSError(errno.EIO, "blob shorter than its recipe says")
+            done += n
+        pos += length
+    return buf
 
 
 @dataclass
@@ -75,11 +103,10 @@ class OpenFile:
             i += 1
         return out
 
-    async def read(self, offset: int, size: int, in_thread: RunInThread) -> bytes:
-        parts = []
-        for fd, blob_offset, length in self.pieces(offset, size):
-            data = _pread_nowait(fd, length, blob_offset)
-            if data is None:
-                data = await in_thread(os.pread, fd, length, blob_offset)
-            parts.append(data)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+    async def read(self, offset: int, size: int, in_thread: RunInThread) -> memoryview | bytearray:
+        pieces = self.pieces(offset, size)
+        total = sum(length for _, _, length in pieces)
+        inline = _read_inline(pieces, total)
+        if inline is not None:
+            return inline
+        return await in_thread(_read_blocking, pieces, total)

@@ -87,26 +87,33 @@ def hash_file(
         git = hashlib.sha1(git_blob_header(size)) if size < GIT_SHA1_LIMIT else None
         tensors = _TensorHasher(spans)
         buffers = [bytearray(min(CHUNK, max(size, 1))) for _ in range(2)]
-        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="hash") as pool:
+        # One thread per hash: each sees the chunks in file order. While they hash chunk N the
+        # caller's thread reads chunk N+1 and hands chunk N-1 (hashed) to `on_chunk`.
+        pools = [ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash") for _ in range(3)]
+        try:
             pending: tuple[int, memoryview, list[Future[object]]] | None = None
             offset, index = 0, 0
             while True:
                 view = memoryview(buffers[index % 2])
                 n = os.readv(fd, [view]) if offset < size else 0
                 chunk = view[:n]
+                submitted = None
+                if n:
+                    submitted = (offset, chunk, [
+                        pools[0].submit(sha.update, chunk),
+                        pools[1].submit(whole.update, chunk),
+                        pools[2].submit(_update_tensors_and_git, tensors, git, offset, chunk),
+                    ])
                 if pending is not None:
                     _finish(pending, on_chunk, progress)
-                    pending = None
-                if n == 0:
+                pending = submitted
+                if not n:
                     break
-                jobs: list[Future[object]] = [
-                    pool.submit(sha.update, chunk),
-                    pool.submit(whole.update, chunk),
-                    pool.submit(_update_tensors_and_git, tensors, git, offset, chunk),
-                ]
-                pending = (offset, chunk, jobs)
                 offset += n
                 index += 1
+        finally:
+            for pool in pools:
+                pool.shutdown(wait=True, cancel_futures=True)
         after = os.fstat(fd)
     finally:
         os.close(fd)

@@ -12,7 +12,9 @@ then link, move, clone or copy.
 
 from __future__ import annotations
 
+import ctypes
 import enum
+import mmap
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +34,13 @@ from modelstore.store.tensors import TensorSpan, WeightsHeader, read_weights_hea
 # Tensors smaller than a page stay inside the novel bytes: sharing them saves next to nothing
 # and would cut recipes into many tiny extents.
 MIN_SHARED_TENSOR = 4096
+
+# Start writing staged bytes to disk every so often, so the final fsync has little left to do and
+# a large add does not pile up dirty pages until the kernel throttles it.
+WRITEBACK_EVERY = 64 << 20
+# Reusing a few small tensors of a new file is not worth giving up its one-blob form (a hard link
+# or rename instead of a copy, one extent to read): below this share, the file is stored whole.
+MIN_REUSE_SHARE = 0.01
 
 Progress = Callable[[int], None]
 ProgressFactory = Callable[[int, str], Progress]
@@ -60,6 +69,7 @@ class _Novel:
     fd: int | None = None
     segments: list[tuple[int, int, int]] = field(default_factory=list)  # (file_start, file_end, blob_offset)
     size: int = 0
+    flushed: int = 0  # bytes handed to writeback so far
 
     def add(self, file_start: int, file_end: int, data: memoryview | None = None) -> None:
         if file_end <= file_start:
@@ -68,6 +78,9 @@ class _Novel:
             view = data
             while view:
                 view = view[os.write(self.fd, view):]
+            if self.size + len(data) - self.flushed >= WRITEBACK_EVERY:
+                start_writeback(self.fd, self.flushed, self.size + len(data) - self.flushed)
+                self.flushed = self.size + len(data)
         if self.segments and self.segments[-1][1] == file_start:
             fs, _, bo = self.segments[-1]
             self.segments[-1] = (fs, file_end, bo)
@@ -86,6 +99,7 @@ class _Novel:
         if self.fd is not None:
             os.ftruncate(self.fd, self.size)
             os.lseek(self.fd, self.size, os.SEEK_SET)
+            self.flushed = min(self.flushed, self.size)
 
     def blob_offset(self, file_offset: int) -> int:
         for fs, fe, bo in self.segments:
@@ -218,8 +232,14 @@ class Ingest:
         return IngestResult(record, header, plan.novel.size, False)
 
     def _plan_after_hashing(self, plan: _Plan, spans: list[TensorSpan], hashes: FileHashes) -> None:
+        reused = self._classify(plan, [(s, hashes.tensor_b3[s.name]) for s in spans])
+        if sum(s.length for s in reused) < MIN_REUSE_SHARE * hashes.size:
+            for span in reused:
+                del plan.reused[span.name]
+                plan.new[span.name] = (span, hashes.tensor_b3[span.name])
+            reused = []
         pos = 0
-        for span in self._classify(plan, [(s, hashes.tensor_b3[s.name]) for s in spans]):
+        for span in reused:
             plan.novel.add(pos, span.offset)
             pos = span.end
         plan.novel.add(pos, hashes.size)
@@ -299,11 +319,21 @@ def _weights_summary(header: WeightsHeader | None) -> dict[str, object] | None:
 
 
 def _hash_path(path: Path) -> str:
-    h = blake3.blake3()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
+    h = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    if path.stat().st_size == 0:
+        return h.hexdigest()
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        h.update(mm)
     return h.hexdigest()
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """sync_file_range(SYNC_FILE_RANGE_WRITE): start writing a range to disk, without waiting."""
+    _libc.sync_file_range(fd, ctypes.c_int64(offset), ctypes.c_int64(length), _SYNC_FILE_RANGE_WRITE)
 
 
 def _copy_ranges(src: Path, dst: Path, ranges: list[tuple[int, int]]) -> None:

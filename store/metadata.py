@@ -11,8 +11,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from gguf import LlamaFileType
-
 
 _SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
 _SMALL_JSON = 16 << 20
@@ -21,6 +19,8 @@ _SMALL_JSON = 16 << 20
 def gguf_file_type_name(value: Any) -> str | None:
     if not isinstance(value, int):
         return None
+    from gguf import LlamaFileType  # imported when needed: it brings numpy
+
     try:
         name = LlamaFileType(value).name
     except ValueError:

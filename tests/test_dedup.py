@@ -151,3 +151,18 @@ def test_rerun_of_an_interrupted_folder_move_keeps_every_file(store: Store, home
     run_gc(store)
     for name, data in originals.items():
         assert read_model_file(store, "f", name) == data
+
+
+def test_a_negligible_shared_share_keeps_a_linked_file_whole(store: Store, home: Path, models: Path) -> None:
+    """Reusing one small tensor would turn a hard link into a copy of everything else: below 1 %
+    of the file, the file is stored whole (and, with --link, shares the original's inode)."""
+    small = np.random.default_rng(1).standard_normal((32, 32)).astype(np.float32)  # 4 KiB
+    save_file({"shared": small}, str(models / "a.safetensors"))
+    big = {"shared": small, "rest": np.random.default_rng(2).standard_normal((1024, 256)).astype(np.float32)}
+    save_file(big, str(models / "b.safetensors"))
+    add_local(store, models / "a.safetensors", name="a")
+    result = add_local(store, models / "b.safetensors", name="b", mode=ImportMode.LINK)
+    record = store.file(store.model("b").files["b.safetensors"])
+    assert len(record.recipe) == 1 and record.recipe[0].blob == record.b3
+    assert result.novel_bytes == (models / "b.safetensors").stat().st_size
+    assert store.objects.path(record.b3).stat().st_ino == (models / "b.safetensors").stat().st_ino
