@@ -12,9 +12,11 @@ from modelstore.cli.add import add
 from modelstore.cli.app import App
 from modelstore.cli.fsck import fsck
 from modelstore.cli.gc import gc
+from modelstore.cli.importcmd import import_
 from modelstore.cli.inspect import du, ls, show
 from modelstore.cli.mount import mount, umount
 from modelstore.cli.rm import rm
+from modelstore.cli.scan import scan
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -39,7 +41,7 @@ def cli(ctx: click.Context, home: Path | None, debug: bool) -> None:
     ctx.obj = App(home or default_home(), debug)
 
 
-for command in (add, ls, show, rm, du, gc, fsck, mount, umount):
+for command in (add, ls, show, rm, du, gc, fsck, mount, umount, scan, import_):
     cli.add_command(command)
 
 
