@@ -88,6 +88,13 @@ class _Novel:
             self.segments.append((file_start, file_end, self.size))
         self.size += file_end - file_start
 
+    def stop_writing(self) -> None:
+        """From now on only record the ranges (they are copied after the pass, see Ingest)."""
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            os.close(self.fd)
+            self.fd = None
+
     def retract_to(self, file_offset: int) -> None:
         """Take back everything from `file_offset` on (a tensor that turned out to be stored)."""
         while self.segments and self.segments[-1][0] >= file_offset:
@@ -198,7 +205,12 @@ class Ingest:
 
         def write_chunk(offset: int, chunk: memoryview, finished: list[tuple[TensorSpan, str]]) -> None:
             pos = offset
-            for span in self._classify(plan, finished):
+            reused = self._classify(plan, finished)
+            if any(plan.reused[s.name][1].blob for s in reused):
+                # The store holds tensors of this file already (a copy, a fine-tune, a re-add):
+                # writing the rest optimistically would mostly write bytes to throw away.
+                plan.novel.stop_writing()
+            for span in reused:
                 if span.offset < offset:  # its first bytes went out with earlier chunks
                     plan.novel.retract_to(span.offset)
                 else:
@@ -223,8 +235,8 @@ class Ingest:
             except OSError as exc:
                 raise no_space(exc, self.objects.home, f"storing {path}") from exc
         finally:
-            if fd is not None:
-                os.close(fd)
+            if plan.novel.fd is not None:
+                os.close(plan.novel.fd)
             staged.unlink(missing_ok=True)
             if self.mode is ImportMode.MOVE and stored:
                 self.sources_to_remove.append(path)
@@ -251,7 +263,7 @@ class Ingest:
             blob = B3(hashes.b3)
             self._put_whole(path, hashes, blob, staged)
         else:
-            if self.mode is not ImportMode.COPY:
+            if novel.fd is None:  # not written during the pass (or no longer): copy the ranges now
                 _copy_ranges(path, staged, [(fs, fe) for fs, fe, _ in novel.segments])
                 _check_unchanged(path, hashes)
             blob = B3(_hash_path(staged))

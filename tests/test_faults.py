@@ -686,8 +686,9 @@ def test_source_changed_while_stored(home: Path, models: Path, pair: tuple[Path,
     committed or left in objects/, and the file stays where it is. Both the whole-file path (a
     model sharing nothing) and the partial-dedup path (a sibling of the stored base).
 
-    With --copy the bytes are written as they are hashed, so a change after the hashing pass is
-    not a change of what is stored: that add succeeds with the bytes as they were hashed."""
+    With --copy a new file's bytes are written as they are hashed, so a change after the hashing
+    pass is not a change of what is stored: that add succeeds with the bytes as they were hashed.
+    A file sharing tensors with the store stops being written once that shows, and is refused."""
     import modelstore.store.ingest as ingest_mod
 
     a, b = pair
@@ -715,7 +716,10 @@ def test_source_changed_while_stored(home: Path, models: Path, pair: tuple[Path,
                 _edit(path, "rewrite")
                 return real_store(self, path, *args)
             monkeypatch.setattr(ingest_mod.Ingest, "_store", edit_then_store)
-        accepted = mode is ImportMode.COPY and when == "rewrite-before-storing"
+        # --copy writes a new file's bytes while hashing them, so a later rewrite does not change
+        # what is stored; a file that shares tensors with the store has its novel ranges copied
+        # after the pass, and then the rewrite must be refused.
+        accepted = mode is ImportMode.COPY and when == "rewrite-before-storing" and src_model is unrelated
         with Store(home) as store:
             if accepted:
                 add_local(store, src, name="changing", mode=mode, progress=progress)
