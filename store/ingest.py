@@ -25,7 +25,7 @@ import blake3
 from modelstore.store.catalog import Catalog
 from modelstore.store.digests import B3, check_b3
 from modelstore.store.errors import SourceChanged
-from modelstore.store.hashing import CHUNK, FileHashes, hash_file
+from modelstore.store.hashing import FileHashes, hash_file
 from modelstore.store.locks import hold_dir_lock
 from modelstore.store.objects import Objects, copy_into, copy_range, fsync_path, no_space
 from modelstore.store.records import Extent, FileRecord

@@ -14,7 +14,7 @@ from modelstore.converters.synth import write_tiny_llama_gguf
 from modelstore.store import Store
 from modelstore.store.errors import BadModelFile
 from modelstore.store.tensors import read_weights_header
-from tests.ggufbytes import ARRAY, STRING, UINT32, GGUFBytes, Tensor, gguf_str, valid_gguf
+from tests.ggufbytes import ARRAY, STRING, UINT32, GGUFBytes, gguf_str, valid_gguf
 
 
 def parse(path: Path, data: bytes) -> None:

@@ -11,14 +11,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from modelstore.converters.synth import write_tiny_hf_folder, write_tiny_llama_gguf
 from modelstore.fusefs.snapshot import take_snapshot
-from modelstore.fusefs.tree import Dir, File, Link, Literal, StoredContent
+from modelstore.fusefs.tree import Dir, File, Literal, StoredContent
 from modelstore.fusefs.views import render_root
 from modelstore.store import Store
 from modelstore.store.gc import run_gc
