@@ -45,13 +45,18 @@ def _source(model: object) -> str:
 @pass_app
 def show(app: App, name: str, as_json: bool) -> None:
     """Show one model: where it came from, its metadata and its files."""
+    from modelstore.fusefs.renditions import renditions
+    from modelstore.fusefs.snapshot import take_snapshot
+
     with app.store() as store:
         model = store.model(name)
         files = {rel: store.file(b3) for rel, b3 in model.files.items()}
+        views = renditions(take_snapshot(store.catalog, str(store.objects.root)), model)
     if as_json:
         emit_json({**model.to_json(), "files": {rel: {"b3": f.b3, "size": f.size, "sha256": f.sha256,
                                                       "git_sha1": f.git_sha1, "extents": len(f.recipe)}
-                                                for rel, f in files.items()}})
+                                                for rel, f in files.items()},
+                   "views": [v.to_json() for v in views]})
         return
     src = model.source
     click.echo(f"{model.name}")
@@ -63,6 +68,11 @@ def show(app: App, name: str, as_json: bool) -> None:
         click.echo(f"  {key + ':':<20}{value}")
     rows = [[rel, human_bytes(f.size), f.sha256[:16], str(len(f.recipe))] for rel, f in sorted(files.items())]
     print_table(["FILE", "SIZE", "SHA256", "EXTENTS"], rows, right={1, 3})
+    click.echo("")
+    click.echo("In the mount (paths under the mount point):")
+    for v in views:
+        shown = ", ".join(v.paths[:3]) + (f" (+{len(v.paths) - 3} more)" if len(v.paths) > 3 else "")
+        click.echo(f"  {v.view + ':':<13}{shown if v.present else 'absent: ' + str(v.reason)}")
 
 
 @click.command(epilog="\b\nExamples:\n  modelstore du\n  modelstore du --json | jq .saved_bytes")

@@ -277,3 +277,16 @@ def test_links_option(populated: tuple[Store, Snapshot]) -> None:
 def _one(store: Store, name: str, rel: str) -> tuple:
     r = store.file(store.model(name).files[rel])
     return r.b3, r.size, r.recipe
+
+
+def test_show_says_where_a_model_is_and_why_not(populated: tuple[Store, Snapshot]) -> None:
+    from modelstore.fusefs.renditions import renditions
+
+    store, snap = populated
+    by_view = {r.view: r for r in renditions(snap, store.model("tiny:q8"))}
+    assert by_view["ollama"].paths == ["ollama/manifests/registry.ollama.ai/library/tiny/q8"]
+    assert by_view["llamacpp"].paths == ["llamacpp/tiny-q8.gguf"]
+    assert by_view["huggingface"].paths == ["huggingface/models--local--tiny-q8"]
+    hf_only = {r.view: r for r in renditions(snap, store.model("my:hf-model"))}
+    assert hf_only["huggingface"].present and not hf_only["ollama"].present
+    assert "no GGUF" in str(hf_only["ollama"].reason) and "no GGUF" in str(hf_only["llamacpp"].reason)

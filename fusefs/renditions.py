@@ -1,0 +1,80 @@
+"""Where a model shows up in the mount, view by view, and why it does not where it does not."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from modelstore.fusefs.snapshot import Snapshot
+from modelstore.fusefs.tree import Dir, File, Link, Literal, StoredContent
+from modelstore.fusefs.views import VIEWS, ViewOptions
+from modelstore.fusefs.views.common import gguf_units
+from modelstore.store.records import ModelRecord
+
+
+@dataclass
+class Rendition:
+    view: str
+    paths: list[str] = field(default_factory=list)  # relative to the mount point
+    reason: str | None = None  # why it is absent
+
+    @property
+    def present(self) -> bool:
+        return bool(self.paths)
+
+    def to_json(self) -> dict[str, object]:
+        return {"view": self.view, "present": self.present, "paths": self.paths, "reason": self.reason}
+
+
+def _paths_of(node: Dir, digests: set[str], prefix: str, objects_root: str) -> list[str]:
+    out: list[str] = []
+    for name, child in sorted(node.children.items()):
+        path = f"{prefix}/{name}"
+        if isinstance(child, Dir):
+            out += _paths_of(child, digests, path, objects_root)
+        elif isinstance(child, File) and isinstance(child.content, StoredContent) and child.content.b3 in digests:
+            out.append(path)
+        elif isinstance(child, Link) and child.target.startswith(objects_root) and child.target.rsplit("/", 1)[1] in digests:
+            out.append(path)
+    return out
+
+
+def _why_absent(view: str, model: ModelRecord, snapshot: Snapshot) -> str:
+    units = gguf_units(model, snapshot)
+    if view in ("ollama", "lmstudio", "llamacpp") and not units:
+        return "no GGUF file (showing safetensors models as GGUF needs conversion, not built yet)"
+    if view == "ollama" and all(u.split for u in units):
+        return "split GGUF: Ollama needs one file (merging shards needs conversion, not built yet)"
+    return "not shown"
+
+
+def _manifests_naming(node: Dir, sha256s: set[str], prefix: str) -> list[str]:
+    out: list[str] = []
+    for name, child in sorted(node.children.items()):
+        path = f"{prefix}/{name}"
+        if isinstance(child, Dir):
+            out += _manifests_naming(child, sha256s, path)
+        elif isinstance(child, File) and isinstance(child.content, Literal):
+            text = child.content.data.decode(errors="replace")
+            if any(f"sha256:{s}" in text for s in sha256s):
+                out.append(path)
+    return out
+
+
+def renditions(snapshot: Snapshot, model: ModelRecord, options: ViewOptions = ViewOptions()) -> list[Rendition]:
+    """Rendered from a snapshot of this model alone, so files it shares with other models are
+    not attributed to them (a name another model already took would get a suffix in the mount)."""
+    digests = set(model.files.values())
+    alone = replace(snapshot, models=(model,))
+    out = []
+    for view, render in VIEWS.items():
+        tree = render(alone, options)
+        if view == "ollama":  # a model is its manifest; blobs are shared by content
+            manifests = tree.children.get("manifests")
+            sha256s = {snapshot.file(b3).sha256 for b3 in digests}
+            paths = _manifests_naming(manifests, sha256s, "ollama/manifests") if isinstance(manifests, Dir) else []
+        else:
+            paths = _paths_of(tree, digests, view, snapshot.objects_root)
+        if view == "huggingface":  # blobs are shared by content: name the repo folders instead
+            paths = sorted({"/".join(p.split("/")[:2]) for p in paths})
+        out.append(Rendition(view, paths, None if paths else _why_absent(view, model, snapshot)))
+    return out
