@@ -4,15 +4,15 @@ holds, and write only the novel bytes (header, padding, new tensors) as one new 
 Nothing here writes the catalog: `Ingest` collects blobs (already durable), file records and
 tensor index entries, and `Store` commits them with the model in one transaction.
 
-With `--copy` the novel bytes are written during the hashing pass itself: a tensor's digest is
-known only once its last byte is read, so its first bytes are written optimistically and taken
-back (truncated) when the digest turns out to be stored already. The other modes hash first and
-then link, move, clone or copy.
+With `--copy` the file is copied in the background (copy_file_range, in the kernel) while it is
+hashed, on the bet that it is new; the first tensor the store already holds calls the bet off,
+and then only the novel ranges are copied after the pass. The other modes hash first and then
+link, move or clone. Every copy made after the bytes were hashed is checked against the file's
+size and mtime at hashing time.
 """
 
 from __future__ import annotations
 
-import ctypes
 import enum
 import mmap
 import os
@@ -27,7 +27,7 @@ from modelstore.store.digests import B3, check_b3
 from modelstore.store.errors import SourceChanged
 from modelstore.store.hashing import FileHashes, hash_file
 from modelstore.store.locks import hold_dir_lock
-from modelstore.store.objects import Objects, copy_into, copy_range, fsync_path, no_space
+from modelstore.store.objects import BackgroundCopy, Objects, copy_into, copy_range, fsync_path, no_space
 from modelstore.store.records import Extent, FileRecord
 from modelstore.store.tensors import TensorSpan, WeightsHeader, read_weights_header
 
@@ -35,9 +35,6 @@ from modelstore.store.tensors import TensorSpan, WeightsHeader, read_weights_hea
 # and would cut recipes into many tiny extents.
 MIN_SHARED_TENSOR = 4096
 
-# Start writing staged bytes to disk every so often, so the final fsync has little left to do and
-# a large add does not pile up dirty pages until the kernel throttles it.
-WRITEBACK_EVERY = 64 << 20
 # Reusing a few small tensors of a new file is not worth giving up its one-blob form (a hard link
 # or rename instead of a copy, one extent to read): below this share, the file is stored whole.
 MIN_REUSE_SHARE = 0.01
@@ -63,50 +60,20 @@ class IngestResult:
 
 @dataclass
 class _Novel:
-    """The novel byte ranges of one file, in file order, and where each lands in the new blob.
-    With a file descriptor, the bytes are written too."""
+    """The novel byte ranges of one file, in file order, and where each lands in the new blob."""
 
-    fd: int | None = None
     segments: list[tuple[int, int, int]] = field(default_factory=list)  # (file_start, file_end, blob_offset)
     size: int = 0
-    flushed: int = 0  # bytes handed to writeback so far
 
-    def add(self, file_start: int, file_end: int, data: memoryview | None = None) -> None:
+    def add(self, file_start: int, file_end: int) -> None:
         if file_end <= file_start:
             return
-        if self.fd is not None and data is not None:
-            view = data
-            while view:
-                view = view[os.write(self.fd, view):]
-            if self.size + len(data) - self.flushed >= WRITEBACK_EVERY:
-                start_writeback(self.fd, self.flushed, self.size + len(data) - self.flushed)
-                self.flushed = self.size + len(data)
         if self.segments and self.segments[-1][1] == file_start:
             fs, _, bo = self.segments[-1]
             self.segments[-1] = (fs, file_end, bo)
         else:
             self.segments.append((file_start, file_end, self.size))
         self.size += file_end - file_start
-
-    def stop_writing(self) -> None:
-        """From now on only record the ranges (they are copied after the pass, see Ingest)."""
-        if self.fd is not None:
-            os.ftruncate(self.fd, 0)
-            os.close(self.fd)
-            self.fd = None
-
-    def retract_to(self, file_offset: int) -> None:
-        """Take back everything from `file_offset` on (a tensor that turned out to be stored)."""
-        while self.segments and self.segments[-1][0] >= file_offset:
-            self.size = self.segments.pop()[2]
-        if self.segments and self.segments[-1][1] > file_offset:
-            fs, _, bo = self.segments[-1]
-            self.segments[-1] = (fs, file_offset, bo)
-            self.size = bo + (file_offset - fs)
-        if self.fd is not None:
-            os.ftruncate(self.fd, self.size)
-            os.lseek(self.fd, self.size, os.SEEK_SET)
-            self.flushed = min(self.flushed, self.size)
 
     def blob_offset(self, file_offset: int) -> int:
         for fs, fe, bo in self.segments:
@@ -199,44 +166,37 @@ class Ingest:
         tick = self.progress(size, display or path.name) if self.progress else None
         self._counter += 1
         staged = self.staging / f"novel-{self._counter}"
-        writing = self.mode is ImportMode.COPY
-        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600) if writing else None
-        plan = _Plan(_Novel(fd))
+        plan = _Plan(_Novel())
+        # --copy copies the file in the background while it is hashed, betting that it is new;
+        # the bet is called off as soon as a tensor the store holds shows up (a re-add, a
+        # fine-tune), and then only the novel ranges are copied after the pass.
+        copier = BackgroundCopy(path, staged) if self.mode is ImportMode.COPY else None
 
-        def write_chunk(offset: int, chunk: memoryview, finished: list[tuple[TensorSpan, str]]) -> None:
-            pos = offset
-            reused = self._classify(plan, finished)
-            if any(plan.reused[s.name][1].blob for s in reused):
-                # The store holds tensors of this file already (a copy, a fine-tune, a re-add):
-                # writing the rest optimistically would mostly write bytes to throw away.
-                plan.novel.stop_writing()
-            for span in reused:
-                if span.offset < offset:  # its first bytes went out with earlier chunks
-                    plan.novel.retract_to(span.offset)
-                else:
-                    plan.novel.add(pos, span.offset, chunk[pos - offset : span.offset - offset])
-                pos = span.end
-            plan.novel.add(pos, offset + len(chunk), chunk[pos - offset :])
+        def watch_for_stored_tensors(offset: int, chunk: memoryview, finished: list[tuple[TensorSpan, str]]) -> None:
+            if copier is not None and finished and self._known_tensors([d for _, d in finished]):
+                copier.stop()
 
         stored = False
         try:
             try:
-                if writing:
-                    hashes = hash_file(str(path), spans, on_chunk=write_chunk, progress=tick)
-                else:
-                    hashes = hash_file(str(path), spans, progress=tick)
-                    self._plan_after_hashing(plan, spans, hashes)
+                if copier is not None:
+                    copier.start()
+                hashes = hash_file(str(path), spans, on_chunk=watch_for_stored_tensors, progress=tick)
+                if copier is not None:
+                    copier.join()
                 existing = self.known_file(hashes.b3)
                 if existing is not None:
                     stored = True
                     return IngestResult(existing, header, 0, True)
-                record = self._store(path, hashes, header, plan, staged)
+                self._plan_after_hashing(plan, spans, hashes)
+                record = self._store(path, hashes, header, plan, staged, copied=bool(copier and copier.complete))
                 stored = True
             except OSError as exc:
                 raise no_space(exc, self.objects.home, f"storing {path}") from exc
         finally:
-            if plan.novel.fd is not None:
-                os.close(plan.novel.fd)
+            if copier is not None:
+                copier.stop()
+                copier.join()
             staged.unlink(missing_ok=True)
             if self.mode is ImportMode.MOVE and stored:
                 self.sources_to_remove.append(path)
@@ -257,15 +217,15 @@ class Ingest:
         plan.novel.add(pos, hashes.size)
 
     def _store(self, path: Path, hashes: FileHashes, header: WeightsHeader | None, plan: _Plan,
-               staged: Path) -> FileRecord:
+               staged: Path, *, copied: bool) -> FileRecord:
+        """`copied`: `staged` already holds a complete copy of `path`."""
         novel = plan.novel
         if not plan.reused:
             blob = B3(hashes.b3)
-            self._put_whole(path, hashes, blob, staged)
+            self._put_whole(path, hashes, blob, staged, copied)
         else:
-            if novel.fd is None:  # not written during the pass (or no longer): copy the ranges now
-                _copy_ranges(path, staged, [(fs, fe) for fs, fe, _ in novel.segments])
-                _check_unchanged(path, hashes)
+            _copy_ranges(path, staged, [(fs, fe) for fs, fe, _ in novel.segments])
+            _check_unchanged(path, hashes)
             blob = B3(_hash_path(staged))
             if novel.size and not self._trusted(blob):
                 fsync_path(staged)
@@ -286,10 +246,11 @@ class Ingest:
         return FileRecord(check_b3(hashes.b3), hashes.size, hashes.sha256, hashes.git_sha1, recipe,
                           _weights_summary(header))
 
-    def _put_whole(self, path: Path, hashes: FileHashes, blob: B3, staged: Path) -> None:
+    def _put_whole(self, path: Path, hashes: FileHashes, blob: B3, staged: Path, copied: bool) -> None:
         if self._trusted(blob):
             return
-        if self.mode is ImportMode.COPY:  # the pass wrote the whole file to `staged`
+        if copied:  # the background copy finished during the pass
+            _check_unchanged(path, hashes)
             fsync_path(staged)
             self.objects.commit_staged(staged, blob)
             return
@@ -337,15 +298,6 @@ def _hash_path(path: Path) -> str:
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         h.update(mm)
     return h.hexdigest()
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-def start_writeback(fd: int, offset: int, length: int) -> None:
-    """sync_file_range(SYNC_FILE_RANGE_WRITE): start writing a range to disk, without waiting."""
-    _libc.sync_file_range(fd, ctypes.c_int64(offset), ctypes.c_int64(length), _SYNC_FILE_RANGE_WRITE)
 
 
 def _copy_ranges(src: Path, dst: Path, ranges: list[tuple[int, int]]) -> None:

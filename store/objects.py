@@ -15,6 +15,7 @@ import errno
 import fcntl
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -76,7 +77,8 @@ class Objects:
         copied, the store shares the user's inode. Across filesystems: False when `fallback` (the
         caller copies instead), else an error."""
         try:
-            os.link(source, staged)
+            # The file a symlink names: Linux link(2), which os.link calls, would link the symlink.
+            os.link(os.path.realpath(source), staged)
         except OSError as exc:
             if exc.errno in (errno.EXDEV, errno.EPERM) and fallback:
                 return False
@@ -188,6 +190,47 @@ def copy_into(src: Path, dst: Path, *, reflink: bool) -> bool:
             copied += n
         os.fsync(fout.fileno())
     return False
+
+
+class BackgroundCopy:
+    """Copy a file in a thread, in slices, until done or told to stop; `complete` says whether
+    every byte arrived. Errors (a full disk) are raised by `join`."""
+
+    SLICE = 64 << 20
+
+    def __init__(self, src: Path, dst: Path) -> None:
+        self.src, self.dst = src, dst
+        self.complete = False
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="copy", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self) -> None:
+        if self._thread.is_alive() or self._thread.ident is not None:
+            self._thread.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _run(self) -> None:
+        try:
+            with open(self.src, "rb") as fin, open(self.dst, "wb") as fout:
+                size = os.fstat(fin.fileno()).st_size
+                copied = 0
+                while copied < size and not self._stop.is_set():
+                    n = copy_range(fin.fileno(), fout.fileno(), copied, min(self.SLICE, size - copied))
+                    if n == 0:
+                        return
+                    copied += n
+                self.complete = copied == size and not self._stop.is_set()
+        except BaseException as exc:  # handed to the caller by join()
+            self._error = exc
 
 
 # copy_file_range(2) refuses some pairs of files: across filesystems (EXDEV on Linux >= 5.19, and
