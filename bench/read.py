@@ -566,7 +566,7 @@ def report(facts: dict[str, object], table: list[dict[str, object]], goals: list
             f"machine: {facts['cpu']}, {facts['nproc']} CPUs ({facts['usable_cpus']} usable), "
             f"{facts['memory_gib']} GiB RAM, Linux {facts['kernel']}, {facts['filesystem']} at {facts['workdir']}, "
             f"Python {facts['python']}, {facts['fuse']}, modelstore {facts['modelstore']}\n"
-            f"mount read_ahead_kb: {ra}; daemon RSS: {mem}; daemon environment: {facts['daemon_env']}\n"
+            f"mount read_ahead_kb: {ra}; daemon RSS: {mem}\n"
             f"load average: {facts['loadavg_start']} at start, {facts['loadavg_end']} at end\n")
     verdicts = "\n".join(f"{VERDICT[g['met']]}  {g['target']}: {g['value']}" for g in goals)  # type: ignore[index]
     return f"{head}\n{format_table(table, links, markdown)}\n\n{verdicts}"
