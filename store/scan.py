@@ -8,9 +8,10 @@ total:
 
 - logical bytes: every distinct file (inode) once, which is what the folders take now;
 - whole-file dedup: every distinct content once (what Ollama's blobs and the HF cache achieve);
-- tensor-level dedup: every distinct content's non-tensor bytes (headers, padding, tensors under
-  `MIN_SHARED_TENSOR`) plus every distinct tensor once. This is the rule `add` (in its default
-  --copy mode) applies, so it predicts what the store would hold. It can be a header too high
+- tensor-level dedup: what `add` would store, by its own rules, the files added in the order scan
+  found them: every distinct content's non-tensor bytes (headers, padding, tensors under
+  `MIN_SHARED_TENSOR`) plus every distinct tensor once; except that a file whose tensors stored
+  before make up less than `MIN_REUSE_SHARE` of it is stored whole. It can be a header too high
   where two different files have byte-identical non-tensor parts (add stores that blob once).
 
 Scan only reads the folders. Its one write is the hash cache in the store home (scancache.py),
@@ -31,13 +32,14 @@ from typing import Any
 from modelstore.store.catalog import Catalog
 from modelstore.store.errors import BadModelFile, SourceChanged
 from modelstore.store.hashing import hash_file
-from modelstore.store.ingest import MIN_SHARED_TENSOR, ProgressFactory
+from modelstore.store.ingest import MIN_REUSE_SHARE, MIN_SHARED_TENSOR, ProgressFactory
 from modelstore.store.scancache import FileDigest, FileKey, ScanCache
 from modelstore.store.sources.common import is_partial
 from modelstore.store.tensors import read_weights_header
 
 MAX_MANIFEST_BYTES = 1 << 20
 OLLAMA_REGISTRY = "registry.ollama.ai"
+FOLDER_LINK = "a link to a folder: not followed (scan its target by name)"
 
 
 # -- finding files ---------------------------------------------------------------------------------
@@ -93,7 +95,7 @@ def _candidate_paths(root: Path, skipped: list[Skipped]) -> Iterator[Path]:
         folder = Path(dirpath)
         for name in list(dirnames):
             if not name.startswith(".") and (folder / name).is_symlink():
-                skipped.append(Skipped(str(folder / name), "a link to a folder: not followed (scan its target by name)"))
+                skipped.append(Skipped(str(folder / name), FOLDER_LINK))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not (folder / d).is_symlink())
         for name in sorted(filenames):
             if name.startswith("."):
@@ -153,7 +155,7 @@ class Figures:
     files: int
     logical_bytes: int
     whole_file_bytes: int  # each distinct content once
-    tensor_dedup_bytes: int  # what the store would hold: distinct contents' non-tensor bytes + distinct tensors
+    tensor_dedup_bytes: int  # what the store would hold (stored_by_add)
 
     @property
     def ratio(self) -> float:
@@ -169,21 +171,28 @@ def distinct_contents(items: Iterable[Scanned]) -> dict[str, FileDigest]:
     return {s.digest.b3: s.digest for s in items}
 
 
-def tensor_dedup_bytes(contents: Iterable[FileDigest]) -> int:
-    """The bytes `add` stores for these distinct contents: each one's non-tensor bytes, and each
-    distinct tensor once (a tensor repeated within one file too)."""
-    tensors: dict[str, int] = {}
-    rest = 0
+def stored_by_add(contents: Iterable[FileDigest], stored: Callable[[str], bool] = lambda tensor: False) -> int:
+    """The bytes `add` writes for these distinct contents, added in this order to a store whose
+    tensors are `stored`: each file costs what is not a tensor stored before it or earlier in
+    itself, unless that reuse is under MIN_REUSE_SHARE of the file, which is then stored whole."""
+    known: set[str] = set()
+    total = 0
     for digest in contents:
-        rest += digest.size - digest.tensor_bytes
-        tensors.update(digest.tensors)
-    return rest + sum(tensors.values())
+        reused = 0
+        mine: set[str] = set()
+        for tensor, length in digest.tensors:
+            if tensor in mine or tensor in known or stored(tensor):
+                reused += length
+            mine.add(tensor)
+        total += digest.size - reused if reused >= MIN_REUSE_SHARE * digest.size else digest.size
+        known |= mine
+    return total
 
 
 def figures(items: list[Scanned]) -> Figures:
     contents = distinct_contents(items)
     return Figures(len(items), sum(s.digest.size for s in items), sum(d.size for d in contents.values()),
-                   tensor_dedup_bytes(contents.values()))
+                   stored_by_add(contents.values()))
 
 
 # -- what is duplicated ----------------------------------------------------------------------------
@@ -211,7 +220,8 @@ class Duplicate:
 
 def duplicates(items: list[Scanned], places: dict[Inode, Place]) -> list[Duplicate]:
     """Every duplication, largest saving first. Summed, the savings of "same file" entries are
-    logical - whole-file bytes, and those of "shared tensors" entries whole-file - tensor bytes."""
+    logical - whole-file bytes, and those of the tensor entries whole-file - tensor bytes (less
+    what files sharing under MIN_REUSE_SHARE of themselves keep, as add stores those whole)."""
     copies: dict[str, list[Scanned]] = defaultdict(list)
     for s in items:
         copies[s.digest.b3].append(s)
@@ -288,13 +298,11 @@ class InStore:
 
 
 def in_store(contents: dict[str, FileDigest], catalog: Catalog, home: Path) -> InStore:
+    """How much of what the scan found the store holds already, and what adding it all would write."""
     with catalog.read() as r:
         missing = [d for b3, d in contents.items() if r.file(b3) is None]
-        new_tensors = {t: n for d in missing for t, n in d.tensors}
-        new = sum(d.size - d.tensor_bytes for d in missing)
-        new += sum(n for t, n in new_tensors.items() if r.tensor(t) is None)
-    total = tensor_dedup_bytes(contents.values())
-    return InStore(str(home), total - new, new)
+        new = stored_by_add(missing, lambda tensor: r.tensor(tensor) is not None)
+    return InStore(str(home), stored_by_add(contents.values()) - new, new)
 
 
 # -- the whole scan --------------------------------------------------------------------------------

@@ -90,7 +90,8 @@ def layout(tmp_path: Path) -> Layout:
         (lmstudio / publisher_model).mkdir(parents=True)
         shutil.copyfile(gguf, lmstudio / publisher_model / gguf.name)
     hf = make_hf_cache(scanned / "hf", base)
-    partial = [ollama / "blobs" / f"sha256-{'1' * 64}-partial-0", hf / "models--org--tiny-GGUF" / "blobs" / "x.incomplete",
+    partial = [ollama / "blobs" / f"sha256-{'1' * 64}-partial-0",
+               hf / "models--org--tiny-GGUF" / "blobs" / "x.incomplete",
                lmstudio / "pub" / "tiny-GGUF" / "next.gguf.part"]
     for i, p in enumerate(partial):
         p.write_bytes(b"p" * (1000 + i))
@@ -194,7 +195,8 @@ def test_top_duplications_name_the_models(cli, layout: Layout) -> None:
     assert second["kind"] == "shared tensors" and len(second["places"]) == 2
     assert "pub/tiny-tuned-GGUF/tiny-tuned.gguf" in [p["name"] for p in second["places"]]
     total = report["total"]
-    by_kind = {k: sum(d["saved_bytes"] for d in report["duplicates"] if d["kind"] == k) for k in ("same file", "shared tensors")}
+    by_kind = {kind: sum(d["saved_bytes"] for d in report["duplicates"] if d["kind"] == kind)
+               for kind in ("same file", "shared tensors")}
     assert by_kind["same file"] == total["logical_bytes"] - total["whole_file_dedup_bytes"]
     assert by_kind["shared tensors"] == total["whole_file_dedup_bytes"] - total["tensor_dedup_bytes"]
 
@@ -227,6 +229,22 @@ def test_scan_predicts_what_add_stores(cli, home: Path, layout: Layout) -> None:
             add_local(store, folder, name=f"folder-{i}")
     assert stored_bytes(home) == report["total"]["tensor_dedup_bytes"]
     assert stored_bytes(home) - first == report["in_store"]["new_bytes"]
+
+
+def test_a_file_sharing_under_one_percent_is_predicted_whole(cli, home: Path, models: Path) -> None:
+    """add stores a file whole when the tensors it could reuse are under 1% of it: scan says so."""
+    shape = {"n_embd": 256, "n_head": 8, "n_head_kv": 1, "n_ff": 512}
+    same = {"blk.0.attn_k.weight": 99}  # one 32 KiB tensor, the same in both
+    a = write_tiny_llama_gguf(models / "a.gguf", seed=0, changed=same, **shape)
+    b = write_tiny_llama_gguf(models / "b.gguf", seed=1, changed=same, **shape)
+    shared = tensor_length(b, "blk.0.attn_k.weight")
+    assert dict(big_tensors(a)).keys() & dict(big_tensors(b)).keys()  # they do share it...
+    assert 0 < shared < 0.01 * b.stat().st_size  # ...but too little of b to be worth it
+    report = cli("scan", models, "--json").json()
+    assert report["total"]["tensor_dedup_bytes"] == a.stat().st_size + b.stat().st_size
+    with Store(home) as store:
+        add_local(store, models, name="both")
+    assert stored_bytes(home) == report["total"]["tensor_dedup_bytes"]
 
 
 def test_second_scan_hashes_nothing(cli, home: Path, layout: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
