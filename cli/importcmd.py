@@ -1,14 +1,204 @@
-"""`modelstore import` (being built)"""
+"""`modelstore import`"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import click
+from modelstore.cli.app import App, emit_json, human_bytes, pass_app
 
-from modelstore.cli.app import App, pass_app
+KINDS = ("ollama", "lmstudio", "huggingface", "llamacpp", "gpt4all", "jan", "path")
+
+EPILOG = """\b
+Examples:
+  modelstore import --from ollama                  # ~/.ollama/models, or $OLLAMA_MODELS
+  modelstore import --from lmstudio --move         # take the files: the folder gives its space back
+  modelstore import --from huggingface --dry-run   # what would be stored, writing nothing
+  modelstore import --from gpt4all ~/models/gpt4all
+  modelstore import --from path ~/Downloads/models # any GGUF files and HF-format folders
+
+\b
+Where each runtime keeps its models, unless PATH says otherwise:
+  ollama       $OLLAMA_MODELS, ~/.ollama/models, /usr/share/ollama/.ollama/models
+  lmstudio     the models folder in LM Studio's settings, ~/.lmstudio/models, ~/.cache/lm-studio/models
+  huggingface  $HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub
+  llamacpp     $LLAMA_CACHE, ~/.cache/llama.cpp (flat GGUF files or the Hugging Face layout)
+  gpt4all      modelPath in GPT4All.ini, ~/.local/share/nomic.ai/GPT4All
+  jan          ~/.local/share/Jan/data (llamacpp/models/<id>/model.yml)
+
+\b
+Each model keeps its identity: an Ollama model its name:tag and manifest (the ollama/ view shows
+the same manifest digest), a Hugging Face snapshot its repo id, commit and refs, an LM Studio
+model its publisher/model/file place. Each model is committed as soon as it is stored; what the
+store holds already (a blob several models share, the same GGUF in two runtimes, tensors of a
+fine-tune) is not stored again.
+
+\b
+Modes (as for `add`):
+  --copy     copy the bytes in (default)
+  --reflink  clone them where the filesystem can (btrfs, XFS): no extra disk; else copy
+  --link     hard-link them in: no extra disk; the runtime keeps using its files, which you must
+             then not edit in place
+  --move     take the files: each model's originals are removed once the store has committed it
+             and checked its hashes; a file another model of the folder still uses stays until that
+             one is imported too. Interrupted, nothing is lost and a re-run finishes the job.
+
+\b
+Skipped, with a warning: unfinished downloads, dangling links, manifests naming missing blobs,
+files whose bytes do not match the hash they are named by, files that change while being read.
+"""
 
 
-@click.command("import", epilog="\b\nExample:\n  modelstore import --from ollama")
+@click.command("import", epilog=EPILOG)
+@click.option("--from", "kind", type=click.Choice(KINDS), required=True, help="The runtime whose models to import.")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--copy", "mode", flag_value="copy", default=True, help="Copy the files in (default).")
+@click.option("--reflink", "mode", flag_value="reflink", help="Clone the files where the filesystem can.")
+@click.option("--link", "mode", flag_value="link", help="Hard-link the files in.")
+@click.option("--move", "mode", flag_value="move", help="Move the files in (see below).")
+@click.option("--dry-run", is_flag=True, help="Say what would be imported; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_app
-def import_(app: App) -> None:
-    """Bring the models of a runtime's folder into the store."""
-    raise click.UsageError("import is not built yet")
+def import_(app: App, kind: str, path: Path | None, mode: str, dry_run: bool, as_json: bool) -> None:
+    """Bring the models of a runtime's folder (or of PATH) into the store."""
+    from modelstore.store.errors import NotFound
+    from modelstore.store.ingest import ImportMode
+    from modelstore.store.sources.runtimes import open_folder
+
+    folders = _folders(kind, path)
+    ignore = [app.home]
+    if dry_run:
+        from modelstore.store.sources.runtimes.dryrun import DryRun, plan
+
+        dry = DryRun()
+        try:
+            with app.store() as store:
+                for root in folders:
+                    plan(store, open_folder(kind, root, ignore), dry)
+        except NotFound:  # no store yet: nothing is stored, and a dry run creates none
+            for root in folders:
+                plan(None, open_folder(kind, root, ignore), dry)
+        _print_dry_run(dry, kind, mode, as_json)
+        return
+
+    from modelstore.store.sources.runtimes.importer import Importer
+
+    with app.store(create=True) as store:
+        importer = Importer(store, ImportMode(mode), app.progress, app.waiting("a running gc"))
+        try:
+            for root in folders:
+                importer.run(open_folder(kind, root, ignore))
+        finally:
+            app.close_bars()
+    _print_report(importer.report, kind, mode, as_json)
+
+
+def _folders(kind: str, path: Path | None) -> list[Path]:
+    from modelstore.store.errors import NotFound, UsageError
+    from modelstore.store.sources.locations import default_folders, existing_folders
+
+    if path is not None:
+        path = path.expanduser()
+        if not path.exists():
+            raise NotFound(f"{path}: no such file or folder")
+        if kind == "huggingface" and (path / "hub").is_dir() and not any(path.glob("models--*")):
+            path = path / "hub"  # HF_HOME given for the cache inside it
+        if kind != "path" and not path.is_dir():
+            raise UsageError(f"{path} is not a folder")
+        return [path]
+    if kind == "path":
+        raise UsageError("--from path needs the FOLDER to import: modelstore import --from path FOLDER")
+    found = existing_folders(kind)
+    if kind == "jan":  # the data folder holds llamacpp/models/
+        found = [f.parent.parent if f.name == "models" and f.parent.name == "llamacpp" else f for f in found]
+    if not found:
+        looked = ", ".join(str(f) for f in default_folders(kind))
+        raise NotFound(f"no {kind} models folder here (looked in {looked}); give its path: "
+                       f"modelstore import --from {kind} PATH")
+    return found
+
+
+def mountpoint() -> tuple[str, bool]:
+    """Where the store is mounted (when exactly one modelstore mount is running), else the default."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            mounts = [line.split()[4] for line in f if " - fuse.modelstore " in line]
+    except OSError:
+        mounts = []
+    if len(mounts) == 1:
+        return mounts[0].replace("\\040", " "), True
+    return "/mnt/models", False
+
+
+def hint(kind: str, mnt: str) -> str:
+    return {
+        "ollama": f"point Ollama at the mount: OLLAMA_MODELS={mnt}/ollama OLLAMA_NOPRUNE=1",
+        "lmstudio": f"point LM Studio at the mount: My Models → models folder = {mnt}/lmstudio",
+        "huggingface": f"point Hugging Face clients at the mount: HF_HUB_CACHE={mnt}/huggingface HF_HUB_OFFLINE=1",
+        "llamacpp": f"point llama.cpp at the mount: LLAMA_CACHE={mnt}/huggingface (-hf with --offline), "
+                    f"or llama-server --models-dir {mnt}/llamacpp",
+        "gpt4all": f"point GPT4All at the mount: Settings → Download path = {mnt}/llamacpp",
+        "jan": f"Jan has no view of its own yet: its models are under {mnt}/llamacpp",
+        "path": f"the models are under {mnt}/store/by-model (GGUF also under {mnt}/llamacpp)",
+    }[kind]
+
+
+def _hint_line(kind: str) -> str:
+    mnt, mounted = mountpoint()
+    return hint(kind, mnt) + ("" if mounted else f" (after `modelstore mount {mnt}`)")
+
+
+def _print_report(report: Any, kind: str, mode: str, as_json: bool) -> None:
+    if as_json:
+        emit_json({"from": kind, "mode": mode, "dry_run": False, **report.to_json(), "hint": _hint_line(kind)})
+        return
+    where = ", ".join(str(f) for f in report.folders)
+    if not report.models:
+        click.echo(f"no models imported from {where}")
+    for m in report.models:
+        note = "" if m.status == "unchanged" else f"  {human_bytes(m.stored_bytes)} new in the store"
+        click.echo(f"  {m.status:<9} {m.name}  ({len(m.model.files)} files, {human_bytes(m.logical_bytes)}){note}")
+    changed = [m for m in report.models if m.status != "unchanged"]
+    if report.models and not changed:
+        click.echo(f"All {len(report.models)} model(s) from {where} were in the store already: nothing written.")
+    elif changed:
+        logical = sum(m.logical_bytes for m in changed)
+        stored = sum(m.stored_bytes for m in changed)
+        already = len(report.models) - len(changed)
+        click.echo(f"Imported {len(changed)} model(s) from {where} ({human_bytes(logical)})"
+                   + (f", {already} were there already" if already else "")
+                   + f": the store grew by {human_bytes(stored)}; it held the rest.")
+    removal = report.removal
+    if mode == "move":
+        click.echo(f"Removed {removal.files} file(s), {human_bytes(removal.bytes)}, from the folder: "
+                   f"{human_bytes(removal.freed)} of disk freed (the rest now lives in the store).")
+    for skipped in report.skipped + removal.problems:
+        click.echo(f"warning: skipped {skipped}", err=True)
+    if report.models:
+        click.echo(_hint_line(kind)[:1].upper() + _hint_line(kind)[1:])
+
+
+def _print_dry_run(dry: Any, kind: str, mode: str, as_json: bool) -> None:
+    if as_json:
+        emit_json({"from": kind, "mode": mode, **dry.to_json()})
+        return
+    where = ", ".join(dry.folders)
+    if not dry.models:
+        click.echo(f"no models to import in {where}")
+    for m in dry.models:
+        state = "new" if m.status == "new" else "stored already: files added or replaced"
+        click.echo(f"  would import {m.name}  ({m.files} files, {human_bytes(m.logical_bytes)}; {state})")
+    if dry.models:
+        click.echo(f"{len(dry.models)} model(s), {human_bytes(dry.total('logical_bytes'))} from {where}:")
+        click.echo(f"  {human_bytes(dry.total('stored_bytes'))} the store holds already, "
+                   f"{human_bytes(dry.total('shared_bytes'))} shared between these models (stored once), "
+                   f"{human_bytes(dry.total('new_bytes'))} new")
+        if dry.total("unhashed_bytes"):
+            click.echo(f"  {human_bytes(dry.total('unhashed_bytes'))} in files no runtime names by hash: hashed while "
+                       f"importing, and only what the store does not hold (down to single tensors) is stored")
+        if mode == "move":
+            click.echo("  --move would then remove the originals of each model once it is stored")
+    for skipped in dry.skipped:
+        click.echo(f"warning: would skip {skipped}", err=True)
+    click.echo("dry run: nothing was written")

@@ -136,12 +136,15 @@ class Store:
         return out
 
     def commit_model(self, ingest: Ingest, name: str, source: Source, files: dict[str, str],
-                     readable: dict[str, Path]) -> tuple[ModelRecord, ModelRecord | None]:
-        """Commit a model whose files are all in the catalog or staged in `ingest`."""
+                     readable: dict[str, Path], extra_metadata: dict[str, Any] | None = None,
+                     ) -> tuple[ModelRecord, ModelRecord | None]:
+        """Commit a model whose files are all in the catalog or staged in `ingest`. `extra_metadata`
+        (what a source knows beyond the files, such as an imported snapshot's refs) is committed with it."""
         check_model_name(name)
         records = {rel: ingest.new_files.get(b3) or self.file(b3) for rel, b3 in files.items()}
         weights = {rel: r.weights for rel, r in records.items() if r.weights}
         metadata = model_metadata(self.text_files_for_metadata(files, readable, ingest.staging), weights)
+        metadata.update(extra_metadata or {})
         model = ModelRecord(name, source, dict(files), metadata, time.time())
         for record in records.values():
             for blob in record.blobs:

@@ -6,7 +6,8 @@ models--<org>--<name>/refs/main             the commit, no trailing newline
 models--<org>--<name>/snapshots/<commit>/…  relative symlinks to ../../blobs/<etag>
 
 Hub models keep their repo id and commit; local models appear as local/<name> at a commit
-derived from their content.
+derived from their content. A snapshot imported from a Hugging Face cache also gets back the refs
+(branches, tags) that pointed at it; refs/main, unless one of them is main, names the newest.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from modelstore.fusefs.snapshot import Snapshot
 from modelstore.fusefs.tree import Dir, File, Link, Literal
 from modelstore.fusefs.views.common import ViewOptions, mtime_ns, safe_part, stored_node, unique
 from modelstore.store.records import FileRecord, ModelRecord
+from modelstore.store.sources.runtimes.identity import hf_refs
 
 # Extensions the Hub's default .gitattributes stores in LFS (so huggingface_hub names them by SHA-256)
 LFS_SUFFIXES = {".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt", ".onnx", ".h5", ".msgpack", ".model",
@@ -68,5 +70,12 @@ def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
                 repo.dir("blobs").children[tag] = stored_node(snapshot, b3, mtime, options)
                 depth = path.count("/")
                 repo.dir("snapshots").dir(commit).add(path, Link("../" * (depth + 2) + f"blobs/{tag}", mtime))
-        repo.dir("refs").children["main"] = File(Literal(commit_of(newest).encode()), mtime_ns(newest))
+        refs = {"main": newest}
+        for model in sorted(models, key=lambda m: m.added_at):  # a ref two snapshots claim: the newer one
+            refs.update(dict.fromkeys(hf_refs(model), model))
+        for ref, model in sorted(refs.items()):
+            try:
+                repo.dir("refs").add(ref, File(Literal(commit_of(model).encode()), mtime_ns(model)))
+            except ValueError:  # "a" and "a/b" both claimed: the first one placed stays
+                continue
     return root

@@ -1,5 +1,7 @@
 """`lmstudio/`: LM Studio's models folder, <publisher>/<model>/<file>.gguf, with each model's
-mmproj beside it. Hub models keep org/repo; local models appear under local/<name>."""
+mmproj beside it. Hub models keep org/repo; local models appear under local/<name>. A model
+imported from LM Studio is put back where it was, every file at its place in
+<publisher>/<model>/; those are placed first, so no other model takes their folder."""
 
 from __future__ import annotations
 
@@ -8,16 +10,34 @@ from pathlib import PurePosixPath
 from modelstore.fusefs.snapshot import Snapshot
 from modelstore.fusefs.tree import Dir
 from modelstore.fusefs.views.common import ViewOptions, gguf_units, mtime_ns, safe_part, stored_node, unique
+from modelstore.store.records import ModelRecord
+from modelstore.store.sources.runtimes.identity import lmstudio_place
+
+
+def _render_imported(model: ModelRecord, snapshot: Snapshot, options: ViewOptions, root: Dir, taken: set[str]) -> bool:
+    place = lmstudio_place(model)
+    if place is None:
+        return False
+    publisher, name = place
+    folder_path = unique(f"{publisher}/{name}", taken)
+    folder = root.dir(publisher).dir(folder_path.split("/", 1)[1])
+    for path, b3 in model.files.items():
+        try:
+            folder.add(path, stored_node(snapshot, b3, mtime_ns(model), options))
+        except ValueError:  # "a" is a file and "a/b" another: the first one placed stays
+            continue
+    return True
 
 
 def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
     root = Dir()
     taken: set[str] = set()
-    for model in snapshot.models:
+    generated = [m for m in snapshot.models if not _render_imported(m, snapshot, options, root, taken)]
+    for model in generated:
         units = gguf_units(model, snapshot)
         if not units:
             continue
-        if model.source.kind == "huggingface":
+        if model.source.kind == "huggingface" and "/" in model.source.location:
             publisher, name = model.source.location.split("/", 1)
         else:
             publisher, name = "local", model.name.replace("/", "--").replace(":", "-")

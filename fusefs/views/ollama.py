@@ -6,6 +6,9 @@ blobs/sha256-<hex>                          the GGUF itself (its SHA-256 is its 
                                             and the text layers, each named by the SHA-256 of its bytes
 
 Manifest bytes are a pure function of the model, so the digest `ollama list` shows is stable.
+A model imported from an Ollama folder is shown as it was there: its own manifest bytes at its
+own path (so the same digest), naming its own blobs; those are placed first, so a generated
+manifest never takes an imported one's place.
 Split GGUFs need merging into one file first and are left out until conversion exists.
 """
 
@@ -20,6 +23,7 @@ from modelstore.fusefs.tree import Dir, File, Literal
 from modelstore.fusefs.views.common import GgufUnit, ViewOptions, gguf_units, mtime_ns, safe_part, stored_node, unique
 from modelstore.store.metadata import gguf_file_type_name
 from modelstore.store.records import ModelRecord
+from modelstore.store.sources.runtimes.identity import OLLAMA_MANIFEST, imported_ollama_name
 
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
@@ -60,8 +64,8 @@ def _part(text: str, chars: str = NAME_CHARS) -> str:
 def ollama_name(model: ModelRecord, unit: GgufUnit, several: bool) -> OllamaName:
     quant = unit.quant or DEFAULT_TAG
     if model.source.kind == "huggingface":
-        org, repo = model.source.location.split("/", 1)
-        return OllamaName("hf.co", _part(org, NAMESPACE_CHARS), _part(repo), _part(quant))
+        org, _, repo = model.source.location.rpartition("/")  # an old id ("gpt2") has no org
+        return OllamaName("hf.co", _part(org or DEFAULT_NAMESPACE, NAMESPACE_CHARS), _part(repo), _part(quant))
     name, _, tag = model.name.rpartition(":") if ":" in model.name else (model.name, "", "")
     namespace, _, base = name.rpartition("/")
     tag = tag or (quant if several else DEFAULT_TAG)
@@ -78,11 +82,28 @@ def _layer(kind: str, digest: str, size: int) -> dict[str, object]:
     return {"mediaType": LAYER + kind, "digest": digest, "size": size}
 
 
+def _render_imported(model: ModelRecord, snapshot: Snapshot, options: ViewOptions, manifests: Dir, blobs: Dir,
+                     tags: dict[str, set[str]]) -> bool:
+    """Place an imported model's own manifest and blobs; False for a model that was not imported."""
+    name = imported_ollama_name(model)
+    if name is None:
+        return False
+    mtime = mtime_ns(model)
+    repo = f"{name.host}/{name.namespace}/{name.model}"
+    tag = unique(name.tag, tags.setdefault(repo, set()))
+    for path, b3 in model.files.items():
+        if path != OLLAMA_MANIFEST:  # every other file is a blob the manifest names, by its SHA-256
+            blobs.children[f"sha256-{snapshot.file(b3).sha256}"] = stored_node(snapshot, b3, mtime, options)
+    manifests.add(f"{repo}/{tag}", stored_node(snapshot, model.files[OLLAMA_MANIFEST], mtime, options))
+    return True
+
+
 def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
     root = Dir()
     manifests, blobs = root.dir("manifests"), root.dir("blobs")
     tags: dict[str, set[str]] = {}  # host/namespace/model -> tags in use
-    for model in snapshot.models:
+    generated = [m for m in snapshot.models if not _render_imported(m, snapshot, options, manifests, blobs, tags)]
+    for model in generated:
         units = [u for u in gguf_units(model, snapshot) if not u.split]
         for unit in units:
             record = snapshot.file(model.files[unit.files[0]])

@@ -1,0 +1,80 @@
+"""Finding model files in plain folders: walking without hidden entries or the store itself,
+telling unfinished downloads and dangling links apart, and grouping split GGUF shards."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from modelstore.store.records import Source
+from modelstore.store.sources.common import default_name, is_partial
+from modelstore.store.sources.runtimes.found import FoundModel, Scan
+
+_SPLIT = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
+LocationFn = Callable[[Path], str]  # the Source location of a model, from its (first) file
+_NOT_DOWNLOADS = (".lock", ".etag", ".json")  # downloaders' bookkeeping next to a file, not a partial file
+
+
+def walk(root: Path, ignore: set[Path]) -> Iterator[tuple[Path, list[str], list[str]]]:
+    """os.walk without hidden entries and without the folders in `ignore` (the store's home)."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and Path(os.path.abspath(here / d)) not in ignore)
+        yield here, dirnames, sorted(f for f in filenames if not f.startswith("."))
+
+
+def unfinished(name: str) -> bool:
+    return is_partial(name) and not name.endswith(_NOT_DOWNLOADS)
+
+
+def usable(path: Path, scan: Scan, what: str) -> bool:
+    """A regular file (or a link to one); otherwise noted in `scan`."""
+    if path.is_symlink() and not path.exists():
+        scan.skip(what, "a dangling symlink")
+        return False
+    if not path.is_file():
+        scan.skip(what, "not a regular file")
+        return False
+    return True
+
+
+def gguf_files(root: Path, ignore: set[Path], scan: Scan, *, recursive: bool) -> list[Path]:
+    """Every finished *.gguf under `root`; unfinished downloads and broken links are noted."""
+    found: list[Path] = []
+    for folder, dirnames, filenames in walk(root, ignore):
+        if not recursive:
+            dirnames[:] = []
+        for fn in filenames:
+            path = folder / fn
+            rel = path.relative_to(root).as_posix()
+            if unfinished(fn):
+                scan.skip(rel, "an unfinished download")
+            elif fn.lower().endswith(".gguf") and usable(path, scan, rel):
+                found.append(path)
+    return found
+
+
+def gguf_models(paths: list[Path], *, kind: str, alternative: str, location: LocationFn) -> list[FoundModel]:
+    """One model per GGUF file, except that the shards of a split GGUF (<prefix>-0000N-of-0000M.gguf
+    in one folder) make one model together."""
+    groups: dict[tuple[Path, str], list[Path]] = {}
+    for path in sorted(paths):
+        m = _SPLIT.match(path.name)
+        key = (path.parent, f"{m.group('prefix')}-of-{m.group('count')}") if m else (path.parent, path.name)
+        groups.setdefault(key, []).append(path)
+    models = []
+    for (folder, _), members in groups.items():
+        m = _SPLIT.match(members[0].name)
+        if m:
+            first = folder / f"{m.group('prefix')}-{1:05d}-of-{m.group('count')}.gguf"
+            stem = m.group("prefix")
+        else:
+            first, stem = members[0], members[0].name[: -len(".gguf")]
+        source = Source(kind, location(first))
+        models.append(FoundModel(default_name(stem), alternative, source, {p.name: p for p in members},
+                                 str(first), originals=tuple(members)))
+    return models
+

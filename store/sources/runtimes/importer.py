@@ -1,0 +1,247 @@
+"""Importing a runtime's folder: every model found is stored (dedup included) and committed on
+its own, so an interrupted import keeps what finished; with --move its originals are removed only
+after that commit, by the folder that knows which of them other models still need.
+
+A model the store already holds from the same source takes the same name again: an Ollama
+manifest replaces it (the manifest is the whole model), anything else adds its files to it, never
+takes any away. A name another source holds makes the import use name@<alternative>.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelstore.store.digests import git_blob_header
+from modelstore.store.errors import (
+    BadModelFile,
+    OutOfSpace,
+    SourceError,
+    StoreCorrupt,
+    UnsafeName,
+)
+from modelstore.store.hashing import CHUNK
+from modelstore.store.ingest import ImportMode, Ingest, ProgressFactory
+from modelstore.store.names import check_model_name
+from modelstore.store.records import FileRecord, ModelRecord
+from modelstore.store.sources.runtimes.found import (
+    FoundModel,
+    Held,
+    Removal,
+    RuntimeFolder,
+    Skipped,
+    source_identity,
+)
+from modelstore.store.sources.runtimes.identity import IMPORTED_FROM_KEY, REFS_KEY
+from modelstore.store.store import Store
+
+IDENTITY_KEYS = (REFS_KEY, IMPORTED_FROM_KEY)
+StatKey = tuple[int, int, int, int]
+
+
+class DigestMismatch(SourceError):
+    """A file whose bytes do not hash to the name its runtime keeps it under."""
+
+
+@dataclass
+class Imported:
+    name: str
+    status: str  # "imported", "replaced", "updated" (files added) or "unchanged"
+    model: ModelRecord
+    logical_bytes: int
+    stored_bytes: int  # what this model added to the store
+    where: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "source": self.model.to_json()["source"],
+                "files": len(self.model.files), "logical_bytes": self.logical_bytes,
+                "stored_bytes": self.stored_bytes, "from": self.where}
+
+
+@dataclass
+class ImportReport:
+    folders: list[Path] = field(default_factory=list)
+    models: list[Imported] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    removal: Removal = field(default_factory=Removal)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"folders": [str(f) for f in self.folders], "models": [m.to_json() for m in self.models],
+                "skipped": [{"what": s.what, "why": s.why} for s in self.skipped + self.removal.problems],
+                "logical_bytes": sum(m.logical_bytes for m in self.models),
+                "stored_bytes": sum(m.stored_bytes for m in self.models),
+                "removed_files": self.removal.files, "removed_bytes": self.removal.bytes,
+                "freed_bytes": self.removal.freed}
+
+
+class Namer:
+    """Store names: a source the store holds keeps its model's name; a new one gets the name it
+    asks for, or name@<alternative>(-n) when another model has that."""
+
+    def __init__(self, models: list[ModelRecord]) -> None:
+        self.by_name: dict[str, ModelRecord] = {}
+        self.by_identity: dict[tuple[str, ...], ModelRecord] = {}
+        for model in models:
+            self.committed(model)
+
+    def committed(self, model: ModelRecord) -> None:
+        self.by_name[model.name] = model
+        identity = source_identity(model.source)
+        held = self.by_identity.get(identity)
+        if held is None or held.name == model.name:  # two models of one source: the first keeps it
+            self.by_identity[identity] = model
+
+    def current(self, found: FoundModel) -> ModelRecord | None:
+        return self.by_identity.get(found.identity)
+
+    def fresh(self, found: FoundModel) -> str:
+        candidates = [found.name, f"{found.name}@{found.alternative}"]
+        n = 2
+        while True:
+            for name in candidates:
+                if name not in self.by_name:
+                    return name
+            candidates = [f"{found.name}@{found.alternative}-{n}"]
+            n += 1
+
+    def claim(self, name: str, model: ModelRecord) -> None:
+        """A dry run's stand-in for a commit: the name is taken from now on."""
+        self.by_name[name] = model
+
+
+def stat_key(path: Path) -> StatKey:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def git_sha1_of(path: Path) -> str:
+    h = hashlib.sha1(git_blob_header(os.path.getsize(path)))
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_digest(found: FoundModel, rel: str, record: FileRecord, path: Path) -> None:
+    expected = found.expected.get(rel)
+    if expected is None:
+        return
+    if expected.kind == "sha256":
+        actual = record.sha256
+    else:
+        actual = record.git_sha1 or git_sha1_of(path)
+    if actual != expected.value:
+        raise DigestMismatch(f"{rel}: its bytes hash to {actual[:12]}…, not to {expected.value[:12]}…, the name "
+                             f"its runtime keeps it under (a damaged or altered file)")
+
+
+def held_by(store: Store) -> Held:
+    """Bytes and sources the store's models hold (a file record no model uses any more does not
+    count: gc may delete it)."""
+    def lookup(index: str) -> Callable[[str], bool]:
+        def has(digest: str) -> bool:
+            with store.catalog.read() as r:
+                b3 = r.file_by_sha256(digest) if index == "sha256" else r.file_by_git_sha1(digest)
+                return b3 is not None and bool(r.models_of_file(b3))
+        return has
+
+    return Held(lookup("sha256"), lookup("git"), [source_identity(m.source) for m in store.models()])
+
+
+@dataclass
+class Importer:
+    store: Store
+    mode: ImportMode = ImportMode.COPY
+    progress: ProgressFactory | None = None
+    on_wait: Any = None
+    report: ImportReport = field(default_factory=ImportReport)
+    # Files this run has committed, by (device, inode, size, mtime): a blob several Ollama models
+    # or several snapshots share is hashed once, not once per model.
+    _seen: dict[StatKey, str] = field(default_factory=dict)
+
+    def run(self, folder: RuntimeFolder) -> ImportReport:
+        self.report.folders.append(folder.root)
+        if self.mode is ImportMode.MOVE:
+            folder.tidy(held_by(self.store), self.report.removal)
+        scan = folder.scan()
+        self.report.skipped += scan.skipped
+        namer = Namer(self.store.models())
+        for found in scan.models:
+            try:
+                imported = self.import_model(found, namer)
+            except (OutOfSpace, StoreCorrupt):
+                raise
+            except (SourceError, BadModelFile, UnsafeName) as exc:
+                self.report.skipped.append(Skipped(found.where, str(exc)))
+                continue
+            except OSError as exc:
+                if exc.filename and str(exc.filename).startswith(str(self.store.home)):
+                    raise
+                self.report.skipped.append(Skipped(found.where, f"{exc.strerror or exc}: {exc.filename or ''}"))
+                continue
+            self.report.models.append(imported)
+            if self.mode is ImportMode.MOVE:
+                folder.release(found, self.report.removal)
+        return self.report
+
+    def _ingest(self, ingest: Ingest, found: FoundModel, rel: str, path: Path,
+                hashed: dict[StatKey, str]) -> tuple[FileRecord, int]:
+        """(the stored file, bytes it added to the store)."""
+        key = stat_key(path)
+        b3 = hashed.get(key) or self._seen.get(key)
+        record = ingest.known_file(b3) if b3 else None
+        if record is not None:
+            return record, 0
+        result = ingest.ingest(path, f"{found.name}/{rel}")
+        if stat_key(path) == key:
+            hashed[key] = result.record.b3
+        return result.record, result.novel_bytes
+
+    def import_model(self, found: FoundModel, namer: Namer) -> Imported:
+        current = namer.current(found)
+        hashed: dict[StatKey, str] = {}
+        with self.store.adding(self.mode, self.progress, self.on_wait) as ingest:
+            stored: dict[str, str] = {}
+            logical = novel = 0
+            for rel, path in found.files.items():
+                record, added = self._ingest(ingest, found, rel, path, hashed)
+                check_digest(found, rel, record, path)
+                stored[rel] = record.b3
+                logical += record.size
+                novel += added
+            ingest.sources_to_remove.clear()  # --move: the folder removes originals, knowing what else needs them
+            name, files, extra, status = self._decide(found, current, stored, namer)
+            if status == "unchanged":
+                assert current is not None
+                model = current
+            else:
+                model, _ = self.store.commit_model(ingest, name, found.source, files, dict(found.files), extra)
+        self._seen.update(hashed)
+        namer.committed(model)
+        return Imported(model.name, status, model, logical, novel, found.where)
+
+    @staticmethod
+    def _decide(found: FoundModel, current: ModelRecord | None, stored: dict[str, str],
+                namer: Namer) -> tuple[str, dict[str, str], dict[str, Any], str]:
+        """(name, files, metadata to add, status) for what was stored."""
+        found_extra = {k: v for k, v in found.metadata.items() if v}
+        if current is None:
+            return check_model_name(namer.fresh(found)), stored, found.metadata, "imported"
+        kept = {k: current.metadata[k] for k in IDENTITY_KEYS if k in current.metadata}
+        if found.complete:
+            files, extra = stored, found.metadata
+        elif any(rel in current.files and current.files[rel] != b3 for rel, b3 in stored.items()):
+            # The same place now holds other bytes: keep both rather than drop what is stored.
+            return check_model_name(namer.fresh(found)), stored, found.metadata, "imported"
+        else:
+            files, extra = {**current.files, **stored}, {**kept, **found_extra}
+        # The same model found in another folder (a second cache) is not a change worth a commit.
+        same = (files == current.files and found.source == current.source
+                and all(current.metadata.get(k) == v for k, v in extra.items() if v and k != IMPORTED_FROM_KEY))
+        if same:
+            return current.name, files, extra, "unchanged"
+        return current.name, files, extra, "replaced" if found.complete else "updated"

@@ -1,0 +1,136 @@
+"""Jan's llama.cpp models: <data>/llamacpp/models/<id>/model.yml naming the weights by model_path
+(relative to the data folder, or absolute) and an optional mmproj_path (see
+shared/provider-layouts.md §6). A folder holding model.yml is a model; the id may contain '/'.
+
+--move removes the weights, then model.yml: a model.yml left naming missing weights is what a
+killed --move leaves, and a later --move removes it once the store holds that model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from modelstore.store.records import Source
+from modelstore.store.sources.common import default_name
+from modelstore.store.sources.runtimes.files import usable, walk
+from modelstore.store.sources.runtimes.found import (
+    Digest,
+    FoundModel,
+    Held,
+    Removal,
+    RuntimeFolder,
+    Scan,
+    sha256_of,
+)
+from modelstore.store.sources.runtimes.identity import IMPORTED_FROM_KEY
+
+MODEL_YML = "model.yml"
+_MAX_YML = 1 << 20
+
+
+def _read_yml(path: Path) -> dict[str, Any] | None:
+    import yaml
+
+    try:
+        if path.stat().st_size > _MAX_YML:
+            return None
+        # Every value a string: a safe_load would read an all-digit model_sha256 as a number.
+        doc = yaml.load(path.read_text(encoding="utf-8", errors="replace"), Loader=yaml.BaseLoader)
+    except (OSError, yaml.YAMLError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+class JanFolder(RuntimeFolder):
+    kind = "jan"
+    label = "Jan"
+
+    def __init__(self, root: Path, ignore: Iterable[Path] = ()) -> None:
+        super().__init__(root, ignore)
+        # Accept the data folder or its llamacpp/models folder.
+        if (root / "llamacpp" / "models").is_dir():
+            self.data, self.models = root, root / "llamacpp" / "models"
+        else:
+            self.data, self.models = root.parent.parent, root
+
+    def _entries(self) -> list[tuple[str, Path, dict[str, Any] | None]]:
+        """(id, model.yml, its fields) for each model folder (not descended further)."""
+        out = []
+        if not self.models.is_dir():
+            return out
+        for folder, dirnames, filenames in walk(self.models, self.ignore):
+            if MODEL_YML in filenames:
+                dirnames[:] = []
+                out.append((folder.relative_to(self.models).as_posix(), folder / MODEL_YML, _read_yml(folder / MODEL_YML)))
+        return out
+
+    def _path(self, value: object) -> Path | None:
+        if not isinstance(value, str) or not value:
+            return None
+        return Path(value) if os.path.isabs(value) else self.data / value
+
+    def scan(self) -> Scan:
+        scan = Scan()
+        for model_id, yml, doc in self._entries():
+            what = f"{model_id}/{MODEL_YML}"
+            if doc is None:
+                scan.skip(what, "not a readable model.yml")
+                continue
+            weights = self._path(doc.get("model_path"))
+            if weights is None:
+                scan.skip(what, "it has no model_path")
+                continue
+            files: dict[str, Path] = {}
+            expected: dict[str, Digest] = {}
+            parts = [("model_path", weights, "model_sha256")]
+            if (mmproj := self._path(doc.get("mmproj_path"))) is not None:
+                parts.append(("mmproj_path", mmproj, "mmproj_sha256"))
+            ok = True
+            for key, path, sha_key in parts:
+                if not path.exists() and not path.is_symlink():
+                    scan.skip(what, f"its {key} {path} is missing")
+                    ok = False
+                    break
+                if not usable(path, scan, f"{model_id}: {path}"):
+                    ok = False
+                    break
+                rel = path.name
+                if key == "mmproj_path" and "mmproj" not in rel.lower():
+                    rel = "mmproj.gguf"  # so the views pair it with the model
+                files[rel] = path
+                sha = doc.get(sha_key)
+                if isinstance(sha, str) and len(sha) == 64:
+                    expected[rel] = Digest("sha256", sha.lower())
+            if not ok:
+                continue
+            if len(files) < len(parts):
+                scan.skip(what, "its model_path and mmproj_path are the same file")
+                continue
+            scan.models.append(FoundModel(default_name(model_id), "jan", Source(self.kind, model_id), files, what,
+                                          expected, {IMPORTED_FROM_KEY: str(self.data)},
+                                          originals=(*files.values(), yml)))
+        return scan
+
+    def release(self, model: FoundModel, removal: Removal) -> None:
+        for path in model.originals:  # the weights first, model.yml last
+            removal.unlink(path)
+        removal.prune(model.originals[-1].parent, self.models)
+
+    def tidy(self, held: Held, removal: Removal) -> None:
+        """A model.yml naming weights that are gone, of a model the store holds: a killed --move.
+        Whatever it still names is removed if the store holds those very bytes, then model.yml."""
+        for model_id, yml, doc in self._entries():
+            if doc is None or not held.has_source(Source(self.kind, model_id)):
+                continue
+            named = [p for p in (self._path(doc.get("model_path")), self._path(doc.get("mmproj_path"))) if p]
+            if all(p.exists() for p in named):
+                continue
+            for path in named:
+                if path.is_file() and held.has_sha256(sha256_of(path)):
+                    removal.unlink(path)
+            if not any(p.exists() for p in named):
+                removal.unlink(yml)
+                removal.prune(yml.parent, self.models)
