@@ -7,9 +7,7 @@ store's parsers or BLAKE3, and checked once more against what a real `add` store
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +19,11 @@ from modelstore.store.ingest import MIN_SHARED_TENSOR
 from modelstore.store.sources.local import add_local
 
 from tests.conftest import stored_bytes
+from tests.runtime_folders import (
+    write_hf_snapshot,
+    write_lmstudio_model,
+    write_ollama_model,
+)
 
 COMMIT = "a" * 40
 OTHER_COMMIT = "b" * 40
@@ -42,41 +45,6 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def make_ollama(folder: Path, gguf: Path, model: str = "tiny", tag: str = "latest") -> Path:
-    blobs = folder / "blobs"
-    blobs.mkdir(parents=True, exist_ok=True)
-    digest = sha256_file(gguf)
-    shutil.copyfile(gguf, blobs / f"sha256-{digest}")
-    config = json.dumps({"model_format": "gguf", "model_family": "llama"}).encode()
-    config_digest = hashlib.sha256(config).hexdigest()
-    (blobs / f"sha256-{config_digest}").write_bytes(config)
-    manifest = folder / "manifests" / "registry.ollama.ai" / "library" / model / tag
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    manifest.write_text(json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
-                   "digest": f"sha256:{config_digest}", "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.ollama.image.model", "digest": f"sha256:{digest}",
-                    "size": gguf.stat().st_size}]}))
-    return folder
-
-
-def make_hf_cache(folder: Path, gguf: Path, repo: str = "models--org--tiny-GGUF") -> Path:
-    """One blob, linked from two snapshots (two commits holding the same file)."""
-    digest = sha256_file(gguf)
-    blobs = folder / repo / "blobs"
-    blobs.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(gguf, blobs / digest)
-    for commit in (COMMIT, OTHER_COMMIT):
-        snapshot = folder / repo / "snapshots" / commit
-        snapshot.mkdir(parents=True)
-        (snapshot / gguf.name).symlink_to(f"../../blobs/{digest}")
-    (folder / repo / "refs").mkdir()
-    (folder / repo / "refs" / "main").write_text(COMMIT)
-    (folder / ".locks" / repo).mkdir(parents=True)  # hidden: ignored
-    return folder
-
-
 @pytest.fixture
 def layout(tmp_path: Path) -> Layout:
     made = tmp_path / "made"
@@ -84,12 +52,17 @@ def layout(tmp_path: Path) -> Layout:
     base = write_tiny_llama_gguf(made / "tiny.gguf")
     tuned = write_tiny_llama_gguf(made / "tiny-tuned.gguf", changed={TUNED_TENSOR: 7})
     scanned = tmp_path / "scanned"
-    ollama = make_ollama(scanned / "ollama", base)
+    ollama = scanned / "ollama"
+    write_ollama_model(ollama, "registry.ollama.ai/library/tiny/latest", base)
     lmstudio = scanned / "lmstudio"
-    for publisher_model, gguf in (("pub/tiny-GGUF", base), ("pub/tiny-tuned-GGUF", tuned)):
-        (lmstudio / publisher_model).mkdir(parents=True)
-        shutil.copyfile(gguf, lmstudio / publisher_model / gguf.name)
-    hf = make_hf_cache(scanned / "hf", base)
+    write_lmstudio_model(lmstudio, "pub", "tiny-GGUF", {base.name: base})
+    write_lmstudio_model(lmstudio, "pub", "tiny-tuned-GGUF", {tuned.name: tuned})
+    hf = scanned / "hf"
+    write_hf_snapshot(hf, "org/tiny-GGUF", COMMIT, {base.name: base.read_bytes()}, refs=("main",))
+    write_hf_snapshot(hf, "org/tiny-GGUF", OTHER_COMMIT, {base.name: base.read_bytes()})  # links to the same blob
+    no_exist = hf / "models--org--tiny-GGUF" / ".no_exist" / COMMIT  # hidden: ignored
+    no_exist.mkdir(parents=True)
+    (no_exist / "config.json").touch()
     partial = [ollama / "blobs" / f"sha256-{'1' * 64}-partial-0",
                hf / "models--org--tiny-GGUF" / "blobs" / "x.incomplete",
                lmstudio / "pub" / "tiny-GGUF" / "next.gguf.part"]
