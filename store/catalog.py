@@ -55,24 +55,24 @@ _OPEN: dict[str, _SharedEnv] = {}
 _OPEN_LOCK = threading.Lock()
 
 
-def _open_env(path: Path, readonly: bool, create: bool) -> _SharedEnv:
+def _open_env(path: Path, create: bool) -> _SharedEnv:
     key = str(path.resolve())
     with _OPEN_LOCK:
         shared = _OPEN.get(key)
         if shared is None:
-            if create and not readonly:
+            if create:
                 path.mkdir(parents=True, exist_ok=True)
             try:
                 env = lmdb.open(str(path), map_size=MAP_SIZE, max_dbs=len(DATABASES) + 1,
-                                readonly=readonly, create=create and not readonly, max_readers=256)
+                                create=create, max_readers=256)
             except lmdb.Error as exc:
                 raise ModelstoreError(f"cannot open the catalog at {path}: {exc}") from None
             dbs: dict[str, Any] = {}
-            with env.begin(write=not readonly) as txn:
+            with env.begin(write=True) as txn:
                 for name in DATABASES:
-                    dbs[name] = env.open_db(name.encode(), txn=txn, create=not readonly, dupsort=name in _DUPSORT)
+                    dbs[name] = env.open_db(name.encode(), txn=txn, dupsort=name in _DUPSORT)
                 meta = dbs["meta"]
-                if not readonly and txn.get(b"schema", db=meta) is None:
+                if txn.get(b"schema", db=meta) is None:
                     txn.put(b"schema", str(SCHEMA_VERSION).encode(), db=meta)
                     txn.put(b"generation", b"0", db=meta)
             shared = _OPEN[key] = _SharedEnv(env, dbs)
@@ -81,10 +81,10 @@ def _open_env(path: Path, readonly: bool, create: bool) -> _SharedEnv:
 
 
 class Catalog:
-    def __init__(self, path: Path, *, readonly: bool = False, create: bool = True) -> None:
+    def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
         self._key = str(path.resolve())
-        shared = _open_env(path, readonly, create)
+        shared = _open_env(path, create)
         self.env, self.dbs = shared.env, shared.dbs
         try:
             self._check_schema()

@@ -12,8 +12,8 @@ from modelstore.store.records import ModelRecord, Source
 from modelstore.store.store import AddResult, Store
 
 # Names runtimes and downloaders give files that are not finished yet.
-PARTIAL_PATTERNS = ("*.incomplete", "*.part", "*.partial", "*-partial", "*.tmp", "*.downloadInProgress",
-                    "*.etag", "incomplete-*", "*.lock")
+PARTIAL_PATTERNS = ("*.incomplete", "*.part", "*.partial", "*-partial", "*-partial-*", "*sha256:*", "*.tmp",
+                    "*.downloadInProgress", "*.etag", "incomplete-*", "*.lock")
 
 
 def is_partial(name: str) -> bool:
