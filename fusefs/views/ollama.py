@@ -16,14 +16,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 
 from modelstore.fusefs.snapshot import Snapshot
 from modelstore.fusefs.tree import Dir, File, Literal
-from modelstore.fusefs.views.common import GgufUnit, ViewOptions, gguf_units, mtime_ns, safe_part, stored_node, unique
+from modelstore.fusefs.views.common import (
+    GgufUnit,
+    ViewOptions,
+    gguf_units,
+    mtime_ns,
+    safe_part,
+    stored_node,
+    unique,
+)
 from modelstore.store.metadata import gguf_file_type_name
 from modelstore.store.records import ModelRecord
-from modelstore.store.sources.runtimes.identity import OLLAMA_MANIFEST, imported_ollama_name
+from modelstore.store.sources.runtimes.identity import (
+    OLLAMA_MANIFEST,
+    OllamaManifestName,
+    imported_ollama_name,
+)
 
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
@@ -44,34 +55,22 @@ def human_number(n: int) -> str:
     return str(n)
 
 
-@dataclass(frozen=True)
-class OllamaName:
-    host: str
-    namespace: str
-    model: str
-    tag: str
-
-    @property
-    def path(self) -> str:
-        return f"{self.host}/{self.namespace}/{self.model}/{self.tag}"
-
-
 def _part(text: str, chars: str = NAME_CHARS) -> str:
     cleaned = safe_part(text, chars)
     return cleaned if cleaned[0].isalnum() or cleaned[0] == "_" else "m" + cleaned[:79]
 
 
-def ollama_name(model: ModelRecord, unit: GgufUnit, several: bool) -> OllamaName:
+def ollama_name(model: ModelRecord, unit: GgufUnit, several: bool) -> OllamaManifestName:
     quant = unit.quant or DEFAULT_TAG
     if model.source.kind == "huggingface":
         org, _, repo = model.source.location.rpartition("/")  # an old id ("gpt2") has no org
-        return OllamaName("hf.co", _part(org or DEFAULT_NAMESPACE, NAMESPACE_CHARS), _part(repo), _part(quant))
+        return OllamaManifestName("hf.co", _part(org or DEFAULT_NAMESPACE, NAMESPACE_CHARS), _part(repo), _part(quant))
     name, _, tag = model.name.rpartition(":") if ":" in model.name else (model.name, "", "")
     namespace, _, base = name.rpartition("/")
     tag = tag or (quant if several else DEFAULT_TAG)
     if several and tag != quant:
         tag = f"{tag}-{quant}"
-    return OllamaName(DEFAULT_HOST, _part(namespace or DEFAULT_NAMESPACE, NAMESPACE_CHARS), _part(base), _part(tag))
+    return OllamaManifestName(DEFAULT_HOST, _part(namespace or DEFAULT_NAMESPACE, NAMESPACE_CHARS), _part(base), _part(tag))
 
 
 def _digest(data: bytes) -> str:
