@@ -33,8 +33,8 @@ ms fsck --deep
 
 mnt="$demo/mnt"
 ms mount "$mnt"
-echo "+ the views (find $mnt -maxdepth 5)"
-find "$mnt" -maxdepth 5 | sed "s|^$mnt|  mnt|" | sort
+echo "+ the views (find $mnt -maxdepth 6)"
+find "$mnt" -maxdepth 6 | sed "s|^$mnt|  mnt|" | sort
 echo
 echo "+ huggingface_hub.scan_cache_dir($mnt/huggingface)"
 .venv/bin/python -c "
