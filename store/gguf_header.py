@@ -73,6 +73,24 @@ class _Cursor:
         self.pos += n
 
 
+def _skip_strings(cur: _Cursor, count: int, key: str) -> None:
+    """Step over `count` length-prefixed strings: a vocabulary is 100k-250k of them, so this is
+    the one loop of the parser kept tight (locals, no method calls per element)."""
+    buf, pos, size, unpack = cur.buf, cur.pos, cur.size, _U64.unpack_from
+    for _ in range(count):
+        if pos + 8 > size:
+            break
+        (n,) = unpack(buf, pos)
+        if pos + 8 + n > size:
+            break
+        pos += 8 + n
+    else:
+        cur.pos = pos
+        return
+    cur.pos = pos
+    cur.skip_string(f"element of {key!r}")  # fails with the precise message
+
+
 def _value_type(cur: _Cursor, raw: int, key: str) -> GGUFValueType:
     try:
         return GGUFValueType(raw)
@@ -98,8 +116,7 @@ def _read_value(cur: _Cursor, vtype: GGUFValueType, key: str) -> Any:
         raise cur.fail(f"key {key!r} is an array of arrays, which GGUF readers do not accept")
     if etype == GGUFValueType.STRING:
         cur.need(count * _U64.size, f"array {key!r} of {count} strings")
-        for _ in range(count):
-            cur.skip_string(f"element of {key!r}")
+        _skip_strings(cur, count, key)
     else:
         cur.need(count * _SCALARS[etype].size, f"array {key!r} of {count} {etype.name}")
         cur.pos += count * _SCALARS[etype].size
