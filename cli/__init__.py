@@ -10,6 +10,7 @@ import click
 
 from modelstore.cli.add import add
 from modelstore.cli.app import App
+from modelstore.cli.convert import convert
 from modelstore.cli.fsck import fsck
 from modelstore.cli.gc import gc
 from modelstore.cli.importcmd import import_
@@ -41,7 +42,7 @@ def cli(ctx: click.Context, home: Path | None, debug: bool) -> None:
     ctx.obj = App(home or default_home(), debug)
 
 
-for command in (add, ls, show, rm, du, gc, fsck, mount, umount, scan, import_):
+for command in (add, convert, ls, show, rm, du, gc, fsck, mount, umount, scan, import_):
     cli.add_command(command)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from modelstore.cli.app import App, emit_json, human_bytes, pass_app
+from modelstore.cli.convert import GGUF_TYPE_OPTION, report
 
 EPILOG = """\b
 Examples:
@@ -26,6 +27,11 @@ Import modes for local files (the Hub always downloads into the store):
   --move     take the file: it is removed from its folder once the store holds it
              (renamed on the same filesystem, copied otherwise)
 
+Conversions: a safetensors model also shows up as a GGUF (--gguf-type, default F16) in the
+Ollama, LM Studio and llama.cpp views, a GGUF model as a safetensors repo in the Hugging Face
+view, a split GGUF as one file for Ollama. `add` plans them from the headers and hashes each
+converted file once; tensors are converted when first read. --no-convert skips this.
+
 Only bytes the store does not hold yet are written: a file stored before costs nothing, and a
 GGUF or safetensors file whose tensors are stored already costs its header and its new tensors.
 """
@@ -41,10 +47,13 @@ GGUF or safetensors file whose tensors are stored already costs its header and i
 @click.option("--reflink", "mode", flag_value="reflink", help="Clone local files where the filesystem can.")
 @click.option("--link", "mode", flag_value="link", help="Hard-link local files in (see below).")
 @click.option("--move", "mode", flag_value="move", help="Move local files in.")
+@GGUF_TYPE_OPTION
+@click.option("--no-convert", is_flag=True,
+              help="Plan no conversions: the model then shows only in views that read its own format.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_app
 def add(app: App, source: str, name: str | None, revision: str | None, include: tuple[str, ...],
-        exclude: tuple[str, ...], mode: str, as_json: bool) -> None:
+        exclude: tuple[str, ...], mode: str, gguf_type: str, no_convert: bool, as_json: bool) -> None:
     """Add a model from a local GGUF/safetensors file, an HF-format folder, or a Hub repo."""
     from modelstore.store.errors import UsageError
     from modelstore.store.ingest import ImportMode
@@ -68,15 +77,22 @@ def add(app: App, source: str, name: str | None, revision: str | None, include: 
                                       exclude=exclude, progress=app.progress, on_wait=app.waiting("a running gc"))
             else:
                 raise UsageError(f"{source}: no such file or folder, and not a Hugging Face repo id (org/name)")
+            conversions = None
+            if not no_convert:
+                from modelstore.converters.planner import plan_conversions
+
+                conversions = plan_conversions(store, result.model.name, gguf_type.upper(), progress=app.progress)
         finally:
             app.close_bars()
     if as_json:
-        emit_json(result.to_json())
+        emit_json({**result.to_json(), "conversions": conversions.to_json() if conversions else None})
         return
     model = result.model
     if result.unchanged:
         click.echo(f"{model.name} is up to date ({len(model.files)} files, {human_bytes(result.logical_bytes)}); "
                    f"nothing downloaded or written")
+        if conversions is not None:
+            report(conversions)
         return
     verb = "Replaced" if result.replaced else "Added"
     where = f" @ {model.source.revision[:12]}" if model.source.revision else ""
@@ -86,3 +102,5 @@ def add(app: App, source: str, name: str | None, revision: str | None, include: 
                + (f"; downloaded {human_bytes(result.downloaded_bytes)}" if result.downloaded_bytes else ""))
     for note in result.skipped:
         click.echo(f"  skipped {note}", err=True)
+    if conversions is not None:
+        report(conversions)

@@ -73,6 +73,8 @@ def show(app: App, name: str, as_json: bool) -> None:
     for v in views:
         shown = ", ".join(v.paths[:3]) + (f" (+{len(v.paths) - 3} more)" if len(v.paths) > 3 else "")
         click.echo(f"  {v.view + ':':<13}{shown if v.present else 'absent: ' + str(v.reason)}")
+        if v.converted:
+            click.echo(f"  {'':<13}converted: {v.converted}")
 
 
 @click.command(epilog="\b\nExamples:\n  modelstore du\n  modelstore du --json | jq .saved_bytes")

@@ -176,3 +176,78 @@ def write_large_gguf(path: Path, total_bytes: int, *, n_embd: int = 4096, seed: 
             w.write_tensor_data(raw.view(np.float16))
     w.close()
     return path
+
+
+def byte_level_tokenizer_json() -> bytes:
+    """tokenizer.json of a byte-level BPE over the 256 byte symbols (GPT-2/Llama-3 style), no merges."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return tok.to_str().encode()
+
+
+def write_hf_model(folder: Path, *, model_type: str = "llama", hidden: int = 64, layers: int = 2, heads: int = 4,
+                   kv_heads: int = 2, ff: int = 128, vocab: int = 256, dtype: str = "F16", seed: int = 0,
+                   std: float = 0.1) -> Path:
+    """A llama- or qwen2-shaped HF repo (config.json, tokenizer.json, tokenizer_config.json,
+    model.safetensors in F32/F16/BF16), written tensor by tensor so a 1B-shaped model never sits
+    in memory whole. The tokenizer covers only the first 256 ids (byte-level); larger vocabularies
+    are padded by the converter, as real ones with reserved ids are."""
+    folder.mkdir(parents=True, exist_ok=True)
+    head_dim = hidden // heads
+    shapes: list[tuple[str, tuple[int, ...]]] = [("model.embed_tokens.weight", (vocab, hidden))]
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        shapes += [(p + "input_layernorm.weight", (hidden,)),
+                   (p + "self_attn.q_proj.weight", (heads * head_dim, hidden)),
+                   (p + "self_attn.k_proj.weight", (kv_heads * head_dim, hidden)),
+                   (p + "self_attn.v_proj.weight", (kv_heads * head_dim, hidden)),
+                   (p + "self_attn.o_proj.weight", (hidden, heads * head_dim))]
+        if model_type == "qwen2":
+            shapes += [(p + f"self_attn.{x}_proj.bias", (n * head_dim,))
+                       for x, n in (("q", heads), ("k", kv_heads), ("v", kv_heads))]
+        shapes += [(p + "post_attention_layernorm.weight", (hidden,)),
+                   (p + "mlp.gate_proj.weight", (ff, hidden)), (p + "mlp.up_proj.weight", (ff, hidden)),
+                   (p + "mlp.down_proj.weight", (hidden, ff))]
+    shapes += [("model.norm.weight", (hidden,)), ("lm_head.weight", (vocab, hidden))]
+    width = {"F32": 4, "F16": 2, "BF16": 2}[dtype]
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    pos = 0
+    for name, shape in shapes:
+        n = int(np.prod(shape)) * width
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [pos, pos + n]}
+        pos += n
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    rng = np.random.default_rng(seed)
+    with open(folder / "model.safetensors", "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text)
+        for name, shape in shapes:
+            if len(shape) == 1:
+                values = 1.0 + 0.1 * rng.standard_normal(shape, dtype=np.float32)
+            else:
+                values = std * rng.standard_normal(shape, dtype=np.float32)
+                if ".q_proj." in name or ".k_proj." in name:
+                    values *= 3  # attention far from uniform: a wrong Q/K order then shows in the logits
+            if dtype == "F32":
+                f.write(values.astype("<f4").tobytes())
+            elif dtype == "F16":
+                f.write(values.astype("<f2").tobytes())
+            else:
+                f.write((values.astype("<f4").view(np.uint32) >> 16).astype("<u2").tobytes())
+    architecture = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}[model_type]
+    config = {"architectures": [architecture], "model_type": model_type, "hidden_size": hidden,
+              "intermediate_size": ff, "num_hidden_layers": layers, "num_attention_heads": heads,
+              "num_key_value_heads": kv_heads, "head_dim": head_dim, "vocab_size": vocab,
+              "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+              "torch_dtype": {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}[dtype],
+              "tie_word_embeddings": False, "hidden_act": "silu"}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    (folder / "tokenizer.json").write_bytes(byte_level_tokenizer_json())
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 2048,
+         "chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}"}, indent=2))
+    return folder

@@ -17,6 +17,8 @@ from pathlib import Path
 from modelstore.fusefs.snapshot import take_snapshot
 from modelstore.fusefs.tree import Indexed, index_tree
 from modelstore.fusefs.views import ViewOptions, render_root
+from modelstore.store.config import derived_cache_bytes
+from modelstore.store.derived import DerivedCache
 from modelstore.store.errors import Busy, ModelstoreError, UsageError
 from modelstore.store.store import Store
 
@@ -31,6 +33,7 @@ class MountOptions:
     allow_other: bool = False
     links: bool = False
     read_ahead_kb: int = READ_AHEAD_KB
+    derived_cache: int | None = None  # bytes for converted slices; None: the store's config
 
 
 def check_mountpoint(mountpoint: Path, allow_other: bool) -> None:
@@ -143,7 +146,8 @@ def run_mount(store: Store, mountpoint: Path, options: MountOptions,
     check_mountpoint(mountpoint, options.allow_other)
     tune_malloc()
     generation, tree = build_tree(store, options)
-    ops = Operations(tree, lambda blob: str(store.objects.path(blob)))
+    limit = options.derived_cache if options.derived_cache is not None else derived_cache_bytes(store.home)
+    ops = Operations(tree, lambda blob: str(store.objects.path(blob)), DerivedCache(store.home / "derived", limit))
     fuse_options = set(pyfuse3.default_options)
     fuse_options |= {"fsname=modelstore", "subtype=modelstore", "ro"}
     if options.allow_other:

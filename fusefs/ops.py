@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import logging
 import os
 import stat
 from collections.abc import Callable
@@ -12,17 +13,20 @@ from collections.abc import Callable
 import pyfuse3
 import trio
 
-from modelstore.fusefs.reader import OpenFile
+from modelstore.fusefs.reader import DerivedReader, OpenFile
+from modelstore.store.derived import DerivedCache
 from modelstore.fusefs.tree import Attrs, Dir, File, Indexed, Link, Literal, StoredContent
 
+log = logging.getLogger(__name__)
 TIMEOUT = 3600.0  # contents are immutable; catalog changes invalidate what they touch
 
 
 class Operations(pyfuse3.Operations):
-    def __init__(self, tree: Indexed, blob_path: Callable[[str], str]) -> None:
+    def __init__(self, tree: Indexed, blob_path: Callable[[str], str], derived_cache: DerivedCache | None = None) -> None:
         super().__init__()
         self.tree = tree
         self.blob_path = blob_path
+        self.derived = DerivedReader(derived_cache, self._in_thread) if derived_cache is not None else None
         self.handles: dict[int, OpenFile | bytes] = {}
         self._next_fh = itertools.count(1)
         self.uid, self.gid = os.getuid(), os.getgid()
@@ -106,7 +110,7 @@ class Operations(pyfuse3.Operations):
         else:
             assert isinstance(content, StoredContent)
             try:
-                handle = OpenFile.open(content, self.blob_path)
+                handle = OpenFile.open(content, self.blob_path, self.derived)
             except OSError as exc:
                 raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
         fh = next(self._next_fh)
@@ -123,8 +127,11 @@ class Operations(pyfuse3.Operations):
             return await handle.read(off, size, self._in_thread)
         except OSError as exc:
             raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+        except Exception:  # a conversion that fails must fail the read, not the mount
+            log.exception("reading inode of handle %d at %d+%d failed", fh, off, size)
+            raise pyfuse3.FUSEError(errno.EIO) from None
 
-    async def _in_thread(self, fn: Callable[..., bytearray], *args: object) -> bytearray:
+    async def _in_thread(self, fn: Callable[..., bytearray | bytes], *args: object) -> bytearray | bytes:
         return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
 
     async def release(self, fh: int) -> None:

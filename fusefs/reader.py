@@ -3,7 +3,8 @@
 A range already in the page cache is read inline (preadv with RWF_NOWAIT answers at once or says
 EAGAIN) into one reused buffer; only a range that must wait for the disk goes to a worker thread,
 so one cold read never stalls the event loop and a warm one pays neither a thread hop nor an
-allocation.
+allocation. A converted file's derived pieces come from `DerivedReader`: its in-memory slices,
+the on-disk derived cache, or a conversion run in a worker thread.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from modelstore.converters import tensorops
 from modelstore.fusefs.tree import StoredContent
+from modelstore.store.derived import DerivedCache, op_key
+from modelstore.store.records import Derived, Extent
 
 RunInThread = Callable[..., Awaitable[bytearray]]
 
@@ -66,14 +70,19 @@ class OpenFile:
     content: StoredContent
     fds: dict[str, int]
     starts: list[int]
+    derived: "DerivedReader | None" = None
 
     @classmethod
-    def open(cls, content: StoredContent, blob_path: Callable[[str], str]) -> "OpenFile":
+    def open(cls, content: StoredContent, blob_path: Callable[[str], str],
+             derived: "DerivedReader | None" = None) -> "OpenFile":
         fds: dict[str, int] = {}
+        blobs = []
+        for piece in content.recipe:
+            blobs += [piece.blob] if isinstance(piece, Extent) else [e.blob for e in piece.inputs]
         try:
-            for ext in content.recipe:
-                if ext.blob not in fds:
-                    fds[ext.blob] = os.open(blob_path(ext.blob), os.O_RDONLY | os.O_CLOEXEC)
+            for blob in blobs:
+                if blob not in fds:
+                    fds[blob] = os.open(blob_path(blob), os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             for fd in fds.values():
                 os.close(fd)
@@ -82,31 +91,92 @@ class OpenFile:
         for ext in content.recipe:
             starts.append(pos)
             pos += ext.length
-        return cls(content, fds, starts)
+        return cls(content, fds, starts, derived)
 
     def close(self) -> None:
         for fd in self.fds.values():
             os.close(fd)
         self.fds.clear()
 
-    def pieces(self, offset: int, size: int) -> list[tuple[int, int, int]]:
-        """(fd, blob offset, length) for file bytes [offset, offset+size)."""
+    def parts(self, offset: int, size: int) -> list[tuple[Extent | Derived, int, int]]:
+        """(piece, start, end within the piece) for file bytes [offset, offset+size)."""
         end = min(offset + size, self.content.size)
         out = []
         i = max(bisect.bisect_right(self.starts, offset) - 1, 0)
         while offset < end and i < len(self.starts):
-            ext, start = self.content.recipe[i], self.starts[i]
-            lo, hi = offset - start, min(ext.length, end - start)
+            piece, start = self.content.recipe[i], self.starts[i]
+            lo, hi = offset - start, min(piece.length, end - start)
             if hi > lo:
-                out.append((self.fds[ext.blob], ext.offset + lo, hi - lo))
+                out.append((piece, lo, hi))
                 offset = start + hi
             i += 1
         return out
 
-    async def read(self, offset: int, size: int, in_thread: RunInThread) -> memoryview | bytearray:
-        pieces = self.pieces(offset, size)
-        total = sum(length for _, _, length in pieces)
-        inline = _read_inline(pieces, total)
-        if inline is not None:
-            return inline
-        return await in_thread(_read_blocking, pieces, total)
+    def pieces(self, offset: int, size: int) -> list[tuple[int, int, int]]:
+        """(fd, blob offset, length) for file bytes [offset, offset+size) of a stored file."""
+        out = []
+        for piece, lo, hi in self.parts(offset, size):
+            assert isinstance(piece, Extent)
+            out.append((self.fds[piece.blob], piece.offset + lo, hi - lo))
+        return out
+
+    async def read(self, offset: int, size: int, in_thread: RunInThread) -> memoryview | bytearray | bytes:
+        parts = self.parts(offset, size)
+        if self.derived is None or all(isinstance(p, Extent) for p, _, _ in parts):
+            pieces = [(self.fds[p.blob], p.offset + lo, hi - lo) for p, lo, hi in parts]  # type: ignore[union-attr]
+            total = sum(length for _, _, length in pieces)
+            inline = _read_inline(pieces, total)
+            if inline is not None:
+                return inline
+            return await in_thread(_read_blocking, pieces, total)
+        out = bytearray()
+        for piece, lo, hi in parts:
+            if isinstance(piece, Extent):
+                out += await in_thread(_read_blocking, [(self.fds[piece.blob], piece.offset + lo, hi - lo)], hi - lo)
+            else:
+                out += await self.derived.read(piece, lo, hi, self.fds)
+        return out
+
+
+class DerivedReader:
+    """Derived pieces for every open file of a mount: the last few slices in memory (a reader
+    asks for 1 MiB at a time from a 16 MiB slice), then the on-disk cache, else the conversion,
+    run in a worker thread, once per slice however many readers want it."""
+
+    def __init__(self, cache: DerivedCache, in_thread: Callable[..., Awaitable[bytes]], keep: int = 4) -> None:
+        import trio
+
+        self.cache, self.in_thread, self.keep = cache, in_thread, keep
+        self.recent: dict[str, bytes] = {}  # insertion order = use order
+        self.locks: dict[str, trio.Lock] = {}
+        self._trio = trio
+
+    async def read(self, piece: Derived, lo: int, hi: int, fds: dict[str, int]) -> bytes:
+        if piece.op["kind"] == "zeros":
+            return bytes(hi - lo)
+        key = op_key(piece.op, piece.length)
+        data = self.recent.pop(key, None)
+        if data is None:
+            lock = self.locks.setdefault(key, self._trio.Lock())
+            async with lock:
+                data = self.recent.pop(key, None)
+                if data is None:
+                    data = await self.in_thread(self._load, piece, key, fds)
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self.locks.pop(key, None)
+        self.recent[key] = data
+        while len(self.recent) > self.keep:
+            self.recent.pop(next(iter(self.recent)))
+        return data[lo:hi]
+
+    def _load(self, piece: Derived, key: str, fds: dict[str, int]) -> bytes:
+        data = self.cache.get(key)
+        if data is not None and len(data) == piece.length:
+            return data
+
+        def read(ext: Extent) -> bytes:
+            return bytes(_read_blocking([(fds[ext.blob], ext.offset, ext.length)], ext.length))
+
+        data = tensorops.run(piece.op, piece.length, read)
+        self.cache.put(key, data)
+        return data

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from modelstore.fusefs.snapshot import Snapshot
+from modelstore.fusefs.snapshot import Snapshot, conversion_of
 from modelstore.fusefs.tree import Dir, File, Link, Literal, StoredContent
 from modelstore.fusefs.views import VIEWS, ViewOptions
 from modelstore.fusefs.views.common import gguf_units
@@ -16,13 +16,15 @@ class Rendition:
     view: str
     paths: list[str] = field(default_factory=list)  # relative to the mount point
     reason: str | None = None  # why it is absent
+    converted: str | None = None  # how the files shown were made, when they are converted
 
     @property
     def present(self) -> bool:
         return bool(self.paths)
 
     def to_json(self) -> dict[str, object]:
-        return {"view": self.view, "present": self.present, "paths": self.paths, "reason": self.reason}
+        return {"view": self.view, "present": self.present, "paths": self.paths, "reason": self.reason,
+                "converted": self.converted}
 
 
 def _paths_of(node: Dir, digests: set[str], prefix: str, objects_root: str) -> list[str]:
@@ -39,12 +41,41 @@ def _paths_of(node: Dir, digests: set[str], prefix: str, objects_root: str) -> l
 
 
 def _why_absent(view: str, model: ModelRecord, snapshot: Snapshot) -> str:
-    units = gguf_units(model, snapshot)
+    entry = snapshot.conversions.get(model.name)
+    unsupported = (entry or {}).get("unsupported", {})
+    not_planned = (f"conversion was not planned (added with --no-convert, or before conversion existed): "
+                   f"run `modelstore convert {model.name}`")
+    units = gguf_units(model, snapshot, merged=view == "ollama")
     if view in ("ollama", "lmstudio", "llamacpp") and not units:
-        return "no GGUF file (showing safetensors models as GGUF needs conversion, not built yet)"
+        if "gguf" in unsupported:
+            return f"no GGUF file, and no GGUF conversion: {unsupported['gguf']}"
+        return "no GGUF file, and " + (not_planned if entry is None else "no weights a GGUF could be made of")
     if view == "ollama" and all(u.split for u in units):
-        return "split GGUF: Ollama needs one file (merging shards needs conversion, not built yet)"
+        if "merged-gguf" in unsupported:
+            return f"split GGUF, and the shards cannot be merged: {unsupported['merged-gguf']}"
+        return "split GGUF: Ollama needs one file, and " + not_planned
+    if view == "huggingface" and "safetensors" in unsupported:
+        return f"no safetensors conversion: {unsupported['safetensors']}"
     return "not shown"
+
+
+def _contents(node: Dir) -> set[str]:
+    """BLAKE3 of every stored or converted file in a tree."""
+    out: set[str] = set()
+    for child in node.children.values():
+        if isinstance(child, Dir):
+            out |= _contents(child)
+        elif isinstance(child, File) and isinstance(child.content, StoredContent):
+            out.add(child.content.b3)
+    return out
+
+
+def _how(model: ModelRecord, snapshot: Snapshot, tree: Dir) -> str | None:
+    """How the converted files a view shows were made."""
+    shown = _contents(tree)
+    hows = {str(c["how"]) for b3 in model.files.values()
+            if b3 in shown and (c := conversion_of(snapshot.file(b3)))}
+    return "; ".join(sorted(hows)) or None
 
 
 def _manifests_naming(node: Dir, sha256s: set[str], prefix: str) -> list[str]:
@@ -63,6 +94,7 @@ def _manifests_naming(node: Dir, sha256s: set[str], prefix: str) -> list[str]:
 def renditions(snapshot: Snapshot, model: ModelRecord, options: ViewOptions = ViewOptions()) -> list[Rendition]:
     """Rendered from a snapshot of this model alone, so files it shares with other models are
     not attributed to them (a name another model already took would get a suffix in the mount)."""
+    model = next((m for m in snapshot.models if m.name == model.name), model)  # with its converted files
     digests = set(model.files.values())
     alone = replace(snapshot, models=(model,))
     out = []
@@ -76,5 +108,6 @@ def renditions(snapshot: Snapshot, model: ModelRecord, options: ViewOptions = Vi
             paths = _paths_of(tree, digests, view, snapshot.objects_root)
         if view == "huggingface":  # blobs are shared by content: name the repo folders instead
             paths = sorted({"/".join(p.split("/")[:2]) for p in paths})
-        out.append(Rendition(view, paths, None if paths else _why_absent(view, model, snapshot)))
+        out.append(Rendition(view, paths, None if paths else _why_absent(view, model, snapshot),
+                             _how(model, snapshot, tree) if paths else None))
     return out

@@ -32,6 +32,7 @@ DATABASES = (
     "by_git_sha1",  # git blob sha1 -> file b3
     "file_models",  # file b3 -> model names (dupsort): reverse references
     "blob_files",  # blob -> file b3s (dupsort): reverse references
+    "conversions",  # model name -> its planned conversions (see modelstore.converters.planner)
 )
 _DUPSORT = {"file_models", "blob_files"}
 
@@ -192,6 +193,17 @@ class Reader:
         for _, raw in self._items("models"):
             yield ModelRecord.from_json(raw)
 
+    def conversions(self, name: str) -> dict[str, Any] | None:
+        """What was planned for model `name`: {"model_files", "files", "blobs", "plans", "unsupported"}."""
+        return self._get("conversions", name)
+
+    def all_conversions(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        return self._items("conversions")
+
+    def conversion_blobs(self) -> set[str]:
+        """Blobs that planned conversions own (their headers and small files)."""
+        return {blob for _, value in self._items("conversions") for blob in value.get("blobs", ())}
+
     def models_of_file(self, b3: str) -> list[str]:
         return self._dups("file_models", b3)
 
@@ -234,8 +246,12 @@ class Writer(Reader):
             self.txn.put(blob.encode(), record.b3.encode(), db=self.dbs["blob_files"], dupdata=True)
 
     def put_model(self, model: ModelRecord) -> ModelRecord | None:
-        """Add or replace `model`; returns the record it replaced."""
+        """Add or replace `model`; returns the record it replaced. Its conversions stay only
+        when its files are the same."""
+        conversions = self.conversions(model.name)
         old = self.remove_model(model.name)
+        if conversions is not None and conversions.get("model_files") == model.files:
+            self.put_conversions(model.name, conversions)
         self._put("models", model.name, model.to_json())
         for b3 in set(model.files.values()):
             self.txn.put(b3.encode(), model.name.encode(), db=self.dbs["file_models"], dupdata=True)
@@ -246,9 +262,13 @@ class Writer(Reader):
         if old is None:
             return None
         self.txn.delete(name.encode(), db=self.dbs["models"])
+        self.txn.delete(name.encode(), db=self.dbs["conversions"])
         for b3 in set(old.files.values()):
             self.txn.delete(b3.encode(), name.encode(), db=self.dbs["file_models"])
         return old
+
+    def put_conversions(self, name: str, value: dict[str, Any]) -> None:
+        self._put("conversions", name, value)
 
     def remove_file(self, record: FileRecord) -> None:
         self.txn.delete(record.b3.encode(), db=self.dbs["files"])

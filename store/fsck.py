@@ -17,6 +17,7 @@ from typing import Any
 import blake3
 
 from modelstore.store.digests import git_blob_header
+from modelstore.store.records import Extent, FileRecord
 from modelstore.store.store import Store
 
 CHUNK = 8 << 20
@@ -46,7 +47,9 @@ def fsck(store: Store, *, deep: bool = False, progress: Callable[[int], None] | 
         tensors = list(r.tensors())
         file_models, blob_files = r.reverse_references()
         by_sha = {f.sha256: r.file_by_sha256(f.sha256) for f in files.values()}
-    report.checked = {"models": len(models), "files": len(files), "blobs": len(blobs), "tensors": len(tensors)}
+        conversions = dict(r.all_conversions())
+    report.checked = {"models": len(models), "files": len(files), "blobs": len(blobs), "tensors": len(tensors),
+                      "conversions": len(conversions)}
 
     for blob, size in blobs.items():
         path = store.objects.path(blob)
@@ -85,6 +88,8 @@ def fsck(store: Store, *, deep: bool = False, progress: Callable[[int], None] | 
         if ext.blob not in blobs or ext.offset + ext.length > blobs[ext.blob]:
             problem(f"tensor {digest} points outside the stored blobs ({ext.blob})")
 
+    _check_conversions(conversions, {m.name: m for m in models}, blobs, problem)
+
     orphans = [name for name, _ in store.objects.iter_blobs() if name not in blobs]
     if orphans:
         report.notes.append(f"{len(orphans)} object(s) not in the catalog (left by an interrupted add); "
@@ -99,6 +104,32 @@ def fsck(store: Store, *, deep: bool = False, progress: Callable[[int], None] | 
     if deep and not report.problems:
         _deep(store, blobs, files, tensors, report, progress)
     return report
+
+
+def _check_conversions(conversions: dict[str, Any], models: dict[str, Any], blobs: dict[str, int],
+                       problem: Callable[[str], None]) -> None:
+    """Planned conversions belong to a stored model with the same files, and every byte they
+    name (their own headers, the source tensors) lies inside a stored blob."""
+    for name, entry in conversions.items():
+        model = models.get(name)
+        if model is None:
+            problem(f"conversions of {name}: no such model")
+            continue
+        if entry.get("model_files") != model.files:
+            problem(f"conversions of {name} were planned for other files than the model has")
+        for blob in entry.get("blobs", ()):
+            if blob not in blobs:
+                problem(f"conversions of {name} own blob {blob}, which the catalog does not have")
+        for path, raw in entry.get("files", {}).items():
+            record = FileRecord.from_json(raw["b3"], raw)
+            total = 0
+            for piece in record.recipe:
+                total += piece.length
+                for ext in [piece] if isinstance(piece, Extent) else piece.inputs:
+                    if ext.blob not in blobs or ext.offset < 0 or ext.offset + ext.length > blobs[ext.blob]:
+                        problem(f"converted file {path} of {name} reads outside blob {ext.blob}")
+            if total != record.size:
+                problem(f"converted file {path} of {name}: its pieces add up to {total} bytes, its size is {record.size}")
 
 
 def _deep(store: Store, blobs: dict[str, int], files: dict[str, Any], tensors: list[Any],

@@ -39,9 +39,10 @@ def plan_gc(store: Store) -> GcPlan:
         dead_files = [f for f in r.files() if not r.models_of_file(f.b3)]
         dead_set = {f.b3 for f in dead_files}
         dead_blobs = []
+        converted = r.conversion_blobs()
         for blob, size in r.blobs():
             users = set(r.files_of_blob(blob))
-            if users <= dead_set:
+            if users <= dead_set and blob not in converted:
                 dead_blobs.append((blob, size))
         known = {b for b, _ in r.blobs()}
     orphans = [(name, p.stat().st_size) for name, p in store.objects.iter_blobs() if name not in known]

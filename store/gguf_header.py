@@ -8,6 +8,7 @@ gives a one-line `BadModelFile` instead of a huge allocation or an IndexError.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from typing import Any
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
@@ -134,8 +135,10 @@ def _tensor_nbytes(cur: _Cursor, name: str, shape: tuple[int, ...], qtype: GGMLQ
     return numel // block * type_size
 
 
-def parse_gguf(path: str, buf: Any) -> WeightsHeader:
+def parse_gguf(path: str, buf: Any, file_size: int | None = None) -> WeightsHeader:
+    """Parse `buf`, the whole file or (with `file_size`) at least its header."""
     cur = _Cursor(path, buf)
+    file_size = cur.size if file_size is None else file_size
     cur.need(24, "GGUF fixed header")
     if bytes(buf[:4]) != b"GGUF":
         raise cur.fail("not a GGUF file (no 'GGUF' magic at the start)")
@@ -186,16 +189,66 @@ def parse_gguf(path: str, buf: Any) -> WeightsHeader:
         if offset % alignment:
             raise cur.fail(f"tensor {name!r} offset {offset} is not aligned to {alignment}")
         nbytes = _tensor_nbytes(cur, name, shape, qtype)
-        if nbytes > cur.size:
+        if nbytes > file_size:
             raise cur.fail(f"tensor {name!r} claims {nbytes} bytes, more than the whole file")
         infos.append((name, shape, qtype, offset, nbytes))
 
     data_start = -(-cur.pos // alignment) * alignment
-    if data_start > cur.size:
+    if data_start > file_size:
         raise cur.fail("truncated GGUF file: it ends inside the header padding")
     spans = [
         TensorSpan(name, data_start + offset, nbytes, qtype.name, tuple(reversed(shape)))
         for name, shape, qtype, offset, nbytes in infos
     ]
-    check_spans(path, spans, data_start, cur.size)
+    check_spans(path, spans, data_start, file_size)
     return WeightsHeader("gguf", data_start, tuple(spans), metadata)
+
+
+@dataclass(frozen=True)
+class GgufKV:
+    """One metadata pair with its exact GGUF types, so it can be written back unchanged."""
+
+    key: str
+    vtype: GGUFValueType
+    value: Any  # int, float, bool, str, or a list for arrays
+    subtype: GGUFValueType | None = None  # element type of an array
+
+
+def _read_full(cur: _Cursor, vtype: GGUFValueType, key: str) -> Any:
+    if vtype in _SCALARS:
+        return cur.unpack(_SCALARS[vtype], f"value of {key!r}")
+    if vtype == GGUFValueType.STRING:
+        return cur.string(f"value of {key!r}")
+    raise cur.fail(f"key {key!r}: nested arrays are not accepted")
+
+
+def parse_gguf_kv(path: str, buf: Any) -> list[GgufKV]:
+    """Every metadata pair in file order, arrays in full (a vocabulary, its merges): what a
+    converter needs to rebuild a header or a tokenizer. Bounds-checked like `parse_gguf`."""
+    cur = _Cursor(path, buf)
+    cur.need(24, "GGUF fixed header")
+    if bytes(buf[:4]) != b"GGUF":
+        raise cur.fail("not a GGUF file (no 'GGUF' magic at the start)")
+    cur.pos = 16
+    kv_count = cur.unpack(_U64, "metadata key count")
+    if kv_count * 13 > cur.size - cur.pos:
+        raise cur.fail(f"header claims {kv_count} metadata keys, more than the file can hold")
+    out: list[GgufKV] = []
+    for _ in range(kv_count):
+        key = cur.string("metadata key", limit=65535)
+        vtype = _value_type(cur, cur.unpack(_U32, f"type of {key!r}"), key)
+        if vtype != GGUFValueType.ARRAY:
+            out.append(GgufKV(key, vtype, _read_full(cur, vtype, key)))
+            continue
+        etype = _value_type(cur, cur.unpack(_U32, f"array type of {key!r}"), key)
+        count = cur.unpack(_U64, f"array length of {key!r}")
+        smallest = 8 if etype == GGUFValueType.STRING else _SCALARS[etype].size if etype in _SCALARS else 1
+        cur.need(count * smallest, f"array {key!r} of {count} {etype.name}")
+        if etype in _SCALARS:
+            st = _SCALARS[etype]
+            values = [v for (v,) in struct.iter_unpack(st.format, bytes(buf[cur.pos : cur.pos + count * st.size]))]
+            cur.pos += count * st.size
+        else:
+            values = [_read_full(cur, etype, key) for _ in range(count)]
+        out.append(GgufKV(key, vtype, values, etype))
+    return out

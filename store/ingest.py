@@ -244,7 +244,7 @@ class Ingest:
             if digest not in self.new_tensors:
                 self.new_tensors[digest] = Extent(blob, novel.blob_offset(span.offset), span.length)
         return FileRecord(check_b3(hashes.b3), hashes.size, hashes.sha256, hashes.git_sha1, recipe,
-                          _weights_summary(header))
+                          weights_summary(header))
 
     def _put_whole(self, path: Path, hashes: FileHashes, blob: B3, staged: Path, copied: bool) -> None:
         if self._trusted(blob):
@@ -283,7 +283,7 @@ def _merge(pieces: list[tuple[int, Extent]], size: int) -> tuple[Extent, ...]:
     return tuple(recipe)
 
 
-def _weights_summary(header: WeightsHeader | None) -> dict[str, object] | None:
+def weights_summary(header: WeightsHeader | None) -> dict[str, object] | None:
     if header is None:
         return None
     scalars = {k: v for k, v in header.metadata.items() if not isinstance(v, dict)}

@@ -23,6 +23,33 @@ class Extent:
 
 
 @dataclass(frozen=True)
+class Derived:
+    """`length` bytes computed on demand from stored bytes: a converted tensor slice, or padding.
+
+    `op` is plain JSON (see `modelstore.converters.tensorops`); its stored inputs are listed in
+    `op["inputs"]` as extents, so what a derived piece needs is known without running it."""
+
+    op: dict[str, Any]
+    length: int
+
+    @property
+    def inputs(self) -> tuple[Extent, ...]:
+        return tuple(Extent.from_json(e) for e in self.op.get("inputs", ()))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"derive": self.op, "length": self.length}
+
+
+Piece = Extent | Derived
+
+
+def piece_from_json(raw: Any) -> Piece:
+    if isinstance(raw, dict):
+        return Derived(raw["derive"], int(raw["length"]))
+    return Extent.from_json(raw)
+
+
+@dataclass(frozen=True)
 class FileRecord:
     """One file's content: its identity hashes and the extents whose concatenation it is."""
 
@@ -30,12 +57,18 @@ class FileRecord:
     size: int
     sha256: str
     git_sha1: str | None
-    recipe: tuple[Extent, ...]
+    recipe: tuple[Piece, ...]  # stored files hold only extents; converted files also derived pieces
     weights: dict[str, Any] | None = None  # header facts of a GGUF/safetensors file
 
     @property
     def blobs(self) -> set[str]:
-        return {e.blob for e in self.recipe}
+        out: set[str] = set()
+        for piece in self.recipe:
+            if isinstance(piece, Extent):
+                out.add(piece.blob)
+            else:
+                out.update(e.blob for e in piece.inputs)
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return {"size": self.size, "sha256": self.sha256, "git_sha1": self.git_sha1,
@@ -44,7 +77,7 @@ class FileRecord:
     @classmethod
     def from_json(cls, b3: str, raw: dict[str, Any]) -> "FileRecord":
         return cls(b3, raw["size"], raw["sha256"], raw.get("git_sha1"),
-                   tuple(Extent.from_json(e) for e in raw["recipe"]), raw.get("weights"))
+                   tuple(piece_from_json(e) for e in raw["recipe"]), raw.get("weights"))
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,8 @@ def _is_count(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
-def parse_safetensors(path: str, buf: Any) -> WeightsHeader:
+def parse_safetensors(path: str, buf: Any, file_size: int | None = None) -> WeightsHeader:
+    """Parse `buf`, the whole file or (with `file_size`) at least its header."""
     size = len(buf)
     if size < 8:
         raise BadModelFile(path, f"truncated safetensors file: {size} bytes, the length prefix alone is 8")
@@ -77,6 +78,7 @@ def parse_safetensors(path: str, buf: Any) -> WeightsHeader:
                                      f"{dtype} of shape {shape}")
         spans.append(TensorSpan(name, data_start + offsets[0], offsets[1] - offsets[0], dtype, tuple(shape)))
 
+    size = size if file_size is None else file_size
     check_spans(path, spans, data_start, size)
     end = data_start
     for span in sorted(spans, key=lambda s: s.offset):

@@ -54,8 +54,8 @@ def test_metadata_from_gguf_and_config(cli, models: Path) -> None:
 def test_ls_show_du_rm_gc(cli, home: Path, models: Path) -> None:
     a = write_tiny_llama_gguf(models / "a.gguf")
     b = write_tiny_llama_gguf(models / "b.gguf", changed={"output.weight": 9})
-    assert cli("add", a, "--name", "a").code == 0
-    assert cli("add", b, "--name", "b").code == 0
+    assert cli("add", a, "--name", "a", "--no-convert").code == 0
+    assert cli("add", b, "--name", "b", "--no-convert").code == 0
     table = cli("ls").out
     assert "a" in table and "llama" in table and "123K" in table
 
@@ -136,7 +136,7 @@ def test_console_script_runs(tmp_path: Path, models: Path) -> None:
 def test_fsck_reports_a_damaged_blob(cli, home: Path, models: Path, request: pytest.FixtureRequest) -> None:
     request.applymarker(pytest.mark.corrupts_store)
     a = write_tiny_llama_gguf(models / "a.gguf")
-    cli("add", a)
+    cli("add", a, "--no-convert")  # its blobs only: the first one found is the GGUF
     blob = next(p for p in (home / "objects").rglob("*") if p.is_file())
     blob.chmod(0o644)
     with open(blob, "r+b") as f:

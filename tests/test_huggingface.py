@@ -135,7 +135,7 @@ def test_revision_as_branch_and_as_commit(cli: Cli, home: Path, models: Path, fa
 def test_include_exclude_pick_one_quantization(cli: Cli, home: Path, models: Path, fake_hub: FakeHub,
                                                option: tuple[str, ...], expected: list[str]) -> None:
     repo = gguf_repo(fake_hub, models)
-    out = add_json(cli, "org/tiny-gguf", *option, "--name", "q")
+    out = add_json(cli, "org/tiny-gguf", *option, "--name", "q", "--no-convert")  # stored bytes = downloaded bytes
     assert out["files"] == len(expected)
     assert fake_hub.downloads() == [f"org/tiny-gguf/{f}" for f in expected]
     with opened(home) as store:
@@ -360,7 +360,7 @@ def test_offline_add_honours_include(cli: Cli, home: Path, models: Path, fake_hu
     repo = gguf_repo(fake_hub, models)
     fill_cache(fake_hub, hf_cache, "org/tiny-gguf")
     go_offline(monkeypatch, hf_cache)
-    add_json(cli, "org/tiny-gguf", "--include", "*F16*", "--name", "q")
+    add_json(cli, "org/tiny-gguf", "--include", "*F16*", "--name", "q", "--no-convert")
     with opened(home) as store:
         assert list(store.model("q").files) == ["tiny-F16.gguf"]
         assert read_model_file(store, "q", "tiny-F16.gguf") == repo.files()["tiny-F16.gguf"]

@@ -6,9 +6,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from modelstore.fusefs.snapshot import Snapshot
+from modelstore.fusefs.snapshot import Snapshot, conversion_of
 from modelstore.fusefs.tree import File, Link, StoredContent
-from modelstore.store.records import ModelRecord
+from modelstore.store.records import Extent, ModelRecord
 
 _SPLIT = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 _QUANT = re.compile(r"(?:^|[._-])((?:I?Q\d(?:_[A-Z0-9]+)*)|BF16|F16|F32)(?=[._-]|$)", re.I)
@@ -25,8 +25,9 @@ def mtime_ns(model: ModelRecord) -> int:
 
 def stored_node(snapshot: Snapshot, b3: str, mtime: int, options: ViewOptions) -> File | Link:
     record = snapshot.file(b3)
-    if options.links and len(record.recipe) == 1 and record.recipe[0].length == record.size:
-        blob = record.recipe[0].blob
+    first = record.recipe[0] if len(record.recipe) == 1 else None
+    if options.links and isinstance(first, Extent) and first.length == record.size:
+        blob = first.blob
         return Link(f"{snapshot.objects_root}/{blob[:2]}/{blob}", mtime)
     return File(StoredContent(record.b3, record.size, record.recipe), mtime)
 
@@ -53,11 +54,23 @@ def quant_of(path: str, file_type: str | None) -> str | None:
     return file_type
 
 
-def gguf_units(model: ModelRecord, snapshot: Snapshot) -> list[GgufUnit]:
+def stored_files(model: ModelRecord, snapshot: Snapshot) -> dict[str, str]:
+    """The model's own files, without its converted ones."""
+    return {p: b3 for p, b3 in model.files.items() if conversion_of(snapshot.file(b3)) is None}
+
+
+def gguf_units(model: ModelRecord, snapshot: Snapshot, *, merged: bool = False) -> list[GgufUnit]:
+    """The model's loadable GGUFs. A split GGUF's merged rendition only with `merged` (Ollama
+    needs one file; llama.cpp and LM Studio read the shards themselves)."""
     from modelstore.store.metadata import gguf_file_type_name
 
-    ggufs = {p: snapshot.file(b3) for p, b3 in model.files.items()
-             if (w := snapshot.file(b3).weights) and w.get("format") == "gguf"}
+    def wanted(b3: str) -> bool:
+        record = snapshot.file(b3)
+        conversion = conversion_of(record) or {}
+        return ((record.weights or {}).get("format") == "gguf"
+                and (merged or conversion.get("kind") != "merged-gguf"))
+
+    ggufs = {p: snapshot.file(b3) for p, b3 in model.files.items() if wanted(b3)}
     projectors = [p for p, r in ggufs.items() if "mmproj" in PurePosixPath(p).name.lower()
                   or (r.weights or {}).get("metadata", {}).get("general.type") in ("mmproj", "projector")]
     units: dict[str, GgufUnit] = {}

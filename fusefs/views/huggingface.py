@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import replace
 from pathlib import PurePosixPath
 
-from modelstore.fusefs.snapshot import Snapshot
+from modelstore.fusefs.snapshot import Snapshot, conversion_of
 from modelstore.fusefs.tree import Dir, File, Link, Literal
-from modelstore.fusefs.views.common import ViewOptions, mtime_ns, safe_part, stored_node, unique
+from modelstore.fusefs.views.common import ViewOptions, mtime_ns, safe_part, stored_files, stored_node, unique
 from modelstore.store.records import FileRecord, ModelRecord
 from modelstore.store.sources.runtimes.identity import hf_refs
 
@@ -62,10 +63,12 @@ def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
         repo = root.dir("models--" + rid.replace("/", "--"))
         newest = max(models, key=lambda m: m.added_at)
         for model in models:
-            commit = commit_of(model)
+            commit = commit_of(replace(model, files=stored_files(model, snapshot)))
             mtime = mtime_ns(model)
             for path, b3 in model.files.items():
                 record = snapshot.file(b3)
+                if (conversion_of(record) or {}).get("kind", "safetensors") != "safetensors":
+                    continue  # a GGUF made for the GGUF views: the repo shows what the model is
                 tag = etag(path, record)
                 repo.dir("blobs").children[tag] = stored_node(snapshot, b3, mtime, options)
                 depth = path.count("/")
@@ -75,7 +78,8 @@ def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
             refs.update(dict.fromkeys(hf_refs(model), model))
         for ref, model in sorted(refs.items()):
             try:
-                repo.dir("refs").add(ref, File(Literal(commit_of(model).encode()), mtime_ns(model)))
+                commit = commit_of(replace(model, files=stored_files(model, snapshot)))
+                repo.dir("refs").add(ref, File(Literal(commit.encode()), mtime_ns(model)))
             except ValueError:  # "a" and "a/b" both claimed: the first one placed stays
                 continue
     return root

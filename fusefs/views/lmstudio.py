@@ -9,7 +9,15 @@ from pathlib import PurePosixPath
 
 from modelstore.fusefs.snapshot import Snapshot
 from modelstore.fusefs.tree import Dir
-from modelstore.fusefs.views.common import ViewOptions, gguf_units, mtime_ns, safe_part, stored_node, unique
+from modelstore.fusefs.views.common import (
+    ViewOptions,
+    gguf_units,
+    mtime_ns,
+    safe_part,
+    stored_files,
+    stored_node,
+    unique,
+)
 from modelstore.store.records import ModelRecord
 from modelstore.store.sources.runtimes.identity import lmstudio_place
 
@@ -21,7 +29,7 @@ def _render_imported(model: ModelRecord, snapshot: Snapshot, options: ViewOption
     publisher, name = place
     folder_path = unique(f"{publisher}/{name}", taken)
     folder = root.dir(publisher).dir(folder_path.split("/", 1)[1])
-    for path, b3 in model.files.items():
+    for path, b3 in stored_files(model, snapshot).items():
         try:
             folder.add(path, stored_node(snapshot, b3, mtime_ns(model), options))
         except ValueError:  # "a" is a file and "a/b" another: the first one placed stays

@@ -9,7 +9,8 @@ Manifest bytes are a pure function of the model, so the digest `ollama list` sho
 A model imported from an Ollama folder is shown as it was there: its own manifest bytes at its
 own path (so the same digest), naming its own blobs; those are placed first, so a generated
 manifest never takes an imported one's place.
-Split GGUFs need merging into one file first and are left out until conversion exists.
+A split GGUF is shown through its merged rendition (one file mapped from the shards), and a
+safetensors model through its GGUF rendition, when `add` planned them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from modelstore.fusefs.views.common import (
     gguf_units,
     mtime_ns,
     safe_part,
+    stored_files,
     stored_node,
     unique,
 )
@@ -90,7 +92,7 @@ def _render_imported(model: ModelRecord, snapshot: Snapshot, options: ViewOption
     mtime = mtime_ns(model)
     repo = f"{name.host}/{name.namespace}/{name.model}"
     tag = unique(name.tag, tags.setdefault(repo, set()))
-    for path, b3 in model.files.items():
+    for path, b3 in stored_files(model, snapshot).items():
         if path != OLLAMA_MANIFEST:  # every other file is a blob the manifest names, by its SHA-256
             blobs.children[f"sha256-{snapshot.file(b3).sha256}"] = stored_node(snapshot, b3, mtime, options)
     manifests.add(f"{repo}/{tag}", stored_node(snapshot, model.files[OLLAMA_MANIFEST], mtime, options))
@@ -103,7 +105,7 @@ def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
     tags: dict[str, set[str]] = {}  # host/namespace/model -> tags in use
     generated = [m for m in snapshot.models if not _render_imported(m, snapshot, options, manifests, blobs, tags)]
     for model in generated:
-        units = [u for u in gguf_units(model, snapshot) if not u.split]
+        units = [u for u in gguf_units(model, snapshot, merged=True) if not u.split]
         for unit in units:
             record = snapshot.file(model.files[unit.files[0]])
             weights = record.weights or {}

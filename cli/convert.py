@@ -1,0 +1,64 @@
+"""`modelstore convert`, and the conversion summary `add` and `import` print."""
+
+from __future__ import annotations
+
+import click
+
+from modelstore.cli.app import App, emit_json, human_bytes, pass_app
+
+GGUF_TYPE_OPTION = click.option(
+    "--gguf-type", type=click.Choice(["F16", "BF16", "F32", "Q8_0", "Q4_0"], case_sensitive=False), default="F16",
+    show_default=True, help="Type of the GGUF made from a safetensors model (norms stay F32).")
+
+EPILOG = """\b
+Examples:
+  modelstore convert my-finetune                  # plan its GGUF (F16) for Ollama, LM Studio, llama.cpp
+  modelstore convert my-finetune --gguf-type Q8_0
+  modelstore convert --all                        # models added with --no-convert or before 0.2
+
+\b
+`add` plans conversions by itself; this command re-plans them. Planning reads headers and small
+files only, stores the new headers, and streams each converted file once through SHA-256 (Ollama
+and the Hub name files by it) without keeping the bytes. Tensors are converted when a runtime
+first reads them, then kept in the derived cache (<home>/derived, see `derived_cache` in
+<home>/config.toml).
+"""
+
+
+def report(result: object) -> None:
+    from modelstore.converters.planner import ConversionResult
+
+    assert isinstance(result, ConversionResult)
+    for plan in result.plans:
+        size = sum(result.files[p].size for p in plan["files"])
+        click.echo(f"  planned {plan['target']} rendition ({human_bytes(size)}): {plan['how']}")
+    for target, reason in sorted(result.unsupported.items()):
+        click.echo(f"  no {target} rendition: {reason}")
+
+
+@click.command(epilog=EPILOG)
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_models", is_flag=True, help="Every model in the store.")
+@GGUF_TYPE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print what was planned as JSON.")
+@pass_app
+def convert(app: App, names: tuple[str, ...], all_models: bool, gguf_type: str, as_json: bool) -> None:
+    """Plan the converted renditions of stored models (GGUF <-> safetensors, split GGUF -> one file)."""
+    from modelstore.converters.planner import plan_conversions
+    from modelstore.store.errors import UsageError
+
+    if bool(names) == all_models:
+        raise UsageError("name the models to convert, or pass --all")
+    results = []
+    with app.store() as store:
+        targets = [m.name for m in store.models()] if all_models else list(names)
+        try:
+            for name in targets:
+                results.append(plan_conversions(store, name, gguf_type.upper(), progress=app.progress))
+                if not as_json:
+                    click.echo(name)
+                    report(results[-1])
+        finally:
+            app.close_bars()
+    if as_json:
+        emit_json([r.to_json() for r in results])

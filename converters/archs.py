@@ -1,0 +1,182 @@
+"""The architectures the converters cover, and how their names and settings map between a
+Hugging Face `config.json` + tensor names and GGUF keys + tensor names.
+
+One table serves both directions. Tensor names go through `gguf`'s own name maps (the ones
+llama.cpp's converter uses), so a GGUF made here names tensors as llama.cpp expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import gguf
+
+from modelstore.converters.errors import ConversionUnsupported
+
+
+@dataclass(frozen=True)
+class Arch:
+    gguf_name: str  # general.architecture
+    model_arch: gguf.MODEL_ARCH
+    hf_class: str  # config.json "architectures"
+    hf_model_type: str
+    permute_qk: bool  # llama's rotary layout: Q/K rows reordered between HF and GGUF
+
+
+LLAMA = Arch("llama", gguf.MODEL_ARCH.LLAMA, "LlamaForCausalLM", "llama", True)
+MISTRAL = Arch("llama", gguf.MODEL_ARCH.LLAMA, "MistralForCausalLM", "mistral", True)
+QWEN2 = Arch("qwen2", gguf.MODEL_ARCH.QWEN2, "Qwen2ForCausalLM", "qwen2", False)
+QWEN3 = Arch("qwen3", gguf.MODEL_ARCH.QWEN3, "Qwen3ForCausalLM", "qwen3", False)
+
+BY_MODEL_TYPE = {a.hf_model_type: a for a in (LLAMA, MISTRAL, QWEN2, QWEN3)}
+BY_GGUF_NAME = {a.gguf_name: a for a in (LLAMA, QWEN2, QWEN3)}  # a "llama" GGUF loads as Llama
+
+_LAYER_TENSORS = (
+    "input_layernorm.weight", "post_attention_layernorm.weight",
+    "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.o_proj.weight",
+    "self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias", "self_attn.o_proj.bias",
+    "self_attn.q_norm.weight", "self_attn.k_norm.weight",
+    "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
+)
+_GLOBAL_TENSORS = ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight")
+IGNORED_HF_TENSORS = ("rotary_emb.inv_freq",)
+
+
+def arch_for_config(config: Mapping[str, Any]) -> Arch:
+    model_type = config.get("model_type")
+    arch = BY_MODEL_TYPE.get(str(model_type))
+    if arch is None:
+        covered = ", ".join(sorted(BY_MODEL_TYPE))
+        raise ConversionUnsupported(f"architecture {model_type!r} is not covered by the GGUF converter ({covered} are)")
+    return arch
+
+
+def arch_for_gguf(name: str) -> Arch:
+    arch = BY_GGUF_NAME.get(name)
+    if arch is None:
+        covered = ", ".join(sorted(BY_GGUF_NAME))
+        raise ConversionUnsupported(f"GGUF architecture {name!r} is not covered by the safetensors converter "
+                                    f"({covered} are)")
+    return arch
+
+
+def hf_names(n_blocks: int) -> list[str]:
+    return list(_GLOBAL_TENSORS) + [f"model.layers.{i}.{t}" for i in range(n_blocks) for t in _LAYER_TENSORS]
+
+
+def gguf_tensor_name(arch: Arch, n_blocks: int, hf_name: str) -> str:
+    name = gguf.get_tensor_name_map(arch.model_arch, n_blocks).get_name(hf_name, try_suffixes=(".weight", ".bias"))
+    if name is None:
+        raise ConversionUnsupported(f"tensor {hf_name!r} has no GGUF name for {arch.gguf_name}")
+    return name
+
+
+def hf_name_table(arch: Arch, n_blocks: int) -> dict[str, str]:
+    """GGUF tensor name -> HF tensor name, for every tensor these architectures can have."""
+    names = gguf.get_tensor_name_map(arch.model_arch, n_blocks)
+    out = {}
+    for hf in hf_names(n_blocks):
+        name = names.get_name(hf, try_suffixes=(".weight", ".bias"))
+        if name is not None:
+            out.setdefault(name, hf)
+    return out
+
+
+def is_permuted(arch: Arch, hf_name: str) -> bool:
+    return arch.permute_qk and (".self_attn.q_proj." in hf_name or ".self_attn.k_proj." in hf_name)
+
+
+def _rope(config: Mapping[str, Any]) -> dict[str, Any]:
+    """transformers 5 keeps rope settings in `rope_parameters`; older configs in `rope_theta` and
+    `rope_scaling`."""
+    params = dict(config.get("rope_scaling") or {})
+    params.update(config.get("rope_parameters") or {})
+    if "rope_theta" not in params and config.get("rope_theta") is not None:
+        params["rope_theta"] = config["rope_theta"]
+    return params
+
+
+def head_dim(config: Mapping[str, Any]) -> int:
+    return int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
+
+
+def gguf_model_keys(writer: gguf.GGUFWriter, config: Mapping[str, Any]) -> None:
+    """The model's hyperparameters, as llama.cpp's converter writes them."""
+    try:
+        heads = int(config["num_attention_heads"])
+        writer.add_context_length(int(config.get("max_position_embeddings") or 4096))
+        writer.add_embedding_length(int(config["hidden_size"]))
+        writer.add_block_count(int(config["num_hidden_layers"]))
+        writer.add_feed_forward_length(int(config["intermediate_size"]))
+        writer.add_head_count(heads)
+        writer.add_head_count_kv(int(config.get("num_key_value_heads") or heads))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConversionUnsupported(f"config.json lacks a usable {exc} for the GGUF header") from None
+    rope = _rope(config)
+    writer.add_rope_freq_base(float(rope.get("rope_theta", 10000.0)))
+    writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
+    dim = head_dim(config)
+    writer.add_rope_dimension_count(dim)
+    if dim != config["hidden_size"] // heads:
+        writer.add_key_length(dim)
+        writer.add_value_length(dim)
+    rope_type = rope.get("rope_type") or rope.get("type") or "default"
+    if rope_type == "linear":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(float(rope["factor"]))
+    elif rope_type == "yarn":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        writer.add_rope_scaling_factor(float(rope["factor"]))
+        writer.add_rope_scaling_orig_ctx_len(int(rope["original_max_position_embeddings"]))
+    elif rope_type != "default":
+        raise ConversionUnsupported(f"rope type {rope_type!r} is not covered by the GGUF converter")
+    if config.get("vocab_size"):
+        writer.add_vocab_size(int(config["vocab_size"]))
+
+
+def hf_config(arch: Arch, kv: Mapping[str, Any], tensors: set[str], dtype: str) -> dict[str, Any]:
+    """config.json for a GGUF model of `arch`; `tensors` are its GGUF tensor names."""
+    a = arch.gguf_name
+
+    def key(name: str, default: Any = None) -> Any:
+        return kv.get(f"{a}.{name}", default)
+
+    try:
+        hidden, heads = int(key("embedding_length")), int(key("attention.head_count"))
+        config: dict[str, Any] = {
+            "architectures": [arch.hf_class],
+            "model_type": arch.hf_model_type,
+            "hidden_size": hidden,
+            "intermediate_size": int(key("feed_forward_length")),
+            "num_hidden_layers": int(key("block_count")),
+            "num_attention_heads": heads,
+            "num_key_value_heads": int(key("attention.head_count_kv", heads)),
+            "head_dim": int(key("attention.key_length", hidden // heads)),
+        }
+    except (TypeError, ValueError):
+        raise ConversionUnsupported(f"the GGUF lacks the {a}.* hyperparameters a config.json needs") from None
+    tokens = kv.get("tokenizer.ggml.tokens")
+    config.update({
+        "max_position_embeddings": int(key("context_length", 4096)),
+        "rms_norm_eps": float(key("attention.layer_norm_rms_epsilon", 1e-6)),
+        "rope_theta": float(key("rope.freq_base", 10000.0)),
+        "vocab_size": int(key("vocab_size") or (len(tokens) if isinstance(tokens, list) else 0)),
+        "hidden_act": "silu",
+        "tie_word_embeddings": "output.weight" not in tensors,
+        "torch_dtype": dtype,
+        "bos_token_id": kv.get("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": kv.get("tokenizer.ggml.eos_token_id"),
+    })
+    if arch is LLAMA:
+        config["attention_bias"] = "blk.0.attn_q.bias" in tensors
+        config["mlp_bias"] = False
+    scaling = key("rope.scaling.type")
+    if scaling in ("linear", "yarn"):
+        config["rope_scaling"] = {"rope_type": scaling, "factor": float(key("rope.scaling.factor", 1.0))}
+        if scaling == "yarn":
+            config["rope_scaling"]["original_max_position_embeddings"] = int(key("rope.scaling.original_context_length"))
+    elif scaling not in (None, "none"):
+        raise ConversionUnsupported(f"rope scaling {scaling!r} is not covered by the safetensors converter")
+    return config

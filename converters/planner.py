@@ -1,0 +1,207 @@
+"""Decide which conversions a stored model gets, plan them, and record them in the catalog.
+
+For every rendition a runtime needs and the model lacks (a GGUF of a safetensors model, a
+safetensors repo of a GGUF model, one file of a split GGUF), the planner makes a plan from the
+headers, stores its literal parts (headers, small files) as blobs, and streams the converted
+file once through SHA-256 and BLAKE3 without keeping it: Ollama names blobs by SHA-256 and
+the Hub by SHA-256 or git SHA-1, so views need those before anyone reads the file. What cannot
+be converted is recorded with its reason, for `modelstore show`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import blake3
+
+from modelstore.converters import tensorops
+from modelstore.converters.errors import ConversionUnsupported
+from modelstore.converters.merge import plan_merge
+from modelstore.converters.plans import Plan, PlannedFile, StoredModel
+from modelstore.converters.to_gguf import GGUF_TYPES, plan_gguf
+from modelstore.converters.to_safetensors import plan_safetensors
+from modelstore.store.digests import GIT_SHA1_LIMIT, git_blob_header
+from modelstore.store.errors import NotFound, UsageError
+from modelstore.store.locks import store_lock
+from modelstore.store.objects import fsync_path, no_space
+from modelstore.store.records import Extent, FileRecord
+from modelstore.store.store import Store
+
+log = logging.getLogger(__name__)
+_SPLIT = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+Progress = Callable[[int, str], Callable[[int], None]]
+HASH_CHUNK = 8 << 20
+
+
+@dataclass
+class ConversionResult:
+    model: str
+    files: dict[str, FileRecord] = field(default_factory=dict)
+    plans: list[dict[str, Any]] = field(default_factory=list)
+    unsupported: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "plans": self.plans, "unsupported": self.unsupported,
+                "files": {p: {"size": r.size, "sha256": r.sha256} for p, r in sorted(self.files.items())}}
+
+
+def _gguf_groups(stored: StoredModel) -> tuple[list[list[str]], list[str]]:
+    """(split GGUFs as lists of shards, single GGUF files); projectors left out."""
+    splits: dict[str, list[str]] = {}
+    singles = []
+    for path in stored.paths("gguf"):
+        if "mmproj" in PurePosixPath(path).name.lower():
+            continue
+        m = _SPLIT.match(path)
+        if m:
+            splits.setdefault(m.group("prefix"), []).append(path)
+        else:
+            singles.append(path)
+    return [sorted(s) for _, s in sorted(splits.items())], singles
+
+
+def make_plans(stored: StoredModel, gguf_type: str = "F16") -> tuple[list[Plan], dict[str, str]]:
+    """Every conversion the model should get, and the reason for each it cannot."""
+    plans: list[Plan] = []
+    unsupported: dict[str, str] = {}
+    splits, singles = _gguf_groups(stored)
+
+    def attempt(target: str, make: Callable[[], Plan]) -> None:
+        try:
+            plans.append(make())
+        except ConversionUnsupported as exc:
+            unsupported[target] = str(exc)
+        except (OSError, MemoryError):
+            raise
+        except Exception as exc:  # a converter bug must not fail the add that stored the model
+            log.exception("planning the %s conversion of %s failed", target, stored.model.name)
+            unsupported[target] = f"the converter failed ({type(exc).__name__}: {exc}); please report this"
+
+    if not splits and not singles:
+        if stored.paths("safetensors"):
+            attempt("gguf", lambda: plan_gguf(stored, gguf_type))
+        return plans, unsupported
+    for shards in splits:
+        merged = _SPLIT.match(shards[0]).group("prefix") + ".gguf"  # type: ignore[union-attr]
+        if merged not in stored.model.files:
+            attempt("merged-gguf", lambda shards=shards, merged=merged: plan_merge(stored, shards, merged))
+    if not stored.paths("safetensors"):
+        units = splits + [[p] for p in singles]
+        if len(units) == 1:
+            attempt("safetensors", lambda: plan_safetensors(stored, units[0]))
+        else:
+            unsupported["safetensors"] = (f"{len(units)} GGUF models in one repo: the Hugging Face view "
+                                          f"shows one safetensors model per repo")
+    return plans, unsupported
+
+
+def iter_pieces(record: FileRecord, read: Callable[[Extent], bytes], chunk: int = HASH_CHUNK) -> Iterator[bytes]:
+    """A converted file's bytes in order, one piece (or chunk of a piece) at a time."""
+    for piece in record.recipe:
+        if isinstance(piece, Extent):
+            for start in range(0, piece.length, chunk):
+                yield read(Extent(piece.blob, piece.offset + start, min(chunk, piece.length - start)))
+        else:
+            yield tensorops.run(piece.op, piece.length, read)
+
+
+def blob_reader(store: Store) -> Callable[[Extent], bytes]:
+    fds: dict[str, int] = {}
+
+    def read(ext: Extent) -> bytes:
+        fd = fds.get(ext.blob)
+        if fd is None:
+            if len(fds) > 64:
+                for old in fds.values():
+                    os.close(old)
+                fds.clear()
+            fd = fds[ext.blob] = os.open(store.objects.path(ext.blob), os.O_RDONLY | os.O_CLOEXEC)
+        data = os.pread(fd, ext.length, ext.offset)
+        if len(data) != ext.length:
+            raise ConversionUnsupported(f"blob {ext.blob} is shorter than its catalog entry")
+        return data
+
+    return read
+
+
+class _Committer:
+    """Stores a plan's literal parts as blobs and hashes the converted files."""
+
+    def __init__(self, store: Store, staging: Path, progress: Progress | None) -> None:
+        self.store, self.staging, self.progress = store, staging, progress
+        self.new_blobs: dict[str, int] = {}
+        self.read = blob_reader(store)
+
+    def literal(self, data: bytes) -> Extent:
+        blob = blake3.blake3(data).hexdigest()
+        if not self.store.objects.exists(blob):
+            staged = self.staging / blob
+            try:
+                with open(staged, "wb") as f:
+                    f.write(data)
+                fsync_path(staged)
+            except OSError as exc:
+                raise no_space(exc, self.store.home, "storing a converted header") from exc
+            self.store.objects.commit_staged(staged, blob)
+        self.new_blobs[blob] = len(data)
+        return Extent(blob, 0, len(data))
+
+    def record(self, planned: PlannedFile) -> FileRecord:
+        recipe = tuple(self.literal(p) if isinstance(p, bytes) else p for p in planned.pieces)
+        size = planned.size
+        sha256, b3 = hashlib.sha256(), blake3.blake3()
+        git = hashlib.sha1(git_blob_header(size)) if size <= GIT_SHA1_LIMIT else None
+        tick = self.progress(size, f"{planned.path} (converted)") if self.progress and size > HASH_CHUNK else None
+        draft = FileRecord("", size, "", None, recipe)
+        for data in iter_pieces(draft, self.read):
+            sha256.update(data)
+            b3.update(data)
+            if git is not None:
+                git.update(data)
+            if tick:
+                tick(len(data))
+        return FileRecord(b3.hexdigest(), size, sha256.hexdigest(), git.hexdigest() if git else None,
+                          recipe, planned.weights)
+
+
+def plan_conversions(store: Store, name: str, gguf_type: str = "F16", progress: Progress | None = None,
+                     ) -> ConversionResult:
+    """Plan, hash and record the conversions of model `name` (replacing earlier ones)."""
+    if gguf_type not in GGUF_TYPES:
+        raise UsageError(f"--gguf-type {gguf_type}: choose one of {', '.join(GGUF_TYPES)}")
+    result = ConversionResult(name)
+    with store_lock(store.lock_path, exclusive=False), store.objects.staging("convert") as staging:
+        model = store.model(name)
+        stored = StoredModel(model, store.file, store.read_range)
+        plans, result.unsupported = make_plans(stored, gguf_type)
+        committer = _Committer(store, staging, progress)
+        for plan in plans:
+            for planned in plan.files:
+                result.files[planned.path] = committer.record(planned)
+            result.plans.append({"target": plan.target, "how": plan.how, "from": plan.sources,
+                                 "files": [f.path for f in plan.files]})
+        value = {"model_files": model.files, "gguf_type": gguf_type, "plans": result.plans,
+                 "unsupported": result.unsupported, "blobs": sorted(committer.new_blobs),
+                 "files": {p: {"b3": r.b3, **r.to_json()} for p, r in result.files.items()}}
+        with store.catalog.write() as w:
+            current = w.model(name)
+            if current is None or current.files != model.files:
+                raise NotFound(f"{name} changed while its conversions were planned; run `modelstore convert {name}`")
+            for blob, size in committer.new_blobs.items():
+                if w.blob_size(blob) is None:
+                    w.put_blob(blob, size)
+            w.put_conversions(name, value)
+    return result
+
+
+def converted_files(value: dict[str, Any]) -> dict[str, FileRecord]:
+    """The converted files of a catalog `conversions` entry, as records views can serve."""
+    return {path: FileRecord.from_json(raw["b3"], raw) for path, raw in value.get("files", {}).items()}
+

@@ -1,0 +1,105 @@
+"""Derived pieces: converting one slice of one tensor, described as plain JSON and run on demand.
+
+An op is `{"kind": "zeros"}` (alignment padding) or a tensor slice:
+
+    {"kind": "tensor", "inputs": [[blob, offset, length], ...],   # the source rows' bytes, in order
+     "src": "BF16", "dst": "F16", "rows": 512, "cols": 2048,      # ggml type names; a 2-D view
+     "permute": {"head_dim": 64, "inverse": false}}               # optional: llama's Q/K row order
+
+Rows are independent in every conversion here (dtype casts and ggml block quantization work
+along a row; the Q/K permutation moves rows only within one head), so a planner can cut a big
+tensor into row slices that each convert alone, and memory stays one slice per reader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, quants
+
+from modelstore.store.records import Derived, Extent
+
+PLAIN = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2")}
+SAFETENSORS_TO_GGML = {"F32": "F32", "F16": "F16", "BF16": "BF16"}
+
+
+def row_bytes(ggml_type: str, cols: int) -> int:
+    block, size = GGML_QUANT_SIZES[GGMLQuantizationType[ggml_type]]
+    if cols % block:
+        raise ValueError(f"{cols} columns are not a whole number of {ggml_type} blocks of {block}")
+    return cols // block * size
+
+
+def can_encode(ggml_type: str, cols: int) -> bool:
+    return cols % GGML_QUANT_SIZES[GGMLQuantizationType[ggml_type]][0] == 0
+
+
+def _decode(raw: bytes, src: str, rows: int, cols: int) -> np.ndarray:
+    """float32 rows × cols from the source bytes."""
+    if src in PLAIN:
+        return np.frombuffer(raw, PLAIN[src]).reshape(rows, cols).astype(np.float32)
+    if src == "BF16":
+        return (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32).reshape(rows, cols)
+    data = np.frombuffer(raw, np.uint8).reshape(rows, -1)
+    return quants.dequantize(data, GGMLQuantizationType[src]).reshape(rows, cols)
+
+
+def _encode(values: np.ndarray, dst: str) -> bytes:
+    if dst in PLAIN:
+        return values.astype(PLAIN[dst]).tobytes()
+    return np.ascontiguousarray(quants.quantize(values, GGMLQuantizationType[dst])).tobytes()
+
+
+def _permute_rows(rows: np.ndarray, head_dim: int, inverse: bool) -> np.ndarray:
+    """llama's rotary layout: HF keeps each head's two rotary halves apart, GGUF interleaves them."""
+    n, width = rows.shape
+    if inverse:
+        return rows.reshape(-1, head_dim // 2, 2, width).swapaxes(1, 2).reshape(n, width)
+    return rows.reshape(-1, 2, head_dim // 2, width).swapaxes(1, 2).reshape(n, width)
+
+
+def run(op: dict[str, Any], length: int, read: Callable[[Extent], bytes]) -> bytes:
+    """The bytes of a derived piece; `read` returns a stored extent's bytes."""
+    if op["kind"] == "zeros":
+        return bytes(length)
+    raw = b"".join(read(Extent.from_json(e)) for e in op["inputs"])
+    rows, cols, src, dst = op["rows"], op["cols"], op["src"], op["dst"]
+    permute = op.get("permute")
+    if src == dst:  # the row order alone changes: move raw rows, no arithmetic
+        data = np.frombuffer(raw, np.uint8).reshape(rows, -1)
+        out = _permute_rows(data, permute["head_dim"], permute["inverse"]) if permute else data
+        result = out.tobytes()
+    else:
+        values = _decode(raw, src, rows, cols)
+        if permute:
+            values = _permute_rows(values, permute["head_dim"], permute["inverse"])
+        result = _encode(np.ascontiguousarray(values), dst)
+    if len(result) != length:
+        raise ValueError(f"derived piece made {len(result)} bytes, its plan says {length}")
+    return result
+
+
+def zeros(length: int) -> Derived:
+    return Derived({"kind": "zeros"}, length)
+
+
+def slices(inputs: Callable[[int, int], list[Extent]], src: str, dst: str, rows: int, cols: int,
+           head_dim: int | None = None, inverse: bool = False, target_bytes: int = 16 << 20) -> list[Derived]:
+    """A tensor's conversion cut into row slices of about `target_bytes` of output each.
+    `inputs(byte_offset, length)` maps a range of the source tensor's bytes to stored extents.
+    Permuted tensors are cut at head boundaries, so each slice permutes on its own."""
+    src_row, dst_row = row_bytes(src, cols), row_bytes(dst, cols)
+    step = max(1, target_bytes // max(dst_row, 1))
+    if head_dim:
+        step = max(head_dim, step // head_dim * head_dim)
+    out = []
+    for r0 in range(0, rows, step):
+        n = min(step, rows - r0)
+        op: dict[str, Any] = {"kind": "tensor", "src": src, "dst": dst, "rows": n, "cols": cols,
+                              "inputs": [e.to_json() for e in inputs(r0 * src_row, n * src_row)]}
+        if head_dim:
+            op["permute"] = {"head_dim": head_dim, "inverse": inverse}
+        out.append(Derived(op, n * dst_row))
+    return out
