@@ -76,7 +76,8 @@ SPECIAL_TYPES = (gguf.TokenType.CONTROL, gguf.TokenType.UNKNOWN)
 def write_gguf_tokenizer(writer: gguf.GGUFWriter, files: dict[str, bytes], arch: str) -> None:
     """Add the tokenizer keys for the HF repo `files` (file name -> bytes) to `writer`, as llama.cpp's
     converter would for architecture `arch`. Needs `tokenizer.json`; reads `tokenizer_config.json`,
-    `config.json`, `generation_config.json` and `chat_template.jinja` when present."""
+    `special_tokens_map.json`, `config.json`, `generation_config.json` and `chat_template.jinja`
+    (or `chat_template.json`) when present."""
     if "tokenizer.json" not in files:
         raise ConversionUnsupported("no tokenizer.json in the repo (only fast tokenizers are converted)")
     tok = _json(files, "tokenizer.json")
@@ -87,10 +88,12 @@ def write_gguf_tokenizer(writer: gguf.GGUFWriter, files: dict[str, bytes], arch:
 
     tokens = _tokens_by_id(model, tok.get("added_tokens") or [], _config_vocab_size(config))
     added = {int(a["id"]): a for a in tok.get("added_tokens") or []}
-    ids = {text: i for i, text in enumerate(tokens) if text is not None}
-    ids.update({a["content"]: i for i, a in added.items()})
     names = [text if text is not None else f"[PAD{i}]" for i, text in enumerate(tokens)]
-    special = _special_ids(ids, len(names), tok_config, config, _json(files, "generation_config.json"), model)
+    ids = {text: i for i, text in enumerate(names)}
+    if len(ids) != len(names):
+        raise ConversionUnsupported("tokenizer.json names one token text at two ids, which llama.cpp refuses")
+    token_texts = _json(files, "special_tokens_map.json") | tok_config
+    special = _special_ids(ids, token_texts, config, _json(files, "generation_config.json"), model)
 
     writer.add_tokenizer_model(kind)
     if kind == "gpt2":
@@ -103,10 +106,10 @@ def write_gguf_tokenizer(writer: gguf.GGUFWriter, files: dict[str, bytes], arch:
         writer.add_token_scores(_spm_scores(names, model.get("merges") or [], tokens, added, special.get("unk")))
         writer.add_token_types([_spm_token_type(i, tokens, added, special.get("unk")) for i in range(len(names))])
         writer.add_add_space_prefix(_hf_adds_space_prefix(tok))
+    add_bos, add_eos = _hf_adds_bos_eos(tok, tok_config, ids, special)
     for kind_name in SPECIAL_KINDS:
         if kind_name in special:
             getattr(writer, f"add_{kind_name}_token_id")(special[kind_name])
-    add_bos, add_eos = _hf_adds_bos_eos(tok, tok_config, ids, special)
     if add_bos is not None:
         writer.add_add_bos_token(add_bos)
     if add_eos is not None:
@@ -119,7 +122,10 @@ def write_gguf_tokenizer(writer: gguf.GGUFWriter, files: dict[str, bytes], arch:
 def _json(files: Mapping[str, bytes], name: str) -> dict[str, Any]:
     if name not in files:
         return {}
-    value = json.loads(files[name].decode("utf-8"))
+    try:
+        value = json.loads(files[name].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConversionUnsupported(f"{name} is not valid JSON ({e})") from None
     return value if isinstance(value, dict) else {}
 
 
@@ -264,13 +270,13 @@ def _token_text(entry: Any) -> str | None:
     return entry if isinstance(entry, str) else None
 
 
-def _special_ids(ids: Mapping[str, int], n_tokens: int, tok_config: Mapping[str, Any], config: Mapping[str, Any],
+def _special_ids(ids: Mapping[str, int], token_texts: Mapping[str, Any], config: Mapping[str, Any],
                  generation: Mapping[str, Any], model: Mapping[str, Any]) -> dict[str, int]:
-    """bos/eos/unk/sep/pad ids: tokenizer_config's token texts first, then config.json's and
-    generation_config.json's ids (a list of eos ids gives its first)."""
+    """bos/eos/unk/sep/pad ids: the token texts tokenizer_config (or special_tokens_map) names
+    first, then config.json's and generation_config.json's ids (a list of eos ids gives its first)."""
     found: dict[str, int] = {}
     for kind in SPECIAL_KINDS:
-        text = _token_text(tok_config.get(f"{kind}_token"))
+        text = _token_text(token_texts.get(f"{kind}_token"))
         if kind == "unk" and text is None:
             text = model.get("unk_token")
         if text is not None and text in ids:
@@ -280,26 +286,37 @@ def _special_ids(ids: Mapping[str, int], n_tokens: int, tok_config: Mapping[str,
             value = source.get(f"{kind}_token_id")
             if isinstance(value, list):
                 value = value[0] if value else None
-            if isinstance(value, int) and 0 <= value < n_tokens:
+            if isinstance(value, int) and 0 <= value < len(ids):
                 found[kind] = value
                 break
     return found
 
 
-def _hf_adds_bos_eos(tok: Mapping[str, Any], tok_config: Mapping[str, Any], ids: Mapping[str, int],
-                     special: Mapping[str, int]) -> tuple[bool | None, bool | None]:
-    """Whether the HF tokenizer adds BOS / EOS: tokenizer_config's add_*_token flags, else what the
-    TemplateProcessing post-processor puts around a single sequence (as llama.cpp reads it). None
-    leaves llama.cpp's own default: yes for SentencePiece and Llama 3, no for other byte-level."""
-    add: dict[str, bool | None] = {"bos": None, "eos": None}
+def _template_ends(tok: Mapping[str, Any]) -> tuple[str | None, str | None] | None:
+    """The special tokens a TemplateProcessing post-processor puts before and after a single
+    sequence, or None when there is no such post-processor."""
     for c in _components(tok.get("post_processor"), "processors"):
-        if c.get("type") != "TemplateProcessing":
-            continue
-        single = c.get("single") or []
-        first = single[0].get("SpecialToken", {}).get("id") if single else None
-        last = single[-1].get("SpecialToken", {}).get("id") if len(single) > 1 else None
-        add["bos"] = first is not None and ids.get(first) == special.get("bos")
-        add["eos"] = last is not None and ids.get(last) == special.get("eos")
+        if c.get("type") == "TemplateProcessing":
+            single = c.get("single") or []
+            first = single[0].get("SpecialToken", {}).get("id") if single else None
+            last = single[-1].get("SpecialToken", {}).get("id") if len(single) > 1 else None
+            return first, last
+    return None
+
+
+def _hf_adds_bos_eos(tok: Mapping[str, Any], tok_config: Mapping[str, Any], ids: Mapping[str, int],
+                     special: dict[str, int]) -> tuple[bool | None, bool | None]:
+    """Whether the HF tokenizer adds BOS / EOS: tokenizer_config's add_*_token flags, else what the
+    TemplateProcessing post-processor puts around a single sequence (as llama.cpp reads it; its
+    tokens also name BOS / EOS when nothing else did). None leaves llama.cpp's own default: yes for
+    SentencePiece and Llama 3, no for other byte-level vocabularies."""
+    add: dict[str, bool | None] = {"bos": None, "eos": None}
+    ends = _template_ends(tok)
+    if ends is not None:
+        for kind, text in zip(("bos", "eos"), ends, strict=True):
+            if text is not None and text in ids:
+                special.setdefault(kind, ids[text])
+            add[kind] = text is not None and ids.get(text) == special.get(kind)
     for kind in add:
         flag = tok_config.get(f"add_{kind}_token")
         if isinstance(flag, bool):
@@ -337,7 +354,7 @@ def hf_tokenizer_files(kv: Mapping[str, Any]) -> dict[str, bytes]:
         if kv.get(K.REMOVE_EXTRA_WS):
             raise ConversionUnsupported("GGUF asks to remove extra whitespace, which is not converted")
         add_bos = bool(kv.get(K.ADD_BOS, True))
-        tokenizer = _spm_tokenizer(tokens, types, _floats(kv, len(tokens)), special.get("unk"),
+        tokenizer = _spm_tokenizer(tokens, types, _scores(kv, len(tokens)), special.get("unk"),
                                    bool(kv.get(K.ADD_PREFIX, True)))
     else:
         pre = str(kv.get(K.PRE) or "default")
@@ -365,7 +382,7 @@ def _gguf_special_id(kv: Mapping[str, Any], kind: str, n_tokens: int) -> int | N
     return int(value) if value is not None and 0 <= int(value) < n_tokens else None
 
 
-def _floats(kv: Mapping[str, Any], n: int) -> list[float]:
+def _scores(kv: Mapping[str, Any], n: int) -> list[float]:
     scores = kv.get(K.SCORES)
     return [float(s) for s in scores] if scores is not None else [0.0] * n
 
@@ -375,8 +392,8 @@ def _gpt2_tokenizer(tokens: list[str], merges: list[str], pre: str) -> Tokenizer
     pairs = []
     for merge in merges:
         left, right = _split_merge(merge)
-        # The placeholder, and any merge naming tokens the vocab lacks: HF refuses them, and
-        # they could never produce a token anyway.
+        # Drops the placeholder, and any merge naming a token the vocab lacks: HF refuses those
+        # (llama.cpp would build a symbol that is no token and spell it out in bytes).
         if left in vocab and right in vocab and left + right in vocab:
             pairs.append((left, right))
     ignore_merges = pre in LLAMA3_IGNORE_MERGES or pre == "tekken"
