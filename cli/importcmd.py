@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 from modelstore.cli.app import App, emit_json, human_bytes, pass_app
+from modelstore.cli.convert import GGUF_TYPE_OPTION, report as report_conversions
 
 KINDS = ("ollama", "lmstudio", "huggingface", "llamacpp", "gpt4all", "jan", "path")
 
@@ -58,9 +59,12 @@ files whose bytes do not match the hash they are named by, files that change whi
 @click.option("--link", "mode", flag_value="link", help="Hard-link the files in.")
 @click.option("--move", "mode", flag_value="move", help="Move the files in (see below).")
 @click.option("--dry-run", is_flag=True, help="Say what would be imported; write nothing.")
+@GGUF_TYPE_OPTION
+@click.option("--no-convert", is_flag=True, help="Plan no conversions (see `modelstore add --help`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_app
-def import_(app: App, kind: str, path: Path | None, mode: str, dry_run: bool, as_json: bool) -> None:
+def import_(app: App, kind: str, path: Path | None, mode: str, dry_run: bool, gguf_type: str, no_convert: bool,
+            as_json: bool) -> None:
     """Bring the models of a runtime's folder (or of PATH) into the store."""
     from modelstore.store.errors import NotFound
     from modelstore.store.ingest import ImportMode
@@ -89,9 +93,32 @@ def import_(app: App, kind: str, path: Path | None, mode: str, dry_run: bool, as
         try:
             for root in folders:
                 importer.run(open_folder(kind, root, ignore))
+            conversions = []
+            if not no_convert:
+                from modelstore.converters.planner import plan_conversions
+
+                for name in _to_convert(store, importer.report, importer_kind(kind)):
+                    conversions.append(plan_conversions(store, name, gguf_type.upper(), progress=app.progress))
         finally:
             app.close_bars()
-    _print_report(importer.report, kind, mode, as_json)
+    _print_report(importer.report, kind, mode, as_json, conversions)
+
+
+def importer_kind(kind: str) -> str:
+    """The source kind the importer records for models from a `--from` folder."""
+    return {"path": "local", "llamacpp": "llamacpp"}.get(kind, kind)
+
+
+def _to_convert(store: Any, report: Any, kind: str) -> list[str]:
+    """Models this import stored or changed, and models imported from this kind of folder whose
+    conversions were never planned (an earlier import stopped after committing them, and with
+    --move their files are no longer in the folder to be found again): a re-run finishes them."""
+    names = [m.name for m in report.models if m.status != "unchanged"]
+    with store.catalog.read() as r:
+        for model in r.models():
+            if model.name not in names and model.source.kind == kind and r.conversions(model.name) is None:
+                names.append(model.name)
+    return names
 
 
 def _folders(kind: str, path: Path | None) -> list[Path]:
@@ -149,16 +176,20 @@ def _hint_line(kind: str) -> str:
     return hint(kind, mnt) + ("" if mounted else f" (after `modelstore mount {mnt}`)")
 
 
-def _print_report(report: Any, kind: str, mode: str, as_json: bool) -> None:
+def _print_report(report: Any, kind: str, mode: str, as_json: bool, conversions: list[Any]) -> None:
     if as_json:
-        emit_json({"from": kind, "mode": mode, "dry_run": False, **report.to_json(), "hint": _hint_line(kind)})
+        emit_json({"from": kind, "mode": mode, "dry_run": False, **report.to_json(), "hint": _hint_line(kind),
+                   "conversions": [c.to_json() for c in conversions]})
         return
     where = ", ".join(str(f) for f in report.folders)
     if not report.models:
         click.echo(f"no models imported from {where}")
+    planned = {c.model: c for c in conversions}
     for m in report.models:
         note = "" if m.status == "unchanged" else f"  {human_bytes(m.stored_bytes)} new in the store"
         click.echo(f"  {m.status:<9} {m.name}  ({len(m.model.files)} files, {human_bytes(m.logical_bytes)}){note}")
+        if m.name in planned:
+            report_conversions(planned[m.name])
     changed = [m for m in report.models if m.status != "unchanged"]
     if report.models and not changed:
         click.echo(f"All {len(report.models)} model(s) from {where} were in the store already: nothing written.")
