@@ -77,10 +77,12 @@ def add(app: App, source: str, name: str | None, revision: str | None, include: 
                                       exclude=exclude, progress=app.progress, on_wait=app.waiting("a running gc"))
             else:
                 raise UsageError(f"{source}: no such file or folder, and not a Hugging Face repo id (org/name)")
-            conversions = None
-            if not no_convert:
-                from modelstore.converters.planner import plan_conversions
+            from modelstore.converters.planner import plan_conversions, skip_conversions
 
+            conversions = None
+            if no_convert:
+                skip_conversions(store, result.model.name)
+            else:
                 conversions = plan_conversions(store, result.model.name, gguf_type.upper(), progress=app.progress)
         finally:
             app.close_bars()

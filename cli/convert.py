@@ -54,7 +54,7 @@ def convert(app: App, names: tuple[str, ...], all_models: bool, gguf_type: str, 
         targets = [m.name for m in store.models()] if all_models else list(names)
         try:
             for name in targets:
-                results.append(plan_conversions(store, name, gguf_type.upper(), progress=app.progress))
+                results.append(plan_conversions(store, name, gguf_type.upper(), progress=app.progress, force=True))
                 if not as_json:
                     click.echo(name)
                     report(results[-1])

@@ -93,11 +93,13 @@ def import_(app: App, kind: str, path: Path | None, mode: str, dry_run: bool, gg
         try:
             for root in folders:
                 importer.run(open_folder(kind, root, ignore))
-            conversions = []
-            if not no_convert:
-                from modelstore.converters.planner import plan_conversions
+            from modelstore.converters.planner import plan_conversions, skip_conversions
 
-                for name in _to_convert(store, importer.report, importer_kind(kind)):
+            conversions = []
+            for name in _to_convert(store, importer.report, importer_kind(kind)):
+                if no_convert:
+                    skip_conversions(store, name)
+                else:
                     conversions.append(plan_conversions(store, name, gguf_type.upper(), progress=app.progress))
         finally:
             app.close_bars()

@@ -31,7 +31,7 @@ from modelstore.store.digests import GIT_SHA1_LIMIT, git_blob_header
 from modelstore.store.errors import NotFound, UsageError
 from modelstore.store.locks import store_lock
 from modelstore.store.objects import fsync_path, no_space
-from modelstore.store.records import Extent, FileRecord
+from modelstore.store.records import Derived, Extent, FileRecord
 from modelstore.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -154,31 +154,56 @@ class _Committer:
         return Extent(blob, 0, len(data))
 
     def record(self, planned: PlannedFile) -> FileRecord:
-        recipe = tuple(self.literal(p) if isinstance(p, bytes) else p for p in planned.pieces)
+        """Store the literal parts, run every derived piece once to hash the whole file, and
+        note each piece's own BLAKE3 in its op, so a cached slice can be checked when read."""
         size = planned.size
         sha256, b3 = hashlib.sha256(), blake3.blake3()
         git = hashlib.sha1(git_blob_header(size)) if size <= GIT_SHA1_LIMIT else None
         tick = self.progress(size, f"{planned.path} (converted)") if self.progress and size > HASH_CHUNK else None
-        draft = FileRecord("", size, "", None, recipe)
-        for data in iter_pieces(draft, self.read):
+        recipe: list[Extent | Derived] = []
+
+        def feed(data: bytes) -> None:
             sha256.update(data)
             b3.update(data)
             if git is not None:
                 git.update(data)
             if tick:
                 tick(len(data))
+
+        for piece in planned.pieces:
+            if isinstance(piece, bytes):
+                piece = self.literal(piece)
+            if isinstance(piece, Derived) and piece.op["kind"] != "zeros":
+                data = tensorops.run(piece.op, piece.length, self.read)
+                piece = Derived({**piece.op, "b3": blake3.blake3(data).hexdigest()}, piece.length)
+                feed(data)
+            else:
+                for data in iter_pieces(FileRecord("", piece.length, "", None, (piece,)), self.read):
+                    feed(data)
+            recipe.append(piece)
         return FileRecord(b3.hexdigest(), size, sha256.hexdigest(), git.hexdigest() if git else None,
-                          recipe, planned.weights)
+                          tuple(recipe), planned.weights)
+
+
+def _recorded(value: dict[str, Any], name: str) -> ConversionResult:
+    return ConversionResult(name, converted_files(value), list(value.get("plans", [])),
+                            dict(value.get("unsupported", {})))
 
 
 def plan_conversions(store: Store, name: str, gguf_type: str = "F16", progress: Progress | None = None,
-                     ) -> ConversionResult:
-    """Plan, hash and record the conversions of model `name` (replacing earlier ones)."""
+                     *, force: bool = False) -> ConversionResult:
+    """Plan, hash and record the conversions of model `name`. Conversions already recorded for
+    the same files and GGUF type are kept as they are, unless `force`."""
     if gguf_type not in GGUF_TYPES:
         raise UsageError(f"--gguf-type {gguf_type}: choose one of {', '.join(GGUF_TYPES)}")
     result = ConversionResult(name)
     with store_lock(store.lock_path, exclusive=False), store.objects.staging("convert") as staging:
         model = store.model(name)
+        with store.catalog.read() as r:
+            existing = r.conversions(name)
+        if (not force and existing is not None and existing.get("model_files") == model.files
+                and existing.get("gguf_type") == gguf_type and not existing.get("skipped")):
+            return _recorded(existing, name)
         stored = StoredModel(model, store.file, store.read_range)
         plans, result.unsupported = make_plans(stored, gguf_type)
         committer = _Committer(store, staging, progress)
@@ -199,6 +224,17 @@ def plan_conversions(store: Store, name: str, gguf_type: str = "F16", progress: 
                     w.put_blob(blob, size)
             w.put_conversions(name, value)
     return result
+
+
+def skip_conversions(store: Store, name: str) -> None:
+    """Record that model `name` was stored with --no-convert: it is then not planned until asked
+    (`modelstore convert`), while a model with no record at all is one whose planning was cut
+    short, which the next import finishes."""
+    with store.catalog.write() as w:
+        model = w.model(name)
+        if model is not None:
+            w.put_conversions(name, {"model_files": model.files, "skipped": True, "plans": [], "files": {},
+                                     "unsupported": {}, "blobs": []})
 
 
 def converted_files(value: dict[str, Any]) -> dict[str, FileRecord]:

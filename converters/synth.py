@@ -41,8 +41,9 @@ def write_tiny_llama_gguf(path: Path, *, n_embd: int = 64, n_layer: int = 2, n_h
                           n_ff: int = 128, n_ctx: int = 256, seed: int = 0, f16: bool = False,
                           name: str = "tiny-random-llama", changed: dict[str, int] | None = None,
                           chat_template: str | None = None, license: str | None = None,
-                          extra_kv: dict[str, str] | None = None) -> Path:
-    """A llama GGUF that llama.cpp loads (a SentencePiece vocab with all byte tokens).
+                          extra_kv: dict[str, str] | None = None, quant: str | None = None) -> Path:
+    """A llama GGUF that llama.cpp loads (a SentencePiece vocab with all byte tokens). `quant`
+    ("Q8_0", "Q4_0", ...) stores the 2-D weights in that ggml type.
 
     `changed` maps tensor names to another seed: the same model with those tensors different, as a
     fine-tune that touched only them."""
@@ -81,7 +82,11 @@ def write_tiny_llama_gguf(path: Path, *, n_embd: int = 64, n_layer: int = 2, n_h
             data = np.ones(shape, np.float32)
         else:
             data = (rng.standard_normal(shape) * 0.02).astype(np.float32)
-        w.add_tensor(tensor_name, data if norm or not f16 else data.astype(np.float16))
+        if quant and not norm:
+            qtype = gguf.GGMLQuantizationType[quant]
+            w.add_tensor(tensor_name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
+        else:
+            w.add_tensor(tensor_name, data if norm or not f16 else data.astype(np.float16))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -15,6 +15,8 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from blake3 import blake3
+
 from modelstore.converters import tensorops
 from modelstore.fusefs.tree import StoredContent
 from modelstore.store.derived import DerivedCache, op_key
@@ -170,13 +172,20 @@ class DerivedReader:
         return data[lo:hi]
 
     def _load(self, piece: Derived, key: str, fds: dict[str, int]) -> bytes:
+        """A cached slice whose BLAKE3 is the one planned, else the slice converted anew (and
+        checked the same way: a conversion that no longer gives the planned bytes is an error,
+        never silently different bytes under a name that promises others)."""
+        expected = piece.op.get("b3")
         data = self.cache.get(key)
-        if data is not None and len(data) == piece.length:
+        if data is not None and len(data) == piece.length and (expected is None or blake3(data).hexdigest() == expected):
             return data
 
         def read(ext: Extent) -> bytes:
             return bytes(_read_blocking([(fds[ext.blob], ext.offset, ext.length)], ext.length))
 
         data = tensorops.run(piece.op, piece.length, read)
+        if expected is not None and blake3(data).hexdigest() != expected:
+            raise OSError(errno.EIO, "a converted slice differs from what was planned (was numpy or gguf upgraded? "
+                                     "run `modelstore convert --all`)")
         self.cache.put(key, data)
         return data

@@ -43,13 +43,19 @@ def _paths_of(node: Dir, digests: set[str], prefix: str, objects_root: str) -> l
 def _why_absent(view: str, model: ModelRecord, snapshot: Snapshot) -> str:
     entry = snapshot.conversions.get(model.name)
     unsupported = (entry or {}).get("unsupported", {})
-    not_planned = (f"conversion was not planned (added with --no-convert, or before conversion existed): "
-                   f"run `modelstore convert {model.name}`")
+    if entry is None:
+        not_planned = (f"no conversion planned yet (stored before conversions existed, or its add was "
+                       f"interrupted): run `modelstore convert {model.name}`")
+    elif entry.get("skipped"):
+        not_planned = f"conversion skipped (--no-convert): run `modelstore convert {model.name}`"
+    else:
+        not_planned = "nothing to convert"
     units = gguf_units(model, snapshot, merged=view == "ollama")
     if view in ("ollama", "lmstudio", "llamacpp") and not units:
         if "gguf" in unsupported:
             return f"no GGUF file, and no GGUF conversion: {unsupported['gguf']}"
-        return "no GGUF file, and " + (not_planned if entry is None else "no weights a GGUF could be made of")
+        return "no GGUF file, and " + (not_planned if entry is None or entry.get("skipped")
+                                       else "no weights a GGUF could be made of")
     if view == "ollama" and all(u.split for u in units):
         if "merged-gguf" in unsupported:
             return f"split GGUF, and the shards cannot be merged: {unsupported['merged-gguf']}"

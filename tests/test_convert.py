@@ -1,0 +1,408 @@
+"""Lazy conversion without the runtimes: plans, the bytes they make, their lifecycle in the
+catalog, and converted files read through a real mount.
+
+Every converted file is compared with an eager conversion the test does itself with numpy and
+`gguf` (the runtimes' own checks are in test_convert_runtimes.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from modelstore.converters import tensorops, to_safetensors
+from modelstore.converters.planner import blob_reader, iter_pieces, plan_conversions
+from modelstore.converters.synth import write_hf_model, write_tiny_llama_gguf
+from modelstore.fusefs.renditions import renditions
+from modelstore.fusefs.snapshot import take_snapshot
+from modelstore.fusefs.views import ViewOptions, render_root
+from modelstore.store import Store
+from modelstore.store.derived import DerivedCache
+from modelstore.store.fsck import fsck
+from modelstore.store.gc import run_gc
+from modelstore.store.records import Derived, Extent, FileRecord
+from modelstore.store.sources.local import add_local
+from tests.mounting import mounted, requires_fuse
+
+
+def converted_bytes(store: Store, record: FileRecord) -> bytes:
+    return b"".join(iter_pieces(record, blob_reader(store)))
+
+
+def llama_permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """What llama.cpp's converter does to Q and K rows (reference, on the whole tensor)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def llama_unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+# -- tensor ops ---------------------------------------------------------------------------------
+
+
+def _run_all(slices: list[Derived], source: bytes) -> bytes:
+    return b"".join(tensorops.run(d.op, d.length, lambda e: source[e.offset : e.offset + e.length]) for d in slices)
+
+
+def _source(offset: int, n: int) -> list[Extent]:
+    return [Extent("0" * 64, offset, n)]
+
+
+@pytest.mark.parametrize("src", ["F32", "F16"])
+def test_permuted_slices_equal_a_whole_tensor_permutation(src: str) -> None:
+    rows, cols, heads = 256, 64, 8
+    w = np.random.default_rng(1).standard_normal((rows, cols)).astype(tensorops.PLAIN[src])
+    slices = tensorops.slices(_source, src, src, rows, cols, head_dim=rows // heads, target_bytes=3000)
+    assert len(slices) > 4  # really cut, at head boundaries
+    out = _run_all(slices, w.tobytes())
+    assert out == llama_permute(w, heads).tobytes()
+    back = tensorops.slices(_source, src, src, rows, cols, head_dim=rows // heads, inverse=True, target_bytes=5000)
+    assert _run_all(back, out) == w.tobytes()
+
+
+@pytest.mark.parametrize("dst", ["Q8_0", "Q4_0", "BF16", "F16"])
+def test_cast_and_quantize_slices_equal_gguf_quants_on_the_whole(dst: str) -> None:
+    w = np.random.default_rng(2).standard_normal((96, 128)).astype(np.float32)
+    slices = tensorops.slices(_source, "F32", dst, 96, 128, target_bytes=2000)
+    assert len(slices) > 2
+    expected = gguf.quants.quantize(w, gguf.GGMLQuantizationType[dst]).tobytes()
+    assert _run_all(slices, w.tobytes()) == expected
+
+
+def test_bf16_and_quantized_sources_decode_like_gguf() -> None:
+    w = np.random.default_rng(3).standard_normal((32, 64)).astype(np.float32)
+    bf16 = gguf.quants.quantize(w, gguf.GGMLQuantizationType.BF16)
+    out = _run_all(tensorops.slices(_source, "BF16", "F32", 32, 64), bf16.tobytes())
+    assert out == gguf.quants.dequantize(bf16, gguf.GGMLQuantizationType.BF16).astype(np.float32).tobytes()
+    q = gguf.quants.quantize(w, gguf.GGMLQuantizationType.Q8_0)
+    out = _run_all(tensorops.slices(_source, "Q8_0", "F16", 32, 64), q.tobytes())
+    assert out == gguf.quants.dequantize(q, gguf.GGMLQuantizationType.Q8_0).astype(np.float16).tobytes()
+
+
+# -- HF safetensors -> GGUF ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def hf_folder(models: Path) -> Path:
+    return write_hf_model(models / "tiny-hf", dtype="F16", heads=4, kv_heads=2)
+
+
+def test_safetensors_model_gets_a_gguf_equal_to_an_eager_conversion(store: Store, hf_folder: Path) -> None:
+    add_local(store, hf_folder, name="tiny")
+    result = plan_conversions(store, "tiny", "F16")
+    assert [p["target"] for p in result.plans] == ["gguf"] and not result.unsupported
+    record = result.files["tiny-F16.gguf"]
+    data = converted_bytes(store, record)
+    assert len(data) == record.size
+    assert hashlib.sha256(data).hexdigest() == record.sha256
+
+    path = hf_folder.parent / "eager.gguf"
+    path.write_bytes(data)
+    reader = gguf.GGUFReader(path)
+    config = json.loads((hf_folder / "config.json").read_text())
+    assert reader.fields["general.architecture"].contents() == "llama"
+    assert reader.fields["llama.attention.head_count_kv"].contents() == 2
+    assert reader.fields["llama.block_count"].contents() == config["num_hidden_layers"]
+    assert reader.fields["tokenizer.ggml.model"].contents() == "gpt2"
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2)
+    source = safe_open(str(hf_folder / "model.safetensors"), "np")
+    seen = 0
+    for hf_name in source.keys():
+        want = source.get_tensor(hf_name)
+        if ".q_proj." in hf_name:
+            want = llama_permute(want, 4)
+        elif ".k_proj." in hf_name:
+            want = llama_permute(want, 2)
+        if want.ndim == 1:
+            want = want.astype(np.float32)
+        tensor = next(t for t in reader.tensors
+                      if t.name == names.get_name(hf_name, try_suffixes=(".weight", ".bias")))
+        assert bytes(tensor.data.tobytes()) == want.tobytes(), hf_name
+        seen += 1
+    assert seen == len(reader.tensors) == 2 + 2 * 9 + 1
+
+
+def test_tensors_that_need_no_change_are_the_source_blob_bytes(store: Store, hf_folder: Path) -> None:
+    add_local(store, hf_folder, name="tiny")
+    record = plan_conversions(store, "tiny", "F16").files["tiny-F16.gguf"]
+    source = store.file(store.model("tiny").files["model.safetensors"])
+    blob = source.recipe[0].blob
+    header = json.loads((hf_folder / "model.safetensors").read_bytes()[8:8 + int.from_bytes(
+        (hf_folder / "model.safetensors").read_bytes()[:8], "little")])
+    data_start = 8 + int.from_bytes((hf_folder / "model.safetensors").read_bytes()[:8], "little")
+    down = header["model.layers.0.mlp.down_proj.weight"]["data_offsets"]
+    extents = [p for p in record.recipe if isinstance(p, Extent) and p.blob == blob]
+    assert Extent(blob, data_start + down[0], down[1] - down[0]) in extents
+    derived = [p for p in record.recipe if isinstance(p, Derived) and p.op["kind"] == "tensor"]
+    # Q and K of each layer (permuted) and the five 1-D norms (widened to F32) are derived; nothing else
+    assert len(derived) == 2 * 2 + 2 * 2 + 1
+
+
+def test_quantized_gguf_rendition(store: Store, hf_folder: Path) -> None:
+    add_local(store, hf_folder, name="tiny")
+    record = plan_conversions(store, "tiny", "Q8_0").files["tiny-Q8_0.gguf"]
+    path = hf_folder.parent / "q8.gguf"
+    path.write_bytes(converted_bytes(store, record))
+    reader = gguf.GGUFReader(path)
+    source = safe_open(str(hf_folder / "model.safetensors"), "np")
+    w = source.get_tensor("model.layers.1.self_attn.q_proj.weight").astype(np.float32)
+    tensor = next(t for t in reader.tensors if t.name == "blk.1.attn_q.weight")
+    assert tensor.tensor_type == gguf.GGMLQuantizationType.Q8_0
+    expected = gguf.quants.quantize(llama_permute(w, 4), gguf.GGMLQuantizationType.Q8_0)
+    assert tensor.data.tobytes() == expected.tobytes()
+    assert reader.fields["general.file_type"].contents() == gguf.LlamaFileType.MOSTLY_Q8_0
+
+
+# -- GGUF -> HF safetensors ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("quant", [None, "Q8_0", "Q4_0"])
+def test_gguf_model_gets_a_safetensors_repo_equal_to_an_eager_conversion(store: Store, models: Path,
+                                                                         quant: str | None) -> None:
+    path = write_tiny_llama_gguf(models / "tiny.gguf", n_head=4, n_head_kv=2, quant=quant)
+    add_local(store, path, name="tiny")
+    result = plan_conversions(store, "tiny")
+    assert [p["target"] for p in result.plans] == ["safetensors"], result.unsupported
+    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+            "tokenizer_config.json"} <= set(result.files)
+    out = models / "hf"
+    out.mkdir()
+    for rel, record in result.files.items():
+        (out / rel).write_bytes(converted_bytes(store, record))
+        assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == record.sha256
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["num_key_value_heads"] == 2
+    assert config["torch_dtype"] == ("float32" if quant is None else "float16")
+    reader = gguf.GGUFReader(path)
+    table = {t.name: t for t in reader.tensors}
+    names = _hf_to_gguf_names(2)
+    with safe_open(str(out / "model.safetensors"), "np") as st:
+        assert len(list(st.keys())) == len(table)
+        for hf_name in st.keys():
+            t = table[names[hf_name]]
+            if t.tensor_type in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+                want = np.array(t.data).reshape(tuple(reversed([int(d) for d in t.shape])))
+            else:
+                want = gguf.quants.dequantize(t.data, t.tensor_type)
+            if ".q_proj." in hf_name:
+                want = llama_unpermute(want, 4)
+            elif ".k_proj." in hf_name:
+                want = llama_unpermute(want, 2)
+            want = want.astype(np.float32 if quant is None else np.float16)
+            assert st.get_tensor(hf_name).tobytes() == want.tobytes(), hf_name
+
+
+def _hf_to_gguf_names(n_blocks: int) -> dict[str, str]:
+    from modelstore.converters import archs
+
+    return {hf: gg for gg, hf in archs.hf_name_table(archs.LLAMA, n_blocks).items()}
+
+
+def test_large_gguf_renditions_are_sharded_with_an_index(store: Store, models: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(to_safetensors, "SHARD_LIMIT", 400_000)
+    path = write_tiny_llama_gguf(models / "tiny.gguf", n_embd=128, n_ff=256)
+    add_local(store, path, name="tiny")
+    files = plan_conversions(store, "tiny").files
+    shards = sorted(p for p in files if p.endswith(".safetensors"))
+    assert len(shards) > 1 and shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
+    index = json.loads(converted_bytes(store, files["model.safetensors.index.json"]))
+    assert set(index["weight_map"].values()) == set(shards)
+    total = 0
+    for shard in shards:
+        blob = models / shard
+        blob.write_bytes(converted_bytes(store, files[shard]))
+        with safe_open(str(blob), "np") as st:
+            for name in st.keys():
+                assert index["weight_map"][name] == shard
+                total += st.get_tensor(name).nbytes
+    assert total == index["metadata"]["total_size"]
+
+
+# -- split GGUF -> one GGUF ---------------------------------------------------------------------
+
+
+def _write_gguf(path: Path, split_max_tensors: int = 0) -> None:
+    w = gguf.GGUFWriter(path, "llama", split_max_tensors=split_max_tensors)
+    w.add_name("split-me")
+    w.add_block_count(2)
+    w.add_array("tokenizer.ggml.tokens", ["a", "b", "c"])
+    w.add_array("tokenizer.ggml.scores", [0.0, -1.0, -2.0])
+    rng = np.random.default_rng(5)
+    for i in range(7):
+        w.add_tensor(f"t{i}", rng.standard_normal((3 + i, 32)).astype(np.float32 if i % 2 else np.float16))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_split_gguf_merges_into_what_a_single_file_writer_writes(store: Store, models: Path) -> None:
+    (models / "one").mkdir()
+    (models / "split").mkdir()
+    _write_gguf(models / "one" / "m.gguf")
+    _write_gguf(models / "split" / "m.gguf", split_max_tensors=3)
+    assert len(list((models / "split").iterdir())) == 3
+    add_local(store, models / "split", name="m")
+    result = plan_conversions(store, "m")
+    record = result.files["m.gguf"]
+    single = (models / "one" / "m.gguf").read_bytes()
+    assert converted_bytes(store, record) == single
+    assert record.sha256 == hashlib.sha256(single).hexdigest()
+    # the shards' tensor bytes are mapped, not copied: only the header is new
+    with store.catalog.read() as r:
+        owned = r.conversions("m")["blobs"]
+        assert sum(r.blob_size(b) for b in owned) < 4096
+
+    snap = take_snapshot(store.catalog, str(store.objects.root))
+    tree = render_root(snap, ViewOptions())
+    blobs = tree.children["ollama"].children["blobs"].children
+    assert f"sha256-{record.sha256}" in blobs  # Ollama gets the one file
+    llamacpp = tree.children["llamacpp"].children
+    assert "m.gguf" not in llamacpp and sorted(llamacpp["m"].children) == sorted(
+        p.name for p in (models / "split").iterdir())  # llama.cpp reads the shards itself
+
+
+# -- lifecycle ----------------------------------------------------------------------------------
+
+
+def test_conversions_follow_their_model_and_gc_keeps_what_they_own(cli, home: Path, hf_folder: Path) -> None:
+    assert cli("add", hf_folder, "--name", "tiny").code == 0
+    with Store(home) as store:
+        with store.catalog.read() as r:
+            entry = r.conversions("tiny")
+        assert entry is not None and entry["files"] and entry["blobs"]
+        owned = entry["blobs"]
+    assert cli("gc", "--json").json()["bytes_freed"] == 0  # headers of a live model stay
+    again = cli("add", hf_folder, "--name", "tiny", "--json").json()
+    assert again["unchanged"] and again["conversions"]["files"]  # kept, not planned twice
+    with Store(home) as store, store.catalog.read() as r:
+        assert r.conversions("tiny") == entry
+    assert fsck_clean(home)
+    assert cli("rm", "tiny").code == 0
+    with Store(home) as store, store.catalog.read() as r:
+        assert r.conversions("tiny") is None
+    assert cli("gc").code == 0
+    assert not any((home / "objects" / b[:2] / b).exists() for b in owned)
+    assert fsck_clean(home)
+
+
+def fsck_clean(home: Path) -> bool:
+    with Store(home) as store:
+        report = fsck(store, deep=True)
+    return report.clean and not report.notes
+
+
+def test_show_says_how_each_view_got_the_model_and_why_not(cli, home: Path, hf_folder: Path, models: Path) -> None:
+    assert cli("add", hf_folder, "--name", "tiny").code == 0
+    views = {v["view"]: v for v in cli("show", "tiny", "--json").json()["views"]}
+    assert views["llamacpp"]["paths"] == ["llamacpp/tiny.gguf"]
+    assert "safetensors F16 -> GGUF F16" in views["ollama"]["converted"]
+    assert views["huggingface"]["present"] and views["huggingface"]["converted"] is None
+
+    assert cli("add", hf_folder, "--name", "raw", "--no-convert").code == 0
+    views = {v["view"]: v for v in cli("show", "raw", "--json").json()["views"]}
+    assert not views["ollama"]["present"] and "--no-convert" in views["ollama"]["reason"]
+    assert "modelstore convert raw" in views["ollama"]["reason"]
+    assert cli("convert", "raw").code == 0
+    views = {v["view"]: v for v in cli("show", "raw", "--json").json()["views"]}
+    assert views["ollama"]["present"]
+
+    bert = write_hf_model(models / "bert", dtype="F32")
+    config = json.loads((bert / "config.json").read_text())
+    (bert / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
+    r = cli("add", bert, "--name", "bert")
+    assert r.code == 0 and "not covered" in r.out
+    views = {v["view"]: v for v in cli("show", "bert", "--json").json()["views"]}
+    assert "architecture 'bert' is not covered" in views["lmstudio"]["reason"]
+    text = cli("show", "bert").out
+    assert "absent: no GGUF file, and no GGUF conversion" in text
+
+
+def test_a_broken_config_never_fails_the_add(cli, hf_folder: Path) -> None:
+    (hf_folder / "config.json").write_text("{not json")
+    r = cli("add", hf_folder, "--name", "tiny", "--json")
+    assert r.code == 0
+    assert "config.json is not valid JSON" in r.json()["conversions"]["unsupported"]["gguf"]
+
+
+def test_renditions_of_a_gguf_model(store: Store, models: Path) -> None:
+    add_local(store, write_tiny_llama_gguf(models / "t.gguf"), name="t")
+    plan_conversions(store, "t")
+    snap = take_snapshot(store.catalog, str(store.objects.root))
+    model = store.model("t")
+    views = {r.view: r for r in renditions(snap, model)}
+    assert views["huggingface"].converted and "GGUF F32 -> safetensors F32" in views["huggingface"].converted
+    assert views["llamacpp"].converted is None  # its own file
+
+
+# -- the derived cache ----------------------------------------------------------------------------
+
+
+def test_derived_cache_evicts_least_recently_used(tmp_path: Path) -> None:
+    cache = DerivedCache(tmp_path / "derived", limit=10_000)
+    for i in range(4):
+        cache.put(f"{i:064x}", bytes([i]) * 3000)
+        os.utime(cache._path(f"{i:064x}"), (1000 + i, 1000 + i))
+    assert cache.used_bytes() <= 10_000
+    assert cache.get(f"{0:064x}") is None  # the oldest went first
+    assert cache.get(f"{3:064x}") == bytes([3]) * 3000
+    cache.put("f" * 64, b"x" * 20_000)  # larger than the whole cache: not kept
+    assert cache.get("f" * 64) is None
+
+
+# -- through a real mount ---------------------------------------------------------------------------
+
+
+@requires_fuse
+@pytest.mark.fuse
+def test_converted_files_read_through_the_mount(store: Store, home: Path, tmp_path: Path, hf_folder: Path) -> None:
+    add_local(store, hf_folder, name="tiny")
+    record = plan_conversions(store, "tiny", "Q8_0").files["tiny-Q8_0.gguf"]
+    expected = converted_bytes(store, record)
+    (home / "config.toml").write_text('derived_cache = "16KiB"\n')  # room for a few slices only
+    with mounted(home, tmp_path / "mnt") as m:
+        path = m.path / "llamacpp" / "tiny.gguf"
+        assert path.stat().st_size == record.size
+        results: list[bytes] = []
+
+        def read() -> None:
+            with open(path, "rb") as f:
+                results.append(f.read())
+
+        threads = [threading.Thread(target=read) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert results == [expected] * 3
+        blob = m.path / "ollama" / "blobs" / f"sha256-{record.sha256}"
+        assert hashlib.sha256(blob.read_bytes()).hexdigest() == record.sha256
+    assert 0 < DerivedCache(home / "derived", 0).used_bytes() <= 16 << 10
+
+    (home / "config.toml").write_text('derived_cache = "64MiB"\n')
+    with mounted(home, tmp_path / "mnt") as m:
+        assert (m.path / "llamacpp" / "tiny.gguf").read_bytes() == expected
+    cached = [p for p in (home / "derived").rglob("*") if p.is_file()]
+    assert len(cached) == sum(1 for p in record.recipe if isinstance(p, Derived) and p.op["kind"] == "tensor")
+    # A remount reads the cached slices, after checking each against the BLAKE3 planned for it:
+    # a damaged entry is converted anew, never served.
+    damaged = max(cached, key=lambda p: p.stat().st_size)
+    good = damaged.read_bytes()
+    damaged.chmod(0o644)
+    damaged.write_bytes(bytes(len(good)))
+    inodes = {p: p.stat().st_ino for p in cached if p != damaged}
+    with mounted(home, tmp_path / "mnt") as m:
+        assert (m.path / "llamacpp" / "tiny.gguf").read_bytes() == expected
+    assert damaged.read_bytes() == good
+    assert damaged.stat().st_ino not in inodes.values()
+    assert all(p.stat().st_ino == ino for p, ino in inodes.items())  # the sound ones were read, not remade
+    assert fsck_clean(home)
