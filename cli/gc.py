@@ -7,22 +7,35 @@ import click
 from modelstore.cli.app import App, emit_json, human_bytes, pass_app
 
 
-@click.command(epilog="\b\nExamples:\n  modelstore gc --dry-run\n  modelstore gc")
+@click.command(epilog="\b\nExamples:\n  modelstore gc --dry-run\n  modelstore gc\n  modelstore gc --derived   "
+                      "# also empty the cache of converted tensors")
 @click.option("--dry-run", is_flag=True, help="Only say what would be freed.")
+@click.option("--derived", is_flag=True,
+              help="Also empty the derived cache (converted tensors; remade on the next read).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan and result as JSON.")
 @pass_app
-def gc(app: App, dry_run: bool, as_json: bool) -> None:
+def gc(app: App, dry_run: bool, derived: bool, as_json: bool) -> None:
     """Delete blobs no model references any more (after `rm`, or left by an interrupted add).
 
     Waits for running adds to finish first, so nothing an add is about to commit is removed."""
     from modelstore.store.gc import run_gc
 
+    from modelstore.store.derived import DerivedCache
+
     with app.store() as store:
         result = run_gc(store, dry_run=dry_run, on_wait=app.waiting("running adds"))
+        cache = DerivedCache(store.home / "derived", 0)
+        derived_bytes = cache.used_bytes() if derived else 0
+        if derived and not dry_run:
+            cache.clear()
     plan = result.plan
     if as_json:
-        emit_json({**plan.to_json(), "dry_run": dry_run, "removed_blobs": len(result.removed_blobs)})
+        emit_json({**plan.to_json(), "dry_run": dry_run, "removed_blobs": len(result.removed_blobs),
+                   "derived_cache_bytes_freed": derived_bytes})
         return
+    if derived:
+        click.echo(f"{'would free' if dry_run else 'freed'} {human_bytes(derived_bytes)} of converted tensors "
+                   f"from the derived cache")
     verb = "would free" if dry_run else "freed"
     click.echo(f"{verb} {human_bytes(plan.bytes_freed)}: {len(plan.blobs)} blob(s), "
                f"{len(plan.orphans)} orphan object(s), {len(plan.files)} unreferenced file record(s)")

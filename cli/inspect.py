@@ -94,6 +94,10 @@ def du(app: App, as_json: bool) -> None:
     click.echo("")
     click.echo(f"logical {human_bytes(usage.logical_bytes)}, stored {human_bytes(usage.stored_bytes)}, "
                f"saved {human_bytes(max(usage.saved_bytes, 0))} ({usage.ratio:.2f}x)")
+    if usage.conversion_bytes or usage.derived_cache_bytes:
+        click.echo(f"conversions: {human_bytes(usage.conversion_bytes)} of planned headers and files (in stored); "
+                   f"{human_bytes(usage.derived_cache_bytes)} of converted tensors cached in <home>/derived "
+                   f"(not in stored; safe to delete)")
     if usage.unreferenced_bytes:
         click.echo(f"{human_bytes(usage.unreferenced_bytes)} is referenced by no model: `modelstore gc` frees it")
     click.echo("UNIQUE: stored bytes no other model shares (what `rm` then `gc` gives back)")

@@ -75,6 +75,10 @@ class DerivedCache:
                         out.append((st.st_mtime, st.st_size, f))
         return out
 
+    def clear(self) -> None:
+        with self._lock:
+            self._evict(0)
+
     def used_bytes(self) -> int:
         return sum(size for _, size, _ in self.entries())
 

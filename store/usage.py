@@ -7,6 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from modelstore.store.derived import DerivedCache
 from modelstore.store.store import Store
 
 
@@ -24,6 +25,8 @@ class Usage:
     logical_bytes: int
     stored_bytes: int  # every catalogued blob
     unreferenced_bytes: int  # blob bytes no model references now (gc frees whole blobs of it)
+    conversion_bytes: int = 0  # planned conversions' own blobs (headers, config and tokenizer files)
+    derived_cache_bytes: int = 0  # converted slices kept in <home>/derived (disposable)
 
     @property
     def saved_bytes(self) -> int:
@@ -36,7 +39,8 @@ class Usage:
     def to_json(self) -> dict[str, Any]:
         return {"logical_bytes": self.logical_bytes, "stored_bytes": self.stored_bytes,
                 "saved_bytes": self.saved_bytes, "dedup_ratio": round(self.ratio, 4),
-                "unreferenced_bytes": self.unreferenced_bytes,
+                "unreferenced_bytes": self.unreferenced_bytes, "conversion_bytes": self.conversion_bytes,
+                "derived_cache_bytes": self.derived_cache_bytes,
                 "models": [m.__dict__ for m in self.models]}
 
 
@@ -45,6 +49,7 @@ def compute_usage(store: Store) -> Usage:
         models = sorted(r.models(), key=lambda m: m.name)
         files = {f.b3: f for f in r.files()}
         blob_sizes = dict(r.blobs())
+        owned = {name: value.get("blobs", []) for name, value in r.all_conversions()}
     # For each blob, the byte ranges each model's recipes use; a sweep over the boundaries finds
     # the bytes used by exactly one model.
     ranges: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
@@ -56,6 +61,8 @@ def compute_usage(store: Store) -> Usage:
                 ranges[ext.blob].append((ext.offset, ext.offset + ext.length, m.name))
         for b3 in m.files.values():
             logical += files[b3].size
+        for blob in owned.get(m.name, []):
+            ranges[blob].append((0, blob_sizes.get(blob, 0), m.name))
         per_model.append((m.name, len(m.files), logical))
     unique: dict[str, int] = defaultdict(int)
     referenced = 0
@@ -72,5 +79,7 @@ def compute_usage(store: Store) -> Usage:
             active[name] += delta
             previous = pos
     stored = sum(blob_sizes.values())
+    conversion = sum(blob_sizes.get(b, 0) for b in {b for blobs in owned.values() for b in blobs})
     return Usage(tuple(ModelUsage(n, c, lg, unique[n]) for n, c, lg in per_model),
-                 sum(lg for _, _, lg in per_model), stored, stored - referenced)
+                 sum(lg for _, _, lg in per_model), stored, stored - referenced, conversion,
+                 DerivedCache(store.home / "derived", 0).used_bytes())

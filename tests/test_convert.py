@@ -357,6 +357,8 @@ def test_derived_cache_evicts_least_recently_used(tmp_path: Path) -> None:
     assert cache.get(f"{3:064x}") == bytes([3]) * 3000
     cache.put("f" * 64, b"x" * 20_000)  # larger than the whole cache: not kept
     assert cache.get("f" * 64) is None
+    cache.clear()  # `gc --derived`
+    assert cache.used_bytes() == 0 and cache.get(f"{3:064x}") is None
 
 
 # -- through a real mount ---------------------------------------------------------------------------
