@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The main job (README "Quick start"): set up, generate three small models that share tensors,
-# add them to a demo store, and show what the store holds and what dedup saved.
+# add them to a demo store, and show what the store holds, what dedup saved, and each model in
+# every runtime's view (converted where its format is not the runtime's: a GGUF made of the
+# safetensors qwen2 model for Ollama/LM Studio/llama.cpp, a safetensors repo of each GGUF for HF).
 set -euo pipefail
 EXTRAS=${EXTRAS:-test} source "$(dirname "$0")/setup.sh"
 demo=${DEMO_DIR:-$root/demo}
@@ -12,7 +14,7 @@ ms() { echo "+ modelstore $*"; .venv/bin/modelstore "$@"; echo; }
 .venv/bin/python - "$demo/models" <<'PY'
 import sys
 from pathlib import Path
-from modelstore.converters.synth import write_tiny_hf_folder, write_tiny_llama_gguf
+from modelstore.converters.synth import write_hf_model, write_tiny_hf_folder, write_tiny_llama_gguf
 out = Path(sys.argv[1])
 write_tiny_llama_gguf(out / "tiny-llama-f32.gguf", n_embd=256, n_ff=512, n_layer=4,
                       chat_template="{% for m in messages %}{{ m.content }}{% endfor %}", license="apache-2.0")
@@ -20,14 +22,17 @@ write_tiny_llama_gguf(out / "tiny-llama-chat-f32.gguf", n_embd=256, n_ff=512, n_
                       changed={"blk.3.ffn_down.weight": 1, "blk.3.ffn_up.weight": 2})
 write_tiny_hf_folder(out / "tiny-llama-hf", hidden=256, layers=4, seed=3)
 write_tiny_hf_folder(out / "tiny-llama-hf-sharded", hidden=256, layers=4, seed=3, shards=2)
+write_hf_model(out / "tiny-qwen2-hf", model_type="qwen2", hidden=256, layers=4, heads=8, kv_heads=2, ff=512)
 PY
 
 ms add "$demo/models/tiny-llama-f32.gguf" --name tiny-llama:f32
 ms add "$demo/models/tiny-llama-chat-f32.gguf" --name tiny-llama:chat-f32
 ms add "$demo/models/tiny-llama-hf" --name demo/tiny-llama
 ms add "$demo/models/tiny-llama-hf-sharded" --name demo/tiny-llama-sharded
+ms add "$demo/models/tiny-qwen2-hf" --name demo/tiny-qwen2 --gguf-type Q8_0
 ms ls
 ms show tiny-llama:chat-f32
+ms show demo/tiny-qwen2
 ms du
 ms fsck --deep
 
