@@ -87,11 +87,14 @@ def zeros(length: int) -> Derived:
 
 def slices(inputs: Callable[[int, int], list[Extent]], src: str, dst: str, rows: int, cols: int,
            head_dim: int | None = None, inverse: bool = False, target_bytes: int = 16 << 20) -> list[Derived]:
-    """A tensor's conversion cut into row slices of about `target_bytes` of output each.
-    `inputs(byte_offset, length)` maps a range of the source tensor's bytes to stored extents.
-    Permuted tensors are cut at head boundaries, so each slice permutes on its own."""
+    """A tensor's conversion cut into row slices of about `target_bytes` of float32 working
+    values each (a cast or quantization works on float32 rows, several arrays of them at once;
+    a plain row move needs only the raw bytes). `inputs(byte_offset, length)` maps a range of the
+    source tensor's bytes to stored extents. Permuted tensors are cut at head boundaries, so
+    each slice permutes on its own."""
     src_row, dst_row = row_bytes(src, cols), row_bytes(dst, cols)
-    step = max(1, target_bytes // max(dst_row, 1))
+    working = max(src_row, dst_row) if src == dst else 4 * cols
+    step = max(1, target_bytes // max(working, 1))
     if head_dim:
         step = max(head_dim, step // head_dim * head_dim)
     out = []
