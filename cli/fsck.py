@@ -8,11 +8,14 @@ import click
 from modelstore.cli.app import App, emit_json, pass_app
 
 
-@click.command(epilog="\b\nExamples:\n  modelstore fsck\n  modelstore fsck --deep --json")
+@click.command(epilog="\b\nExamples:\n  modelstore fsck\n  modelstore fsck --deep --json\n"
+                      "  modelstore fsck --conversions   # after upgrading numpy or gguf")
 @click.option("--deep", is_flag=True, help="Also re-hash every blob, file and tensor extent (reads everything).")
+@click.option("--conversions", is_flag=True,
+              help="Also convert every planned file again and check it still gives the bytes planned.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_app
-def fsck(app: App, deep: bool, as_json: bool) -> None:
+def fsck(app: App, deep: bool, conversions: bool, as_json: bool) -> None:
     """Check that the catalog and the blobs agree. Exit status 1 when a problem is found."""
     from modelstore.store.fsck import fsck as run_fsck
 
@@ -22,6 +25,10 @@ def fsck(app: App, deep: bool, as_json: bool) -> None:
         tick = app.progress(total, "store") if deep else None
         try:
             report = run_fsck(store, deep=deep, progress=tick)
+            if conversions and report.clean:
+                from modelstore.converters.planner import verify_conversions
+
+                report.problems += verify_conversions(store, app.progress)
         finally:
             app.close_bars()
     if as_json:

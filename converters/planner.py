@@ -226,6 +226,32 @@ def plan_conversions(store: Store, name: str, gguf_type: str = "F16", progress: 
     return result
 
 
+def verify_conversions(store: Store, progress: Progress | None = None) -> list[str]:
+    """Convert every planned file again and compare with the SHA-256 recorded when it was
+    planned: a numpy or gguf upgrade that changed the arithmetic shows up here, not as reads
+    that fail in the mount. The remedy is `modelstore convert --all`."""
+    problems = []
+    with store.catalog.read() as r:
+        entries = dict(r.all_conversions())
+    read = blob_reader(store)
+    for name, entry in sorted(entries.items()):
+        for path, record in sorted(converted_files(entry).items()):
+            tick = progress(record.size, f"{name}/{path} (converted)") if progress else None
+            digest = hashlib.sha256()
+            try:
+                for data in iter_pieces(record, read):
+                    digest.update(data)
+                    if tick:
+                        tick(len(data))
+            except (OSError, ValueError, ConversionUnsupported) as exc:
+                problems.append(f"converted file {path} of {name} cannot be made: {exc}")
+                continue
+            if digest.hexdigest() != record.sha256:
+                problems.append(f"converted file {path} of {name} now converts to other bytes than planned "
+                                f"(run `modelstore convert {name}`)")
+    return problems
+
+
 def skip_conversions(store: Store, name: str) -> None:
     """Record that model `name` was stored with --no-convert: it is then not planned until asked
     (`modelstore convert`), while a model with no record at all is one whose planning was cut

@@ -408,3 +408,13 @@ def test_converted_files_read_through_the_mount(store: Store, home: Path, tmp_pa
     assert damaged.stat().st_ino not in inodes.values()
     assert all(p.stat().st_ino == ino for p, ino in inodes.items())  # the sound ones were read, not remade
     assert fsck_clean(home)
+
+
+def test_fsck_conversions_notices_arithmetic_that_changed(cli, hf_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cli("add", hf_folder, "--name", "tiny").code == 0
+    assert cli("fsck", "--conversions").code == 0
+    monkeypatch.setattr(tensorops, "_permute_rows", lambda rows, head_dim, inverse: rows)  # as if numpy changed
+    r = cli("fsck", "--conversions", "--json")
+    assert r.code == 1
+    assert r.json()["problems"] == ["converted file tiny-F16.gguf of tiny now converts to other bytes than "
+                                    "planned (run `modelstore convert tiny`)"]
