@@ -94,12 +94,15 @@ def make_plans(stored: StoredModel, gguf_type: str = "F16") -> tuple[list[Plan],
             attempt("merged-gguf", lambda shards=shards, merged=merged: plan_merge(stored, shards, merged))
     if not stored.paths("safetensors"):
         units = splits + [[p] for p in singles]
-        if len(units) == 1:
-            attempt("safetensors", lambda: plan_safetensors(stored, units[0]))
-        else:
-            unsupported["safetensors"] = (f"{len(units)} GGUF models in one repo: the Hugging Face view "
-                                          f"shows one safetensors model per repo")
+        best = max(units, key=lambda unit: _bits_per_weight(stored, unit))  # a repo of quants: the finest
+        attempt("safetensors", lambda: plan_safetensors(stored, best))
     return plans, unsupported
+
+
+def _bits_per_weight(stored: StoredModel, unit: list[str]) -> float:
+    records = [stored.record(p) for p in unit]
+    params = sum(int((r.weights or {}).get("parameter_count") or 0) for r in records)
+    return 8 * sum(r.size for r in records) / max(params, 1)
 
 
 def iter_pieces(record: FileRecord, read: Callable[[Extent], bytes], chunk: int = HASH_CHUNK) -> Iterator[bytes]:
@@ -112,32 +115,42 @@ def iter_pieces(record: FileRecord, read: Callable[[Extent], bytes], chunk: int 
             yield tensorops.run(piece.op, piece.length, read)
 
 
-def blob_reader(store: Store) -> Callable[[Extent], bytes]:
-    fds: dict[str, int] = {}
+class BlobReader:
+    """Reads stored extents, keeping the blobs it reads open until closed (it is a context manager)."""
 
-    def read(ext: Extent) -> bytes:
-        fd = fds.get(ext.blob)
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.fds: dict[str, int] = {}
+
+    def __call__(self, ext: Extent) -> bytes:
+        fd = self.fds.get(ext.blob)
         if fd is None:
-            if len(fds) > 64:
-                for old in fds.values():
-                    os.close(old)
-                fds.clear()
-            fd = fds[ext.blob] = os.open(store.objects.path(ext.blob), os.O_RDONLY | os.O_CLOEXEC)
+            if len(self.fds) >= 64:
+                self.close()
+            fd = self.fds[ext.blob] = os.open(self.store.objects.path(ext.blob), os.O_RDONLY | os.O_CLOEXEC)
         data = os.pread(fd, ext.length, ext.offset)
         if len(data) != ext.length:
             raise ConversionUnsupported(f"blob {ext.blob} is shorter than its catalog entry")
         return data
 
-    return read
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+    def __enter__(self) -> "BlobReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class _Committer:
     """Stores a plan's literal parts as blobs and hashes the converted files."""
 
-    def __init__(self, store: Store, staging: Path, progress: Progress | None) -> None:
-        self.store, self.staging, self.progress = store, staging, progress
+    def __init__(self, store: Store, staging: Path, progress: Progress | None, read: BlobReader) -> None:
+        self.store, self.staging, self.progress, self.read = store, staging, progress, read
         self.new_blobs: dict[str, int] = {}
-        self.read = blob_reader(store)
 
     def literal(self, data: bytes) -> Extent:
         blob = blake3.blake3(data).hexdigest()
@@ -206,12 +219,13 @@ def plan_conversions(store: Store, name: str, gguf_type: str = "F16", progress: 
             return _recorded(existing, name)
         stored = StoredModel(model, store.file, store.read_range)
         plans, result.unsupported = make_plans(stored, gguf_type)
-        committer = _Committer(store, staging, progress)
-        for plan in plans:
-            for planned in plan.files:
-                result.files[planned.path] = committer.record(planned)
-            result.plans.append({"target": plan.target, "how": plan.how, "from": plan.sources,
-                                 "files": [f.path for f in plan.files]})
+        with BlobReader(store) as read:
+            committer = _Committer(store, staging, progress, read)
+            for plan in plans:
+                for planned in plan.files:
+                    result.files[planned.path] = committer.record(planned)
+                result.plans.append({"target": plan.target, "how": plan.how, "from": plan.sources,
+                                     "files": [f.path for f in plan.files]})
         value = {"model_files": model.files, "gguf_type": gguf_type, "plans": result.plans,
                  "unsupported": result.unsupported, "blobs": sorted(committer.new_blobs),
                  "files": {p: {"b3": r.b3, **r.to_json()} for p, r in result.files.items()}}
@@ -233,22 +247,28 @@ def verify_conversions(store: Store, progress: Progress | None = None) -> list[s
     problems = []
     with store.catalog.read() as r:
         entries = dict(r.all_conversions())
-    read = blob_reader(store)
-    for name, entry in sorted(entries.items()):
-        for path, record in sorted(converted_files(entry).items()):
-            tick = progress(record.size, f"{name}/{path} (converted)") if progress else None
-            digest = hashlib.sha256()
-            try:
-                for data in iter_pieces(record, read):
-                    digest.update(data)
-                    if tick:
-                        tick(len(data))
-            except (OSError, ValueError, ConversionUnsupported) as exc:
-                problems.append(f"converted file {path} of {name} cannot be made: {exc}")
-                continue
-            if digest.hexdigest() != record.sha256:
-                problems.append(f"converted file {path} of {name} now converts to other bytes than planned "
-                                f"(run `modelstore convert {name}`)")
+    with BlobReader(store) as read:
+        for name, entry in sorted(entries.items()):
+            problems += _verify(name, entry, read, progress)
+    return problems
+
+
+def _verify(name: str, entry: dict[str, Any], read: BlobReader, progress: Progress | None) -> list[str]:
+    problems = []
+    for path, record in sorted(converted_files(entry).items()):
+        tick = progress(record.size, f"{name}/{path} (converted)") if progress else None
+        digest = hashlib.sha256()
+        try:
+            for data in iter_pieces(record, read):
+                digest.update(data)
+                if tick:
+                    tick(len(data))
+        except (OSError, ValueError, ConversionUnsupported) as exc:
+            problems.append(f"converted file {path} of {name} cannot be made: {exc}")
+            continue
+        if digest.hexdigest() != record.sha256:
+            problems.append(f"converted file {path} of {name} now converts to other bytes than planned "
+                            f"(run `modelstore convert {name}`)")
     return problems
 
 

@@ -96,6 +96,8 @@ def plan_safetensors(stored: StoredModel, shards: list[str]) -> Plan:
     files: list[PlannedFile] = []
     how = f"GGUF {'/'.join(sorted({s.dtype for _, s in spans}))} -> safetensors {dtype}" + \
           (", Q/K rows put back in HF order" if arch.permute_qk else "")
+    if len(stored.paths("gguf")) > len(shards):
+        how += f", from {shards[0]}"  # the finest of several GGUFs
     conversion = {"kind": "safetensors", "from": shards, "how": how}
     weight_map: dict[str, str] = {}
     for i, group in enumerate(groups, 1):

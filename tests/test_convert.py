@@ -18,7 +18,7 @@ import pytest
 from safetensors import safe_open
 
 from modelstore.converters import tensorops, to_safetensors
-from modelstore.converters.planner import blob_reader, iter_pieces, plan_conversions
+from modelstore.converters.planner import BlobReader, iter_pieces, plan_conversions
 from modelstore.converters.synth import write_hf_model, write_tiny_llama_gguf
 from modelstore.fusefs.renditions import renditions
 from modelstore.fusefs.snapshot import take_snapshot
@@ -33,7 +33,8 @@ from tests.mounting import mounted, requires_fuse
 
 
 def converted_bytes(store: Store, record: FileRecord) -> bytes:
-    return b"".join(iter_pieces(record, blob_reader(store)))
+    with BlobReader(store) as read:
+        return b"".join(iter_pieces(record, read))
 
 
 def llama_permute(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -418,3 +419,15 @@ def test_fsck_conversions_notices_arithmetic_that_changed(cli, hf_folder: Path, 
     assert r.code == 1
     assert r.json()["problems"] == ["converted file tiny-F16.gguf of tiny now converts to other bytes than "
                                     "planned (run `modelstore convert tiny`)"]
+
+
+def test_a_repo_of_several_quantizations_gets_its_finest_as_safetensors(store: Store, models: Path) -> None:
+    repo = models / "repo"
+    repo.mkdir()
+    write_tiny_llama_gguf(repo / "tiny-Q4_0.gguf", quant="Q4_0")
+    write_tiny_llama_gguf(repo / "tiny-F16.gguf", f16=True)
+    write_tiny_llama_gguf(repo / "tiny-Q8_0.gguf", quant="Q8_0")
+    add_local(store, repo, name="repo")
+    result = plan_conversions(store, "repo")
+    assert [p["from"] for p in result.plans] == [["tiny-F16.gguf"]]
+    assert result.plans[0]["how"].endswith("from tiny-F16.gguf")
