@@ -1,10 +1,10 @@
 """Lazy conversion checked with the runtimes' own code and byte for byte (issue 4).
 
-- A safetensors model (tiny llama and qwen2 made with transformers) shows up in the GGUF views;
+- A safetensors model (tiny llama, mistral, qwen2 and qwen3 made with transformers) shows up in the GGUF views;
   llama.cpp runs the converted file and must agree with transformers on the original folder:
   the same token ids in, the same greedy tokens and logits within a tolerance out.
-- A GGUF model shows up in the HF view; transformers loads it offline by repo id and must agree
-  with llama.cpp on the original GGUF.
+- A GGUF model (llama, qwen2, qwen3) shows up in the HF view; transformers loads it offline by repo
+  id and must agree with llama.cpp on the original GGUF.
 - A split GGUF shows up in `ollama/` as one file, byte-identical to the same model written as one.
 - Every converted tensor equals an eager numpy conversion (tests/tinymodels.py), and a tensor that
   needs no change reads back as the source's bytes.
@@ -15,20 +15,25 @@ imports per process, so its work is batched).
 
 Tolerances (max |logit difference| over every position from the prompt's last one on, 9 x vocab
 values; measured on this machine with these seeds, llama-cpp-python 0.3.36 on CPU, transformers 5.23):
-- F32 and F16: 0.03. Measured 0.0067 (F32), 0.0077-0.0099 (F16), 0.0102 (an F16 GGUF read back as
-  safetensors). llama.cpp keeps K and V in an F16 cache, so even an F32 file is off by F16
+- F32 and F16: 0.03. Measured 0.0067 (F32), 0.0077-0.0099 (F16 llama, qwen2), 0.0091 (qwen3 F16),
+  0.0139 (mistral F16), 0.0074-0.0105 (F16 llama, qwen2, qwen3 GGUFs read back as safetensors). llama.cpp keeps K and V in an F16 cache, so even an F32 file is off by F16
   rounding, and the sharp attention these tests need amplifies it.
 - BF16: 0.15. Measured 0.039 (safetensors -> GGUF), 0.070 (GGUF -> safetensors); 0.086 with
   another seed. llama.cpp rounds activations to BF16 for BF16 weights.
 - Q8_0: 0.5, measured 0.17-0.28. A Q4_0 GGUF read back as safetensors: 0.5, measured 0.17.
   llama.cpp quantizes activations to 8 bits for quantized weights; transformers does not.
 - The seeds are chosen so that the reference's top-2 logit margin at every generated step is at
-  least MIN_MARGIN = 0.1 (measured 0.18 llama, 0.21 qwen2), comfortably above 2 x 0.03, so equal
+  least MIN_MARGIN = 0.1 (measured 0.18 llama, 0.21 qwen2, 0.18 qwen3, 0.15 mistral; llama.cpp on the
+  eager qwen2 / qwen3 GGUFs: 0.21 / 0.18), comfortably above 2 x 0.03, so equal
   greedy tokens are not luck; the test asserts the margin, so new weights cannot make it blind.
   For BF16 and Q8_0 the margins are below 2 x their tolerance: equal tokens there are empirical.
-- A converter that forgets llama's Q/K permutation moves logits by 3.8 (4.4 for qwen2 permuted as
-  if it were llama): test_the_comparison_catches_a_missing_qk_permutation shows it with GGUFs
-  written eagerly with and without it, so the comparisons above would catch it (> 100 x 0.03).
+- A converter that forgets llama's Q/K permutation moves logits by 3.8 (3.6 for mistral; 4.4 and
+  4.4 for qwen2 and qwen3 permuted as if they were llama; 3.0 for qwen3 with q_norm and k_norm
+  swapped): test_the_comparison_catches_a_missing_qk_permutation shows it with GGUFs written
+  eagerly with and without it, so the comparisons above would catch it (> 100 x 0.03).
+- qwen3's head_dim (32) is not hidden / heads (16): its GGUF needs `qwen3.attention.key_length`
+  and `value_length` (asserted in the tensor test; llama.cpp refuses the tensor shapes without
+  them) and its config.json `head_dim` (asserted; transformers could not load it otherwise).
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ pytestmark = [requires_fuse, pytest.mark.fuse, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = "hello world the tiny model"
-LLAMA_SEED, QWEN_SEED = 222, 25  # the top-2 margins of these are >= 0.18 at every step (see above)
+LLAMA_SEED, QWEN_SEED, QWEN3_SEED, MISTRAL_SEED = 222, 25, 64, 90  # top-2 margins >= 0.14 (see above)
 SYNTH_SEED = 2  # write_tiny_llama_gguf (std 0.02 weights): logits std 0.16, margins >= 0.027
 N_NEW = 8
 
@@ -90,6 +95,10 @@ HF_TO_GGUF = {
     "llamabf16-f16": HfToGguf("llama-bf16", "F16", TOL_FLOAT),
     "qwen2-f16": HfToGguf("qwen2-f32", "F16", TOL_FLOAT),
     "qwen2-q8": HfToGguf("qwen2-f32", "Q8_0", TOL_Q8),
+    # qwen3: q_norm/k_norm, and head_dim 32 != hidden 64 / 4 heads: needs qwen3.attention.key_length
+    "qwen3-f16": HfToGguf("qwen3-f32", "F16", TOL_FLOAT),
+    # mistral: llama.cpp reads it as "llama", so its Q/K rows are permuted as llama's
+    "mistral-f16": HfToGguf("mistral-f32", "F16", TOL_FLOAT),
     # Q4_0 moves this model's logits by ~2.4 from transformers': it is compared with llama.cpp on the
     # eager Q4_0 file instead (test_q4_0_rendition_runs_like_the_eager_q4_0), and byte for byte.
     "llama-q4": HfToGguf("llama-f32", "Q4_0", 0.0, tokens=False),
@@ -113,6 +122,9 @@ GGUF_TO_HF = {
     # Q4_0 changes the model enough that its own margins are small (0.02): logits only.
     "gg-llama-q4": GgufToHf("Q4_0", TOL_Q4, 0.0, tokens=False),
     "gg-synth": GgufToHf("synth", TOL_SYNTH, MIN_MARGIN_SYNTH),
+    # written eagerly (tm.write_gguf, pre-tokenizer "qwen2") from the qwen2 and qwen3 folders
+    "gg-qwen2-f16": GgufToHf("qwen2-F16", TOL_FLOAT, MIN_MARGIN),
+    "gg-qwen3-f16": GgufToHf("qwen3-F16", TOL_FLOAT, MIN_MARGIN),
 }
 SPLIT_NAME = "split-llama"
 MEASURED: dict[str, float] = {}  # max logit differences, printed at the end (pytest -s)
@@ -143,6 +155,11 @@ def run_tinymodels(command: str, arg: Any, workdir: Path, env: dict[str, str] | 
 def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "modelstore.cli", "--home", str(home), *map(str, args)],
                           check=False, capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+def gguf_arch(folder: Path) -> str:
+    """The GGUF architecture an HF folder converts to (mistral is read by llama.cpp as llama)."""
+    return tm.GGUF_ARCH[tm.hf_config(folder)["model_type"]]
 
 
 def top2_margins(logits: np.ndarray) -> np.ndarray:
@@ -184,7 +201,8 @@ def hf_models(work: Path) -> dict[str, dict[str, Any]]:
         require(module)
     from tokenizers import Tokenizer
 
-    folders = run_tinymodels("build-hf", work / "hf", work, extra=(str(LLAMA_SEED), str(QWEN_SEED)))
+    folders = run_tinymodels("build-hf", work / "hf", work,
+                             extra=tuple(map(str, (LLAMA_SEED, QWEN_SEED, QWEN3_SEED, MISTRAL_SEED))))
     ids = {label: Tokenizer.from_file(str(Path(f) / "tokenizer.json")).encode(TEXT).ids for label, f in folders.items()}
     refs = run_tinymodels("hf-run", [{"ref": f, "ids": ids[label], "n_new": N_NEW, "text": TEXT}
                                      for label, f in folders.items()], work)
@@ -195,10 +213,13 @@ def hf_models(work: Path) -> dict[str, dict[str, Any]]:
 @pytest.fixture(scope="module")
 def gguf_sources(work: Path, hf_models: dict[str, dict[str, Any]]) -> dict[str, Path]:
     """GGUF files to add: byte-level-BPE llamas written eagerly from the llama-f32 folder (F16,
-    BF16, Q8_0, Q4_0), write_tiny_llama_gguf's SPM llama, and one model as a single file and as shards."""
+    BF16, Q8_0, Q4_0), F16 qwen2 and qwen3 written eagerly from theirs, write_tiny_llama_gguf's SPM
+    llama, and one model as a single file and as shards."""
     folder, out = hf_models["llama-f32"]["folder"], work / "gguf"
     out.mkdir()
     sources = {q: tm.write_gguf(folder, out / f"tiny-{q}.gguf", tm.Q[q]) for q in ("F16", "BF16", "Q8_0", "Q4_0")}
+    for qwen in ("qwen2", "qwen3"):
+        sources[f"{qwen}-F16"] = tm.write_gguf(hf_models[f"{qwen}-f32"]["folder"], out / f"tiny-{qwen}-F16.gguf", tm.Q.F16)
     sources["synth"] = write_tiny_llama_gguf(out / "tiny-spm.gguf", n_head_kv=2, seed=SYNTH_SEED)
     sources["single"] = tm.write_gguf(folder, out / "tiny-split.gguf", tm.Q.F16)
     (out / "shards").mkdir()
@@ -323,7 +344,7 @@ def test_converted_gguf_runs_like_transformers(name: str, hf_models: dict[str, d
     assert paths["ollama"].name == f"sha256-{sums['ollama']}"
     results = run_tinymodels("llama-run", [{"path": str(p), "ids": src["ids"], "n_new": N_NEW,
                                             "teacher": ref["greedy"], "text": TEXT} for p in paths.values()], work)
-    arch = "qwen2" if case.source.startswith("qwen2") else "llama"
+    arch = gguf_arch(src["folder"])
     for view, got in zip(paths, results):
         label = f"{name} ({view}/) vs transformers"
         assert "error" not in got, f"{label}: {got['error']}"
@@ -355,10 +376,15 @@ def test_q4_0_rendition_runs_like_the_eager_q4_0(hf_models: dict[str, dict[str, 
 
 def test_the_comparison_catches_a_missing_qk_permutation(hf_models: dict[str, dict[str, Any]], work: Path) -> None:
     """The converter cannot be broken here, but its output can be imitated: GGUFs written eagerly
-    with and without llama's Q/K permutation (and qwen2 with one it must not get). The right ones
-    pass the comparison above, the wrong ones miss it by far more than the tolerance."""
+    with and without llama's Q/K permutation (and qwen2 and qwen3 with one they must not get;
+    mistral without the one it needs; qwen3 with q_norm and k_norm swapped). The right ones pass
+    the comparison above, the wrong ones miss it by far more than the tolerance."""
     require("llama_cpp")
     llama, qwen = hf_models["llama-f32"], hf_models["qwen2-f32"]
+    qwen3, mistral = hf_models["qwen3-f32"], hf_models["mistral-f32"]
+    qwen3_tensors = tm.gguf_from_hf(qwen3["folder"], tm.Q.F16)
+    norms_swapped = {**qwen3_tensors, **{f"blk.{i}.attn_{a}_norm.weight": qwen3_tensors[f"blk.{i}.attn_{b}_norm.weight"]
+                                         for i in range(2) for a, b in (("q", "k"), ("k", "q"))}}
     cases = {  # label -> (source, file, is right)
         "llama eager, permuted": (llama, tm.write_gguf(llama["folder"], work / "mut-llama-ok.gguf", tm.Q.F32), True),
         "llama eager, Q/K not permuted": (llama, tm.write_gguf(llama["folder"], work / "mut-llama-noperm.gguf",
@@ -366,6 +392,12 @@ def test_the_comparison_catches_a_missing_qk_permutation(hf_models: dict[str, di
         "qwen2 eager, not permuted": (qwen, tm.write_gguf(qwen["folder"], work / "mut-qwen-ok.gguf", tm.Q.F16), True),
         "qwen2 eager, Q/K permuted as llama": (qwen, tm.write_gguf(qwen["folder"], work / "mut-qwen-perm.gguf",
                                                                    tm.Q.F16, permute=True), False),
+        "qwen3 eager, Q/K permuted as llama": (qwen3, tm.write_gguf(qwen3["folder"], work / "mut-qwen3-perm.gguf",
+                                                                    tm.Q.F16, permute=True), False),
+        "qwen3 eager, q_norm and k_norm swapped": (qwen3, tm.write_gguf(qwen3["folder"], work / "mut-qwen3-norms.gguf",
+                                                                        tm.Q.F16, tensors=norms_swapped), False),
+        "mistral eager, Q/K not permuted": (mistral, tm.write_gguf(mistral["folder"], work / "mut-mistral-noperm.gguf",
+                                                                   tm.Q.F16, permute=False), False),
     }
     results = run_tinymodels("llama-run", [{"path": str(path), "ids": src["ids"], "n_new": N_NEW,
                                             "teacher": src["ref"]["greedy"], "text": TEXT}
@@ -468,11 +500,18 @@ def test_split_gguf_is_merged_for_ollama(gguf_sources: dict[str, Path], added: d
 def test_converted_gguf_tensors_equal_eager_conversion(name: str, hf_models: dict[str, dict[str, Any]],
                                                        added: dict[str, Added], mnt: Mount) -> None:
     case = HF_TO_GGUF[name]
-    expected = tm.gguf_from_hf(hf_models[case.source]["folder"], tm.Q[case.gguf_type])
+    folder = hf_models[case.source]["folder"]
+    expected = tm.gguf_from_hf(folder, tm.Q[case.gguf_type])
     path = gguf_files(mnt, added[name])["llamacpp"]
     reader = gguf.GGUFReader(str(path))
-    arch = "qwen2" if case.source.startswith("qwen2") else "llama"
+    arch = gguf_arch(folder)
     assert tm.gguf_kv(reader, "general.architecture") == arch
+    # the head size: qwen3's (32) is not hidden / heads (16), so llama.cpp needs it spelled out
+    cfg = tm.hf_config(folder)
+    dim, default_dim = tm.head_dim(cfg), cfg["hidden_size"] // cfg["num_attention_heads"]
+    assert tm.gguf_kv(reader, f"{arch}.rope.dimension_count") == dim
+    for key in ("key_length", "value_length"):
+        assert tm.gguf_kv(reader, f"{arch}.attention.{key}", default_dim) == dim, key
     got = {t.name: t for t in reader.tensors}
     assert sorted(got) == sorted(expected)
     wrong = []
@@ -497,7 +536,15 @@ def test_converted_safetensors_equal_eager_conversion(name: str, gguf_sources: d
     files = {p.name for p in snapshot.iterdir()}
     assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
             "tokenizer_config.json"} <= files, files
-    expected = tm.hf_from_gguf(source, tm.llama_hf_names(2))
+    reader = gguf.GGUFReader(str(source))
+    arch = tm.gguf_kv(reader, "general.architecture")
+    config = json.loads((snapshot / "config.json").read_text())
+    hf_class = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}[arch]
+    assert config["model_type"] == arch and config["architectures"] == [hf_class], config
+    dim = tm.gguf_kv(reader, f"{arch}.attention.key_length",
+                     tm.gguf_kv(reader, f"{arch}.embedding_length") // tm.gguf_kv(reader, f"{arch}.attention.head_count"))
+    assert config.get("head_dim", config["hidden_size"] // config["num_attention_heads"]) == dim, config
+    expected = tm.hf_from_gguf(source, tm.hf_names(arch, tm.gguf_kv(reader, f"{arch}.block_count")))
     target = tm.hf_dtype({gtype for gtype, _ in expected.values()})
     with safe_open(str(snapshot / "model.safetensors"), framework="numpy") as f:
         keys = set(f.keys())

@@ -1,10 +1,10 @@
 """Tiny models for the conversion tests, and an eager reference conversion to check them against.
 
-- `build_hf_models`: tiny llama and qwen2 checkpoints made with transformers (random weights
+- `build_hf_models`: tiny llama, mistral, qwen2 and qwen3 checkpoints made with transformers (random weights
   large enough that attention is not uniform, see the pitfalls in the testing notes) and a real
   byte-level BPE tokenizer made with `tokenizers`. Needs torch: run it in a child process.
 - `gguf_from_hf` / `write_gguf`: HF safetensors -> GGUF tensors done eagerly with numpy (the Q/K
-  permutation for llama, 1-D tensors as F32, dtype casts, `gguf.quants.quantize`), and a GGUF
+  permutation for llama and mistral, 1-D tensors as F32, dtype casts, `gguf.quants.quantize`), and a GGUF
   file written from them with a byte-level BPE (`gpt2`) vocabulary that llama.cpp loads.
 - `hf_from_gguf`: the inverse, GGUF -> HF tensors (`gguf.quants.dequantize`, inverse permutation).
 - `python -m tests.tinymodels hf-run|llama-run JOBS_JSON`: run transformers or llama.cpp on a list
@@ -28,7 +28,12 @@ import numpy as np
 Q = gguf.GGMLQuantizationType
 PLACEHOLDER_MERGE = "<never> <merged>"  # llama.cpp needs >= 1 merge for a gpt2 vocab; this one cannot fire
 
-ARCHS = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2}
+# HF model_type -> gguf's architecture, and the GGUF `general.architecture` it is written as
+# (llama.cpp reads mistral as llama, Q/K permutation included)
+ARCHS = {"llama": gguf.MODEL_ARCH.LLAMA, "mistral": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2,
+         "qwen3": gguf.MODEL_ARCH.QWEN3}
+GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
+PERMUTED = frozenset({"llama", "mistral"})  # HF model types whose Q/K rows GGUF reorders (not NEOX rope)
 
 
 # --- HF checkpoints (child process: needs torch) -----------------------------------------------
@@ -54,22 +59,30 @@ QWEN_MERGES = [("h", "e"), ("l", "l"), ("he", "ll"), ("Ġ", "w"), ("o", "r"), ("
                ("Ġth", "e"), ("i", "n")]
 
 
-def build_hf_models(out: Path, seed: int = 0, qwen_seed: int = 0, qk_scale: float = 3.0) -> dict[str, str]:
-    """Write llama (F32, F16 and BF16 copies of one model) and qwen2 (F32) folders under `out`."""
+def build_hf_models(out: Path, seed: int = 0, qwen_seed: int = 0, qwen3_seed: int = 0, mistral_seed: int = 0,
+                    qk_scale: float = 3.0, qk_norm_scale: float = 2.0) -> dict[str, str]:
+    """Write llama (F32, F16 and BF16 copies of one model), qwen2, qwen3 and mistral (F32) folders
+    under `out`."""
     import copy
 
     import torch
     from transformers import (
         LlamaConfig,
         LlamaForCausalLM,
+        MistralConfig,
+        MistralForCausalLM,
         PreTrainedTokenizerFast,
         Qwen2Config,
         Qwen2ForCausalLM,
+        Qwen3Config,
+        Qwen3ForCausalLM,
     )
 
     def sharpen(model: Any, bias: bool) -> None:
         # std 0.1 from initializer_range alone leaves attention near uniform: scale Q and K up, and
         # make norm weights (and qwen2's biases) non-trivial so a misplaced one changes the output.
+        # qwen3's q_norm/k_norm undo any scale of q_proj/k_proj: its norm weights carry the scale
+        # instead (and vary along the head, so a Q/K row order mix-up moves them too).
         with torch.no_grad():
             for layer in model.model.layers:
                 attn = layer.self_attn
@@ -78,6 +91,9 @@ def build_hf_models(out: Path, seed: int = 0, qwen_seed: int = 0, qk_scale: floa
                 if bias:
                     for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
                         proj.bias.normal_(0.0, 0.2)
+                for qk_norm in (getattr(attn, "q_norm", None), getattr(attn, "k_norm", None)):
+                    if qk_norm is not None:
+                        qk_norm.weight.copy_(qk_norm_scale * (1.0 + 0.3 * torch.randn_like(qk_norm.weight)))
                 for norm in (layer.input_layernorm, layer.post_attention_layernorm):
                     norm.weight.copy_(1.0 + 0.2 * torch.randn_like(norm.weight))
             model.model.norm.weight.copy_(1.0 + 0.2 * torch.randn_like(model.model.norm.weight))
@@ -107,6 +123,24 @@ def build_hf_models(out: Path, seed: int = 0, qwen_seed: int = 0, qk_scale: floa
     qwen.save_pretrained(folder)
     PreTrainedTokenizerFast(tokenizer_object=qtok).save_pretrained(folder)
     folders["qwen2-f32"] = str(folder)
+
+    # qwen3: q_norm/k_norm, no biases, and a head_dim (32) that is not hidden / heads (16)
+    torch.manual_seed(qwen3_seed)
+    qwen3 = Qwen3ForCausalLM(Qwen3Config(vocab_size=qtok.get_vocab_size(), rms_norm_eps=1e-6, head_dim=32,
+                                         use_sliding_window=False, attention_bias=False, **common))
+    sharpen(qwen3, bias=False)
+    folder = out / "qwen3-f32"
+    qwen3.save_pretrained(folder)
+    PreTrainedTokenizerFast(tokenizer_object=qtok).save_pretrained(folder)
+    folders["qwen3-f32"] = str(folder)
+
+    torch.manual_seed(mistral_seed)
+    mistral = MistralForCausalLM(MistralConfig(vocab_size=256, rms_norm_eps=1e-5, sliding_window=None, **common))
+    sharpen(mistral, bias=False)
+    folder = out / "mistral-f32"
+    mistral.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    folders["mistral-f32"] = str(folder)
     return folders
 
 
@@ -159,6 +193,10 @@ def hf_config(folder: Path) -> dict[str, Any]:
     return json.loads((Path(folder) / "config.json").read_text())
 
 
+def head_dim(cfg: dict[str, Any]) -> int:
+    return int(cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"])
+
+
 def name_map(arch: str, n_blocks: int) -> gguf.TensorNameMap:
     return gguf.get_tensor_name_map(ARCHS[arch], n_blocks)
 
@@ -173,13 +211,14 @@ def gguf_name(tmap: gguf.TensorNameMap, hf_name: str) -> str:
 def gguf_from_hf(folder: Path, qtype: Q, *, permute: bool | None = None) -> dict[str, tuple[Q, tuple[int, ...], bytes]]:
     """GGUF name -> (ggml type, numpy shape, bytes), in the source's tensor order: what a
     converter of this HF folder to a GGUF of file type `qtype` must produce. `permute` forces the
-    llama Q/K permutation on (or off) whatever the architecture: for the mutation checks."""
+    llama Q/K permutation on (or off) whatever the architecture: for the mutation checks.
+    (Q/K are permuted per head of `rows / heads` rows: the head_dim, also where it is not hidden / heads.)"""
     cfg = hf_config(folder)
     arch = cfg["model_type"]
     n_head, n_kv = cfg["num_attention_heads"], cfg.get("num_key_value_heads", cfg["num_attention_heads"])
     tmap = name_map(arch, cfg["num_hidden_layers"])
     if permute is None:
-        permute = arch == "llama"  # qwen2 uses NEOX rope: its Q/K rows keep their order
+        permute = arch in PERMUTED  # qwen2/qwen3 use NEOX rope: their Q/K rows keep their order
     out = {}
     for hf_name, (dtype, shape, raw) in read_safetensors(folder).items():
         name = gguf_name(tmap, hf_name)
@@ -221,16 +260,19 @@ def tokenizer_vocab(folder: Path) -> tuple[list[str], list[str]]:
 
 
 def write_gguf(folder: Path, path: Path, qtype: Q, *, permute: bool | None = None, split_max_tensors: int = 0,
-               tensors: dict[str, tuple[Q, tuple[int, ...], bytes]] | None = None) -> Path:
+               tensors: dict[str, tuple[Q, tuple[int, ...], bytes]] | None = None, pre: str | None = None) -> Path:
     """A GGUF of the HF model in `folder` (by `gguf_from_hf`), with a gpt2 (byte-level BPE)
-    vocabulary, no BOS, file type from `qtype`. With `split_max_tensors`, the shards
+    vocabulary, no BOS, file type from `qtype`; pre-tokenizer `pre` (default: "qwen2" for qwen
+    models, as llama.cpp's converter names theirs, else "default"); `<arch>.attention.key_length` and
+    `value_length` where the head_dim is not hidden / heads. With `split_max_tensors`, the shards
     `<stem>-0000k-of-0000n.gguf` are written instead (returned: the first)."""
     cfg = hf_config(folder)
     arch = cfg["model_type"]
     n_head = cfg["num_attention_heads"]
+    dim = head_dim(cfg)
     rope = cfg.get("rope_parameters") or {}
     tokens, merges = tokenizer_vocab(folder)
-    w = gguf.GGUFWriter(str(path), arch, split_max_tensors=split_max_tensors)
+    w = gguf.GGUFWriter(str(path), GGUF_ARCH[arch], split_max_tensors=split_max_tensors)
     w.add_name(Path(folder).name)
     w.add_context_length(cfg["max_position_embeddings"])
     w.add_embedding_length(cfg["hidden_size"])
@@ -238,7 +280,10 @@ def write_gguf(folder: Path, path: Path, qtype: Q, *, permute: bool | None = Non
     w.add_feed_forward_length(cfg["intermediate_size"])
     w.add_head_count(n_head)
     w.add_head_count_kv(cfg.get("num_key_value_heads", n_head))
-    w.add_rope_dimension_count(cfg["hidden_size"] // n_head)
+    w.add_rope_dimension_count(dim)
+    if dim != cfg["hidden_size"] // n_head:
+        w.add_key_length(dim)
+        w.add_value_length(dim)
     w.add_rope_freq_base(float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0))))
     w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
     w.add_vocab_size(len(tokens))
@@ -246,7 +291,7 @@ def write_gguf(folder: Path, path: Path, qtype: Q, *, permute: bool | None = Non
                      Q.BF16: gguf.LlamaFileType.MOSTLY_BF16, Q.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0,
                      Q.Q4_0: gguf.LlamaFileType.MOSTLY_Q4_0}[qtype])
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("default")
+    w.add_tokenizer_pre(pre or ("qwen2" if arch.startswith("qwen") else "default"))
     w.add_token_list(tokens)
     w.add_token_types([gguf.TokenType.NORMAL] * len(tokens))
     w.add_token_merges(merges or [PLACEHOLDER_MERGE])
@@ -283,12 +328,17 @@ def hf_from_gguf(path: Path, hf_names: list[str]) -> dict[str, tuple[Q, np.ndarr
     for t in reader.tensors:
         shape = tuple(int(d) for d in reversed(t.shape))
         values = decode(bytes(t.data), t.tensor_type, shape)
-        if arch == "llama" and t.name.endswith("attn_q.weight"):
+        if arch == "llama" and t.name.endswith("attn_q.weight"):  # (rows / heads: key_length too)
             values = unpermute_qk(values, n_head)
         elif arch == "llama" and t.name.endswith("attn_k.weight"):
             values = unpermute_qk(values, n_kv)
         out[inverse[t.name]] = (t.tensor_type, values)
     return out
+
+
+def hf_names(arch: str, n_layer: int) -> list[str]:
+    """The HF tensor names of the tiny models of `arch` (HF model type or GGUF architecture)."""
+    return llama_hf_names(n_layer, bias=arch == "qwen2", qk_norm=arch == "qwen3")
 
 
 def hf_dtype(gguf_types: set[Q]) -> Q:
@@ -300,11 +350,14 @@ def hf_dtype(gguf_types: set[Q]) -> Q:
     return Q.BF16 if Q.BF16 in gguf_types else Q.F16
 
 
-def llama_hf_names(n_layer: int, *, bias: bool = False, lm_head: bool = True) -> list[str]:
+def llama_hf_names(n_layer: int, *, bias: bool = False, qk_norm: bool = False, lm_head: bool = True) -> list[str]:
+    """HF tensor names of a llama-like model; qwen2: `bias`, qwen3: `qk_norm`."""
     names = ["model.embed_tokens.weight"]
     for i in range(n_layer):
         p = f"model.layers.{i}."
         names += [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
+        if qk_norm:
+            names += [p + "self_attn.q_norm.weight", p + "self_attn.k_norm.weight"]
         for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
             names.append(p + f"self_attn.{proj}.weight")
             if bias and proj != "o_proj":
@@ -387,7 +440,7 @@ def llama_run(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def main(argv: list[str]) -> None:
     command, arg = argv[0], argv[1]
     if command == "build-hf":
-        result: Any = build_hf_models(Path(arg), *(int(a) for a in argv[2:4]), *(float(a) for a in argv[4:]))
+        result: Any = build_hf_models(Path(arg), *(int(a) for a in argv[2:6]), *(float(a) for a in argv[6:]))
     elif command == "hf-run":
         result = hf_run(json.loads(Path(arg).read_text()))
     elif command == "llama-run":
