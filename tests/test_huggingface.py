@@ -198,7 +198,7 @@ def test_hub_gguf_equal_to_a_local_one_is_not_downloaded_or_stored_twice(
 def test_same_file_twice_in_one_repo_is_downloaded_once(cli: Cli, home: Path, models: Path, fake_hub: FakeHub) -> None:
     data = gguf_bytes(models, "a.gguf")
     repo = fake_hub.repo("org/twice", {"a.gguf": data, "copy/a.gguf": data})
-    add_json(cli, "org/twice")
+    add_json(cli, "org/twice", "--no-convert")  # stored bytes = the one download
     assert len(fake_hub.downloads()) == 1
     assert stored_bytes(home) == len(data)
     assert_stored_as_served(home, "org/twice", repo)
