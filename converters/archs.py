@@ -7,6 +7,7 @@ llama.cpp's converter uses), so a GGUF made here names tensors as llama.cpp expe
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -66,8 +67,14 @@ def hf_names(n_blocks: int) -> list[str]:
     return list(_GLOBAL_TENSORS) + [f"model.layers.{i}.{t}" for i in range(n_blocks) for t in _LAYER_TENSORS]
 
 
+@functools.lru_cache(maxsize=8)
+def _name_map(model_arch: gguf.MODEL_ARCH, n_blocks: int) -> gguf.TensorNameMap:
+    """gguf builds its map anew each call, in milliseconds per dozen layers: build it once."""
+    return gguf.get_tensor_name_map(model_arch, n_blocks)
+
+
 def gguf_tensor_name(arch: Arch, n_blocks: int, hf_name: str) -> str:
-    name = gguf.get_tensor_name_map(arch.model_arch, n_blocks).get_name(hf_name, try_suffixes=(".weight", ".bias"))
+    name = _name_map(arch.model_arch, n_blocks).get_name(hf_name, try_suffixes=(".weight", ".bias"))
     if name is None:
         raise ConversionUnsupported(f"tensor {hf_name!r} has no GGUF name for {arch.gguf_name}")
     return name
@@ -75,7 +82,7 @@ def gguf_tensor_name(arch: Arch, n_blocks: int, hf_name: str) -> str:
 
 def hf_name_table(arch: Arch, n_blocks: int) -> dict[str, str]:
     """GGUF tensor name -> HF tensor name, for every tensor these architectures can have."""
-    names = gguf.get_tensor_name_map(arch.model_arch, n_blocks)
+    names = _name_map(arch.model_arch, n_blocks)
     out = {}
     for hf in hf_names(n_blocks):
         name = names.get_name(hf, try_suffixes=(".weight", ".bias"))

@@ -86,23 +86,29 @@ def zeros(length: int) -> Derived:
 
 
 def slices(inputs: Callable[[int, int], list[Extent]], src: str, dst: str, rows: int, cols: int,
-           head_dim: int | None = None, inverse: bool = False, target_bytes: int = 16 << 20) -> list[Derived]:
+           head_dim: int | None = None, inverse: bool = False, target_bytes: int = 16 << 20,
+           first_bytes: int | None = None) -> list[Derived]:
     """A tensor's conversion cut into row slices of about `target_bytes` of float32 working
     values each (a cast or quantization works on float32 rows, several arrays of them at once;
     a plain row move needs only the raw bytes). `inputs(byte_offset, length)` maps a range of the
     source tensor's bytes to stored extents. Permuted tensors are cut at head boundaries, so
-    each slice permutes on its own."""
+    each slice permutes on its own. `first_bytes`: a smaller first slice, for the tensor right
+    after a header, which the kernel's readahead asks for with the header's last page."""
     src_row, dst_row = row_bytes(src, cols), row_bytes(dst, cols)
     working = max(src_row, dst_row) if src == dst else 4 * cols
-    step = max(1, target_bytes // max(working, 1))
-    if head_dim:
-        step = max(head_dim, step // head_dim * head_dim)
+
+    def rows_for(budget: int) -> int:
+        step = max(1, budget // max(working, 1))
+        return max(head_dim, step // head_dim * head_dim) if head_dim else step
+
     out = []
-    for r0 in range(0, rows, step):
+    r0, step = 0, rows_for(first_bytes or target_bytes)
+    while r0 < rows:
         n = min(step, rows - r0)
         op: dict[str, Any] = {"kind": "tensor", "src": src, "dst": dst, "rows": n, "cols": cols,
                               "inputs": [e.to_json() for e in inputs(r0 * src_row, n * src_row)]}
         if head_dim:
             op["permute"] = {"head_dim": head_dim, "inverse": inverse}
         out.append(Derived(op, n * dst_row))
+        r0, step = r0 + n, rows_for(target_bytes)
     return out

@@ -103,7 +103,8 @@ def plan_gguf(stored: StoredModel, gguf_type: str = "F16") -> Plan:
             else:
                 pieces = list(tensorops.slices(
                     lambda off, n, path=path, base=span.offset: stored.extents(path, base + off, n),
-                    src, dst, rows, cols, head_dim=dim if permuted else None))
+                    src, dst, rows, cols, head_dim=dim if permuted else None,
+                    first_bytes=None if tensors else 1 << 20))
             tensors.append((name, pieces, nbytes))
     if not tensors:
         raise ConversionUnsupported("the safetensors files hold no tensors")

@@ -10,18 +10,33 @@ import hashlib
 import stat
 from dataclasses import dataclass, field
 
-from modelstore.store.records import Extent
+from modelstore.store.records import Extent, Piece
 
 ROOT_INODE = 1
 
 
 @dataclass(frozen=True)
 class StoredContent:
-    """The bytes of a stored file: its recipe."""
+    """The bytes of a stored file or a converted one: its recipe, with where each piece starts in
+    the file and the blobs it reads, worked out once per tree rather than at every open."""
 
     b3: str
     size: int
-    recipe: tuple[Extent, ...]
+    recipe: tuple[Piece, ...]
+    starts: tuple[int, ...] = field(default=(), compare=False)
+    blobs: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.starts and self.recipe:
+            starts, pos = [], 0
+            blobs: dict[str, None] = {}  # in first-use order, once each
+            for piece in self.recipe:
+                starts.append(pos)
+                pos += piece.length
+                for ext in [piece] if isinstance(piece, Extent) else piece.inputs:
+                    blobs[ext.blob] = None
+            object.__setattr__(self, "starts", tuple(starts))
+            object.__setattr__(self, "blobs", tuple(blobs))
 
 
 @dataclass(frozen=True)

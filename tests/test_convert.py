@@ -26,7 +26,6 @@ from modelstore.fusefs.views import ViewOptions, render_root
 from modelstore.store import Store
 from modelstore.store.derived import DerivedCache
 from modelstore.store.fsck import fsck
-from modelstore.store.gc import run_gc
 from modelstore.store.records import Derived, Extent, FileRecord
 from modelstore.store.sources.local import add_local
 from tests.mounting import mounted, requires_fuse
@@ -67,6 +66,10 @@ def test_permuted_slices_equal_a_whole_tensor_permutation(src: str) -> None:
     assert out == llama_permute(w, heads).tobytes()
     back = tensorops.slices(_source, src, src, rows, cols, head_dim=rows // heads, inverse=True, target_bytes=5000)
     assert _run_all(back, out) == w.tobytes()
+    small_first = tensorops.slices(_source, src, src, rows, cols, head_dim=rows // heads, target_bytes=40000,
+                                   first_bytes=1)  # one head's rows, then the usual size
+    assert small_first[0].op["rows"] == rows // heads < small_first[1].op["rows"]
+    assert _run_all(small_first, w.tobytes()) == out
 
 
 @pytest.mark.parametrize("dst", ["Q8_0", "Q4_0", "BF16", "F16"])
