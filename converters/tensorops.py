@@ -52,6 +52,24 @@ def _encode(values: np.ndarray, dst: str) -> bytes:
     return np.ascontiguousarray(quants.quantize(values, GGMLQuantizationType[dst])).tobytes()
 
 
+def _bf16_to_f16(bits: np.ndarray) -> np.ndarray:
+    """BF16 bit patterns to F16 bit patterns, equal to numpy's own cast through float32 (checked
+    on all 65,536 values) at a third of its time: a BF16 whose exponent F16 can hold keeps its 7
+    mantissa bits exactly, so only the exponent is rebiased, in integer arithmetic. The rest
+    (zeros, subnormals, overflow, inf, NaN: a few in a million weights) goes through the cast."""
+    magnitude = bits & np.uint16(0x7FFF)
+    exponent = magnitude >> np.uint16(7)
+    fits = (exponent >= 113) & (exponent <= 142)  # 2**-14 <= |x| < 2**16
+    out = magnitude - np.uint16((127 - 15) << 7)
+    out <<= np.uint16(3)
+    out |= bits & np.uint16(0x8000)
+    if not fits.all():
+        rest = ~fits
+        with np.errstate(over="ignore"):
+            out[rest] = (bits[rest].astype(np.uint32) << 16).view(np.float32).astype(np.float16).view(np.uint16)
+    return out
+
+
 def _permute_rows(rows: np.ndarray, head_dim: int, inverse: bool) -> np.ndarray:
     """llama's rotary layout: HF keeps each head's two rotary halves apart, GGUF interleaves them."""
     n, width = rows.shape
@@ -67,8 +85,10 @@ def run(op: dict[str, Any], length: int, read: Callable[[Extent], bytes]) -> byt
     raw = b"".join(read(Extent.from_json(e)) for e in op["inputs"])
     rows, cols, src, dst = op["rows"], op["cols"], op["src"], op["dst"]
     permute = op.get("permute")
-    if src == dst:  # the row order alone changes: move raw rows, no arithmetic
-        data = np.frombuffer(raw, np.uint8).reshape(rows, -1)
+    if src == dst or (src, dst) == ("BF16", "F16"):  # no float arithmetic: move (and rebias) bits
+        data = np.frombuffer(raw, np.uint8 if src == dst else np.dtype("<u2")).reshape(rows, -1)
+        if src != dst:
+            data = _bf16_to_f16(data)
         out = _permute_rows(data, permute["head_dim"], permute["inverse"]) if permute else data
         result = out.tobytes()
     else:

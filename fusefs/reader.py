@@ -13,7 +13,6 @@ import bisect
 import errno
 import os
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from blake3 import blake3
@@ -95,9 +94,6 @@ class OpenFile:
 
     def parts(self, offset: int, size: int) -> list[tuple[Extent | Derived, int, int]]:
         """(piece, start, end within the piece) for file bytes [offset, offset+size)."""
-        return [(self.content.recipe[i], lo, hi) for i, lo, hi in self._parts(offset, size)]
-
-    def _parts(self, offset: int, size: int) -> list[tuple[int, int, int]]:
         end = min(offset + size, self.content.size)
         out = []
         i = max(bisect.bisect_right(self.starts, offset) - 1, 0)
@@ -105,18 +101,10 @@ class OpenFile:
             piece, start = self.content.recipe[i], self.starts[i]
             lo, hi = offset - start, min(piece.length, end - start)
             if hi > lo:
-                out.append((i, lo, hi))
+                out.append((piece, lo, hi))
                 offset = start + hi
             i += 1
         return out
-
-    def next_conversion(self, index: int, within: int = 8) -> Derived | None:
-        """The next tensor slice after piece `index`, if one comes soon: what a sequential
-        reader will want converted next."""
-        for piece in self.content.recipe[index + 1 : index + 1 + within]:
-            if isinstance(piece, Derived) and piece.op["kind"] == "tensor":
-                return piece
-        return None
 
     def pieces(self, offset: int, size: int) -> list[tuple[int, int, int]]:
         """(fd, blob offset, length) for file bytes [offset, offset+size) of a stored file."""
@@ -136,23 +124,20 @@ class OpenFile:
                 return inline
             return await in_thread(_read_blocking, pieces, total)
         out = bytearray()
-        for i, lo, hi in self._parts(offset, size):
-            piece = self.content.recipe[i]
+        for piece, lo, hi in parts:
             if isinstance(piece, Extent):
                 out += await in_thread(_read_blocking, [(self.fds[piece.blob], piece.offset + lo, hi - lo)], hi - lo)
             else:
                 out += await self.derived.read(piece, lo, hi, self.fds)
-                if piece.op["kind"] == "tensor":
-                    self.derived.prefetch(self.next_conversion(i), self.fds)
         return out
 
 
 class DerivedReader:
     """Derived pieces for every open file of a mount: the last few slices in memory (a reader
     asks for 1 MiB at a time from a slice of several), then the on-disk cache, else the
-    conversion, run in a worker thread, once per slice however many readers want it. While a
-    slice is read, the next one is converted on another thread: a sequential reader (llama.cpp
-    loading, an Ollama pull) then finds it ready and both cores work."""
+    conversion, run in a worker thread, once per slice however many readers want it. (Converting
+    the next slice ahead on the other core was tried: numpy's casts and gguf's quantizers did not
+    run any faster on two threads here, and the look-ahead slowed cold reads by a third.)"""
 
     def __init__(self, cache: DerivedCache, in_thread: Callable[..., Awaitable[bytes]], keep: int = 4) -> None:
         import trio
@@ -160,8 +145,6 @@ class DerivedReader:
         self.cache, self.in_thread, self.keep = cache, in_thread, keep
         self.recent: dict[str, bytes] = {}  # insertion order = use order
         self.locks: dict[str, trio.Lock] = {}
-        self.ahead: dict[str, Future[bytes]] = {}  # slices being converted ahead of their reader
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="convert-ahead")
         self._trio = trio
 
     async def read(self, piece: Derived, lo: int, hi: int, fds: dict[str, int]) -> bytes:
@@ -174,41 +157,13 @@ class DerivedReader:
             async with lock:
                 data = self.recent.pop(key, None)
                 if data is None:
-                    ahead = self.ahead.pop(key, None)
-                    if ahead is not None:
-                        try:
-                            data = await self.in_thread(ahead.result)
-                        except Exception:  # converted ahead from descriptors since closed: do it here
-                            data = None
-                    if data is None:
-                        data = await self.in_thread(self._load, piece, key, fds)
+                    data = await self.in_thread(self._load, piece, key, fds)
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
                 self.locks.pop(key, None)
         self.recent[key] = data
         while len(self.recent) > self.keep:
             self.recent.pop(next(iter(self.recent)))
         return data[lo:hi]
-
-    def prefetch(self, piece: Derived | None, fds: dict[str, int]) -> None:
-        """Start converting `piece` on the look-ahead thread, unless it is at hand or under way.
-        It reads through duplicated descriptors, so closing the file meanwhile is harmless."""
-        if piece is None:
-            return
-        key = op_key(piece.op, piece.length)
-        for done in [k for k, f in self.ahead.items() if f.done() and k != key]:
-            self.ahead.pop(done)  # never claimed: the reader went elsewhere
-        if key in self.recent or key in self.ahead or key in self.locks or self.ahead:
-            return
-        own = {e.blob: os.dup(fds[e.blob]) for e in piece.inputs}
-        future = self.pool.submit(self._load_and_close, piece, key, own)
-        self.ahead[key] = future
-
-    def _load_and_close(self, piece: Derived, key: str, fds: dict[str, int]) -> bytes:
-        try:
-            return self._load(piece, key, fds)
-        finally:
-            for fd in fds.values():
-                os.close(fd)
 
     def _load(self, piece: Derived, key: str, fds: dict[str, int]) -> bytes:
         """A cached slice whose BLAKE3 is the one planned, else the slice converted anew (and

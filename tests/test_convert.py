@@ -434,3 +434,15 @@ def test_a_repo_of_several_quantizations_gets_its_finest_as_safetensors(store: S
     result = plan_conversions(store, "repo")
     assert [p["from"] for p in result.plans] == [["tiny-F16.gguf"]]
     assert result.plans[0]["how"].endswith("from tiny-F16.gguf")
+
+
+def test_bf16_to_f16_equals_numpy_for_every_bf16_value() -> None:
+    bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    as_f32 = (bits.astype(np.uint32) << 16).view(np.float32)
+    with np.errstate(over="ignore"):
+        want = as_f32.astype(np.float16)
+    rows = tensorops.slices(_source, "BF16", "F16", 1 << 10, 64)
+    got = np.frombuffer(_run_all(rows, bits.tobytes()), np.float16)
+    nan = np.isnan(as_f32)
+    assert np.array_equal(got.view(np.uint16)[~nan], want.view(np.uint16)[~nan])
+    assert np.isnan(got[nan]).all()
