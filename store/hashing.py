@@ -1,17 +1,20 @@
 """One read pass over a file: BLAKE3 and SHA-256 of the whole, git's blob SHA-1 for small files,
 and BLAKE3 of every tensor's bytes.
 
-Each hash runs in its own thread (blake3 and hashlib release the GIL), fed the same chunk, while
-the caller's thread reads the next chunk into a second buffer. Memory is two chunks, whatever the
-file size.
+The caller's thread reads the file into a ring of chunk buffers; three consumer threads (SHA-256
+with git's SHA-1, BLAKE3 of the whole, BLAKE3 of the tensors) each walk the ring at their own
+pace, and a buffer is read into again only when all three are done with it. blake3 and hashlib
+release the GIL, so on two cores the slow SHA-256 runs beside the two BLAKE3s instead of every
+chunk waiting for the slowest hash. Memory is the ring, whatever the file size; buffers are kept
+for the next file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import blake3
@@ -21,16 +24,27 @@ from modelstore.store.errors import SourceChanged
 from modelstore.store.tensors import TensorSpan
 
 CHUNK = 8 << 20
+RING = 4  # buffers: how far the fastest consumer may run ahead of the slowest
 
 # on_chunk(file offset, chunk, [(tensor, its digest) for tensors that end in this chunk])
 OnChunk = Callable[[int, memoryview, list[tuple[TensorSpan, str]]], None]
 
 
 @dataclass(frozen=True)
+class Stored:
+    """What the caller's store holds already, so that hashing can leave out the SHA-256 of a file
+    it has: while every tensor hashed so far is in the store the file is likely a copy, and the
+    SHA-256 waits; a new tensor, or a whole that turns out new, has it catch up from the file."""
+
+    has_file: Callable[[str], bool]  # BLAKE3 of a whole file
+    has_tensors: Callable[[list[str]], bool]  # every one of these tensor BLAKE3s
+
+
+@dataclass(frozen=True)
 class FileHashes:
     size: int
     b3: str
-    sha256: str
+    sha256: str | None  # None only when `stored` has the file
     git_sha1: str | None
     tensor_b3: dict[str, str]  # tensor name -> BLAKE3 of its bytes (only spans that were asked for)
     mtime_ns: int
@@ -65,6 +79,131 @@ class _TensorHasher:
         return finished
 
 
+class _BufferPool:
+    """Chunk buffers kept between files: a fresh 8 MiB bytearray is zeroed and faulted in page
+    by page, which costs more than hashing a small model's chunk."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._free: list[bytearray] = []
+
+    def take(self, n: int) -> list[bytearray]:
+        with self._lock:
+            taken, self._free = self._free[:n], self._free[n:]
+        return taken + [bytearray(CHUNK) for _ in range(n - len(taken))]
+
+    def give(self, buffers: list[bytearray]) -> None:
+        with self._lock:
+            self._free.extend(buffers)
+            del self._free[2 * RING:]
+
+
+_POOL = _BufferPool()
+
+
+class _Consumer(threading.Thread):
+    """Applies `work(offset, chunk)` to every chunk of the ring in order; `done` counts them."""
+
+    def __init__(self, name: str, work: Callable[[int, memoryview], object], ring: _Ring) -> None:
+        super().__init__(name=name, daemon=True)
+        self.work, self.ring = work, ring
+        self.done = 0
+        self.skip = False  # set when the result is no longer wanted: chunks are passed over
+        self.results: list[object] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        while True:
+            item = self.ring.wait_for_chunk(self.done)
+            if item is None:
+                return
+            offset, chunk = item
+            if self.error is None and not self.skip:
+                try:
+                    self.results.append(self.work(offset, chunk))
+                except BaseException as exc:  # re-raised by the reader; keep freeing slots
+                    self.error = exc
+            with self.ring.changed:
+                self.done += 1
+                self.ring.changed.notify_all()
+
+
+class _Sha256Consumer(_Consumer):
+    """The SHA-256 (and git SHA-1) consumer. While `hold` is set it passes chunks over and
+    remembers where it stopped; released, it reads the gap from the file itself (the page cache,
+    as the file was just read) before going on with the ring."""
+
+    def __init__(self, fd: int, sha: hashlib._Hash, git: hashlib._Hash | None, ring: _Ring,
+                 hold: bool) -> None:
+        super().__init__("hash-sha256", self._hash, ring)
+        self.fd, self.sha, self.git = fd, sha, git
+        self.hold = hold
+        self.hashed_to = 0  # the SHA-256 covers the file up to here
+
+    def _hash(self, offset: int, chunk: memoryview) -> None:
+        if self.hold:
+            return
+        self.catch_up(offset)
+        self._update(chunk)
+
+    def _update(self, chunk: memoryview) -> None:
+        self.sha.update(chunk)
+        if self.git is not None:
+            self.git.update(chunk)
+        self.hashed_to += len(chunk)
+
+    def catch_up(self, to: int) -> None:
+        if self.hashed_to >= to:
+            return
+        [buffer] = _POOL.take(1)
+        try:
+            view = memoryview(buffer)
+            while self.hashed_to < to:
+                n = os.preadv(self.fd, [view[: min(CHUNK, to - self.hashed_to)]], self.hashed_to)
+                if n == 0:
+                    raise SourceChanged("the file shrank while it was being read")
+                self._update(view[:n])
+        finally:
+            _POOL.give([buffer])
+
+
+class _Ring:
+    def __init__(self, buffers: list[bytearray]) -> None:
+        self.buffers = buffers
+        self.changed = threading.Condition()
+        self.chunks: list[tuple[int, memoryview]] = []  # every chunk read so far (views into the ring)
+        self.ended = False
+        self.consumers: list[_Consumer] = []
+
+    def wait_for_chunk(self, index: int) -> tuple[int, memoryview] | None:
+        with self.changed:
+            while index >= len(self.chunks) and not self.ended:
+                self.changed.wait()
+            return self.chunks[index] if index < len(self.chunks) else None
+
+    def publish(self, offset: int, chunk: memoryview) -> None:
+        with self.changed:
+            self.chunks.append((offset, chunk))
+            self.changed.notify_all()
+
+    def end(self) -> None:
+        with self.changed:
+            self.ended = True
+            self.changed.notify_all()
+
+    def wait_until_done(self, consumer: _Consumer, count: int) -> None:
+        with self.changed:
+            while consumer.done < count:
+                self.changed.wait()
+
+    def wait_for_free_slot(self, index: int) -> None:
+        """Chunk `index` may be read once every consumer is done with chunk `index - RING`."""
+        need = index - len(self.buffers) + 1
+        with self.changed:
+            while any(c.done < need for c in self.consumers):
+                self.changed.wait()
+
+
 def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
@@ -75,9 +214,11 @@ def hash_file(
     *,
     on_chunk: OnChunk | None = None,
     progress: Callable[[int], None] | None = None,
+    stored: Stored | None = None,
 ) -> FileHashes:
     """Hash `path` in one pass. `on_chunk` is called for every chunk, in file order, once its
-    hashes are complete, so the caller can decide what to write out."""
+    tensors are hashed, so the caller can decide what to write out. With `stored`, a file the
+    store already has gets no SHA-256 (None): the store knows it."""
     fd = os.open(path, os.O_RDONLY)
     try:
         before = os.fstat(fd)
@@ -86,34 +227,11 @@ def hash_file(
         whole = blake3.blake3(max_threads=1)
         git = hashlib.sha1(git_blob_header(size)) if size < GIT_SHA1_LIMIT else None
         tensors = _TensorHasher(spans)
-        buffers = [bytearray(min(CHUNK, max(size, 1))) for _ in range(2)]
-        # One thread per hash: each sees the chunks in file order. While they hash chunk N the
-        # caller's thread reads chunk N+1 and hands chunk N-1 (hashed) to `on_chunk`.
-        pools = [ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash") for _ in range(3)]
-        try:
-            pending: tuple[int, memoryview, list[Future[object]]] | None = None
-            offset, index = 0, 0
-            while True:
-                view = memoryview(buffers[index % 2])
-                n = os.readv(fd, [view]) if offset < size else 0
-                chunk = view[:n]
-                submitted = None
-                if n:
-                    submitted = (offset, chunk, [
-                        pools[0].submit(sha.update, chunk),
-                        pools[1].submit(whole.update, chunk),
-                        pools[2].submit(_update_tensors_and_git, tensors, git, offset, chunk),
-                    ])
-                if pending is not None:
-                    _finish(pending, on_chunk, progress)
-                pending = submitted
-                if not n:
-                    break
-                offset += n
-                index += 1
-        finally:
-            for pool in pools:
-                pool.shutdown(wait=True, cancel_futures=True)
+        if size <= CHUNK:
+            offset = _hash_small(fd, size, sha, whole, git, tensors, on_chunk, progress)
+            skipped = False
+        else:
+            offset, skipped = _hash_large(fd, size, sha, whole, git, tensors, on_chunk, progress, stored)
         after = os.fstat(fd)
     finally:
         os.close(fd)
@@ -122,24 +240,100 @@ def hash_file(
     missing = [s.name for s in tensors.spans if s.name not in tensors.done]
     if missing:  # only a file that shrank under us gets here, and the stat check catches that
         raise SourceChanged(f"{path}: tensors {missing[:3]} were not read in full")
-    return FileHashes(size, whole.hexdigest(), sha.hexdigest(), git.hexdigest() if git else None,
-                      tensors.done, before.st_mtime_ns)
+    return FileHashes(size, whole.hexdigest(), None if skipped else sha.hexdigest(),
+                      git.hexdigest() if git else None, tensors.done, before.st_mtime_ns)
 
 
-def _update_tensors_and_git(tensors: _TensorHasher, git: "hashlib._Hash | None", offset: int,
-                            chunk: memoryview) -> list[tuple[TensorSpan, str]]:
+def _hash_small(fd: int, size: int, sha: hashlib._Hash, whole: blake3.blake3, git: hashlib._Hash | None,
+                tensors: _TensorHasher, on_chunk: OnChunk | None, progress: Callable[[int], None] | None) -> int:
+    """A file of one chunk: no threads to start, the hashes one after another."""
+    buffer = bytearray(size + 1)  # one byte more: a file that grew since fstat shows up as a longer read
+    chunk = memoryview(buffer)[: os.readv(fd, [buffer])]
+    if len(chunk) != size:
+        return len(chunk)
+    sha.update(chunk)
+    whole.update(chunk)
     if git is not None:
         git.update(chunk)
-    return tensors.update(offset, chunk)
+    _deliver_chunk(on_chunk, progress, 0, chunk, tensors.update(0, chunk))
+    return size
 
 
-def _finish(pending: tuple[int, memoryview, list[Future[object]]],
-            on_chunk: OnChunk | None,
-            progress: Callable[[int], None] | None) -> None:
-    offset, chunk, jobs = pending
-    results = [job.result() for job in jobs]
-    finished: list[tuple[TensorSpan, str]] = results[2]  # type: ignore[assignment]
+def _deliver_chunk(on_chunk: OnChunk | None, progress: Callable[[int], None] | None, offset: int,
+                   chunk: memoryview, finished: list[tuple[TensorSpan, str]]) -> None:
+    """Every chunk goes through here once hashed, in file order (the fault tests hook it)."""
     if on_chunk is not None:
         on_chunk(offset, chunk, finished)
     if progress is not None:
         progress(len(chunk))
+
+
+def _hash_large(fd: int, size: int, sha: hashlib._Hash, whole: blake3.blake3, git: hashlib._Hash | None,
+                tensors: _TensorHasher, on_chunk: OnChunk | None, progress: Callable[[int], None] | None,
+                stored: Stored | None) -> tuple[int, bool]:
+    buffers = _POOL.take(RING)
+    ring = _Ring(buffers)
+    sha_thread = _Sha256Consumer(fd, sha, git, ring, hold=stored is not None and bool(tensors.spans))
+    whole_thread = _Consumer("hash-b3", lambda offset, chunk: whole.update(chunk), ring)
+    tensor_thread = _Consumer("hash-tensors", tensors.update, ring)
+    ring.consumers = [sha_thread, whole_thread, tensor_thread]
+    for consumer in ring.consumers:
+        consumer.start()
+    delivered = 0  # chunks handed to on_chunk
+
+    def deliver(upto: int) -> None:
+        nonlocal delivered
+        ring.wait_until_done(tensor_thread, upto)
+        _raise_from(ring.consumers)
+        while delivered < upto:
+            offset, chunk = ring.chunks[delivered]
+            finished: list[tuple[TensorSpan, str]] = tensor_thread.results[delivered]  # type: ignore[assignment]
+            if sha_thread.hold and finished and stored and not stored.has_tensors([d for _, d in finished]):
+                sha_thread.hold = False  # a tensor the store lacks: the file is new
+            _deliver_chunk(on_chunk, progress, offset, chunk, finished)
+            delivered += 1
+
+    offset = index = 0
+    skipped = False
+    try:
+        while offset < size:
+            # on_chunk must see a chunk before its buffer is read into again
+            deliver(max(delivered, index - len(buffers) + 1))
+            ring.wait_for_free_slot(index)
+            _raise_from(ring.consumers)
+            view = memoryview(buffers[index % len(buffers)])
+            n = os.readv(fd, [view])
+            if n == 0:
+                break
+            ring.publish(offset, view[:n])
+            offset += n
+            index += 1
+        deliver(index)
+        ring.wait_until_done(whole_thread, index)
+        _raise_from(ring.consumers)
+        if stored is not None and offset == size and stored.has_file(whole.hexdigest()):
+            sha_thread.skip = skipped = True
+        else:
+            sha_thread.hold = False
+        ring.end()
+        sha_thread.join()
+        _raise_from(ring.consumers)
+        if not skipped:
+            sha_thread.catch_up(offset)  # chunks passed over while the file looked like a copy
+    except BaseException:
+        for consumer in ring.consumers:
+            consumer.skip = True
+        raise
+    finally:
+        ring.end()
+        for consumer in ring.consumers:
+            consumer.join()
+        _POOL.give(buffers)
+    _raise_from(ring.consumers)
+    return offset, skipped
+
+
+def _raise_from(consumers: list[_Consumer]) -> None:
+    for consumer in consumers:
+        if consumer.error is not None:
+            raise consumer.error

@@ -13,7 +13,9 @@ size and mtime at hashing time.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import hashlib
 import mmap
 import os
 from collections.abc import Callable
@@ -25,7 +27,7 @@ import blake3
 from modelstore.store.catalog import Catalog
 from modelstore.store.digests import B3, check_b3
 from modelstore.store.errors import SourceChanged
-from modelstore.store.hashing import FileHashes, hash_file
+from modelstore.store.hashing import FileHashes, Stored, hash_file
 from modelstore.store.locks import hold_dir_lock
 from modelstore.store.objects import BackgroundCopy, Objects, copy_into, copy_range, fsync_path, no_space
 from modelstore.store.records import Extent, FileRecord
@@ -181,13 +183,17 @@ class Ingest:
             try:
                 if copier is not None:
                     copier.start()
-                hashes = hash_file(str(path), spans, on_chunk=watch_for_stored_tensors, progress=tick)
+                hashes = hash_file(str(path), spans, on_chunk=watch_for_stored_tensors, progress=tick,
+                                   stored=Stored(lambda b3: self.known_file(b3) is not None,
+                                                 lambda digests: len(self._known_tensors(digests)) == len(digests)))
                 if copier is not None:
                     copier.join()
                 existing = self.known_file(hashes.b3)
                 if existing is not None:
                     stored = True
                     return IngestResult(existing, header, 0, True)
+                if hashes.sha256 is None:  # the store had the file a moment ago: an rm got in between
+                    hashes = dataclasses.replace(hashes, sha256=_sha256_of(path, hashes))
                 self._plan_after_hashing(plan, spans, hashes)
                 record = self._store(path, hashes, header, plan, staged, copied=bool(copier and copier.complete))
                 stored = True
@@ -298,6 +304,15 @@ def _hash_path(path: Path) -> str:
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         h.update(mm)
     return h.hexdigest()
+
+
+def _sha256_of(path: Path, hashes: FileHashes) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while block := f.read(8 << 20):
+            sha.update(block)
+    _check_unchanged(path, hashes)
+    return sha.hexdigest()
 
 
 def _copy_ranges(src: Path, dst: Path, ranges: list[tuple[int, int]]) -> None:

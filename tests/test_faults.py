@@ -74,11 +74,11 @@ def hit(name):
 
 from modelstore.store import catalog, hashing, objects
 
-_finish = hashing._finish
-def finish(*args):
-    _finish(*args)
+_deliver_chunk = hashing._deliver_chunk
+def deliver_chunk(*args):
+    _deliver_chunk(*args)
     hit("chunk")
-hashing._finish = finish
+hashing._deliver_chunk = deliver_chunk
 
 _commit_staged = objects.Objects.commit_staged
 def commit_staged(self, *args, **kwargs):
@@ -735,18 +735,18 @@ def test_source_changed_cli(home: Path, models: Path, pair: tuple[Path, Path], m
     src = models / "m.gguf"
     shutil.copyfile(a, src)
     os.utime(src, ns=(10**18, 10**18))
-    real_finish = hashing._finish
+    real_deliver = hashing._deliver_chunk
     calls = []
 
     def finish_then_edit(*args: object) -> None:
-        real_finish(*args)
+        real_deliver(*args)
         calls.append(1)
         if len(calls) == 1:
             writer = threading.Thread(target=_edit, args=(src, "rewrite"))
             writer.start()
             writer.join()
 
-    monkeypatch.setattr(hashing, "_finish", finish_then_edit)
+    monkeypatch.setattr(hashing, "_deliver_chunk", finish_then_edit)
     capsys.readouterr()
     assert ms(home, "add", src, "--move") == 5
     err = capsys.readouterr().err

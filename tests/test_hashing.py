@@ -1,0 +1,112 @@
+"""hash_file against hashlib and blake3 computed here: every size around the chunk and ring
+boundaries, chunks seen in order with their own bytes, and the SHA-256 held back for files the
+store may already have."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import blake3
+import pytest
+
+from modelstore.store import hashing
+from modelstore.store.digests import GIT_SHA1_LIMIT, git_blob_header
+from modelstore.store.hashing import CHUNK, RING, Stored, hash_file
+from modelstore.store.tensors import TensorSpan
+
+SIZES = [0, 1, 4096, CHUNK - 1, CHUNK, CHUNK + 1, (RING + 2) * CHUNK + 123]
+
+
+def write_random(path: Path, size: int, seed: int = 1) -> bytes:
+    data = os.urandom(0) if size == 0 else bytes(
+        (hashlib.sha256(seed.to_bytes(4, "little")).digest() * (size // 32 + 1))[:size])
+    # make it not periodic: a periodic file would hide a chunk hashed at the wrong offset
+    data = bytearray(data)
+    for i in range(0, size, 997):
+        data[i] = (i * 31 + seed) & 0xFF
+    path.write_bytes(data)
+    return bytes(data)
+
+
+def spans_of(size: int) -> list[TensorSpan]:
+    """Tensors of uneven lengths, some crossing chunk borders, with gaps between them."""
+    spans, offset, i = [], 64, 0
+    while offset + 5000 < size:
+        length = min(size - offset, 5000 + (i * 7_654_321) % (3 * CHUNK))
+        spans.append(TensorSpan(f"t{i}", offset, length, "U8", (length,)))
+        offset += length + 32
+        i += 1
+    return spans
+
+
+def git_sha1(data: bytes) -> str | None:
+    """The Hub keeps files under GIT_SHA1_LIMIT in git: only those have a git blob id."""
+    return hashlib.sha1(git_blob_header(len(data)) + data).hexdigest() if len(data) < GIT_SHA1_LIMIT else None
+
+
+def expected(data: bytes, spans: list[TensorSpan]) -> tuple[str, str, dict[str, str]]:
+    tensors = {s.name: blake3.blake3(data[s.offset:s.end]).hexdigest() for s in spans}
+    return blake3.blake3(data).hexdigest(), hashlib.sha256(data).hexdigest(), tensors
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_hashes_equal_the_reference(tmp_path: Path, size: int) -> None:
+    path = tmp_path / "f"
+    data = write_random(path, size)
+    spans = spans_of(size)
+    seen: list[tuple[int, bytes]] = []
+    progressed: list[int] = []
+    got = hash_file(str(path), spans, on_chunk=lambda off, chunk, done: seen.append((off, bytes(chunk))),
+                    progress=progressed.append)
+    b3, sha, tensors = expected(data, spans)
+    assert (got.size, got.b3, got.sha256, got.tensor_b3) == (size, b3, sha, tensors)
+    assert got.git_sha1 == git_sha1(data)
+    # every chunk arrives once, in order, holding its own bytes (not a later chunk's)
+    assert b"".join(chunk for _, chunk in seen) == data
+    assert [off for off, _ in seen] == [sum(len(c) for _, c in seen[:i]) for i in range(len(seen))]
+    assert sum(progressed) == size
+
+
+@pytest.mark.parametrize("size", [CHUNK + 1_000_000, (RING + 2) * CHUNK + 5])
+def test_a_stored_file_gets_no_sha256(tmp_path: Path, size: int) -> None:
+    path = tmp_path / "f"
+    data = write_random(path, size)
+    spans = spans_of(len(data))
+    b3, sha, _ = expected(data, spans)
+    copy = hash_file(str(path), spans, stored=Stored(lambda d: d == b3, lambda digests: True))
+    assert copy.sha256 is None and copy.b3 == b3
+    # every tensor known but the whole is new (a resharded file): the SHA-256 catches up
+    held = hash_file(str(path), spans, stored=Stored(lambda d: False, lambda digests: True))
+    assert held.sha256 == sha and held.git_sha1 == git_sha1(data)
+    # known at first, then a new tensor in the middle: released mid-file
+    late = spans[len(spans) // 2].name
+    released = hash_file(str(path), spans, stored=Stored(
+        lambda d: False, lambda digests: all(d != held.tensor_b3[late] for d in digests)))
+    assert released.sha256 == sha and released.git_sha1 == git_sha1(data) and released.tensor_b3 == held.tensor_b3
+
+
+def test_an_error_in_on_chunk_propagates_and_leaves_no_thread(tmp_path: Path) -> None:
+    import threading
+
+    path = tmp_path / "f"
+    write_random(path, (RING + 3) * CHUNK)
+    before = threading.active_count()
+
+    def fail(offset: int, chunk: memoryview, done: object) -> None:
+        if offset >= 2 * CHUNK:
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        hash_file(str(path), spans_of((RING + 3) * CHUNK), on_chunk=fail)
+    assert threading.active_count() == before
+
+
+def test_buffers_are_kept_for_the_next_file(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    write_random(path, 3 * CHUNK)
+    hash_file(str(path))
+    kept = list(hashing._POOL._free)
+    hash_file(str(path))
+    assert kept and all(any(b is k for k in hashing._POOL._free) for b in kept)
