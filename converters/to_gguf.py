@@ -22,8 +22,8 @@ GGUF_TYPES = ("F16", "BF16", "F32", "Q8_0", "Q4_0")
 FILE_TYPE = {"F32": gguf.LlamaFileType.ALL_F32, "F16": gguf.LlamaFileType.MOSTLY_F16,
              "BF16": gguf.LlamaFileType.MOSTLY_BF16, "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
              "Q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "config.json", "generation_config.json",
-                   "chat_template.jinja", "special_tokens_map.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "added_tokens.json", "tokenizer_config.json", "config.json",
+                   "generation_config.json", "chat_template.jinja", "special_tokens_map.json")
 
 
 def _weight_files(stored: StoredModel) -> list[str]:
@@ -62,8 +62,8 @@ def plan_gguf(stored: StoredModel, gguf_type: str = "F16") -> Plan:
     files = _weight_files(stored)
     if not files:
         raise ConversionUnsupported("no safetensors weights")
-    if "tokenizer.json" not in stored.model.files:
-        raise ConversionUnsupported("no tokenizer.json (a tokenizer.model-only repo is not covered)")
+    if "tokenizer.json" not in stored.model.files and "tokenizer.model" not in stored.model.files:
+        raise ConversionUnsupported("no tokenizer.json or tokenizer.model")
     n_blocks = int(config.get("num_hidden_layers") or 0)
     dim = archs.head_dim(config)
 

@@ -5,7 +5,8 @@ Two shapes are covered, the two llama.cpp's `convert_hf_to_gguf.py` writes for l
 - byte-level BPE (GPT-2, Llama 3, Qwen2/2.5/3, Mistral Nemo): GGUF tokenizer model "gpt2", with
   merges and a named pre-tokenizer (`tokenizer.ggml.pre`) that selects llama.cpp's split regex;
 - SentencePiece-style BPE with byte fallback (Llama 2, Mistral 7B v0.1): GGUF tokenizer model
-  "llama", where llama.cpp merges by token score instead of a merge list.
+  "llama", where llama.cpp merges by token score instead of a merge list; from tokenizer.json, or
+  from a SentencePiece BPE `tokenizer.model` when the repo has no tokenizer.json.
 
 Anything else (Unigram, WordPiece, other GGUF tokenizer models) raises ConversionUnsupported.
 Both directions are pure: bytes and plain values in, bytes or writer calls out.
@@ -75,11 +76,15 @@ SPECIAL_TYPES = (gguf.TokenType.CONTROL, gguf.TokenType.UNKNOWN)
 
 def write_gguf_tokenizer(writer: gguf.GGUFWriter, files: dict[str, bytes], arch: str) -> None:
     """Add the tokenizer keys for the HF repo `files` (file name -> bytes) to `writer`, as llama.cpp's
-    converter would for architecture `arch`. Needs `tokenizer.json`; reads `tokenizer_config.json`,
+    converter would for architecture `arch`. Needs `tokenizer.json`, else a SentencePiece
+    `tokenizer.model` (with `added_tokens.json`); reads `tokenizer_config.json`,
     `special_tokens_map.json`, `config.json`, `generation_config.json` and `chat_template.jinja`
     (or `chat_template.json`) when present."""
     if "tokenizer.json" not in files:
-        raise ConversionUnsupported("no tokenizer.json in the repo (only fast tokenizers are converted)")
+        if "tokenizer.model" in files:
+            _write_sentencepiece_tokenizer(writer, files)
+            return
+        raise ConversionUnsupported("no tokenizer.json or tokenizer.model in the repo")
     tok = _json(files, "tokenizer.json")
     tok_config = _json(files, "tokenizer_config.json")
     config = _json(files, "config.json")
@@ -332,6 +337,82 @@ def _chat_template(tok_config: Mapping[str, Any], files: Mapping[str, bytes]) ->
         return files["chat_template.jinja"].decode("utf-8")
     alt = _json(files, "chat_template.json").get("chat_template")
     return alt if isinstance(alt, (str, list)) else None
+
+
+def _write_sentencepiece_tokenizer(writer: gguf.GGUFWriter, files: dict[str, bytes]) -> None:
+    """A repo with only `tokenizer.model` (Llama 2 and Mistral v0.1 era): its pieces, scores and
+    piece types are what llama.cpp's "llama" vocabulary reads, in the same numbering."""
+    from google.protobuf.message import DecodeError
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    try:
+        proto.ParseFromString(files["tokenizer.model"])
+    except (DecodeError, ValueError) as exc:
+        raise ConversionUnsupported(f"tokenizer.model is not a SentencePiece model ({exc})") from None
+    bpe = sentencepiece_model_pb2.TrainerSpec.ModelType.Value("BPE")
+    if proto.trainer_spec.model_type != bpe:
+        kind = sentencepiece_model_pb2.TrainerSpec.ModelType.Name(proto.trainer_spec.model_type)
+        raise ConversionUnsupported(f"tokenizer.model is a SentencePiece {kind} model; only BPE is converted")
+    normalizer = proto.normalizer_spec
+    if normalizer.name not in ("identity", "") or normalizer.remove_extra_whitespaces:
+        raise ConversionUnsupported(f"tokenizer.model normalizes text ({normalizer.name or 'custom'} rule, "
+                                    f"extra whitespace removed: {normalizer.remove_extra_whitespaces}), "
+                                    "which llama.cpp does not")
+    if not proto.pieces:
+        raise ConversionUnsupported("tokenizer.model has no pieces")
+    names = [p.piece for p in proto.pieces]
+    scores = [float(p.score) for p in proto.pieces]
+    # SentencePiece's piece types are numbered as GGUF's token types (NORMAL 1 ... BYTE 6)
+    types = [int(p.type) if 1 <= p.type <= 6 else int(gguf.TokenType.NORMAL) for p in proto.pieces]
+
+    tok_config = _json(files, "tokenizer_config.json")
+    config = _json(files, "config.json")
+    added = _json(files, "added_tokens.json")
+    decoder = tok_config.get("added_tokens_decoder") if isinstance(tok_config.get("added_tokens_decoder"), dict) else {}
+    extra: dict[int, tuple[str, int]] = {}
+    for text, i in added.items():
+        if isinstance(i, int) and isinstance(text, str):
+            extra[i] = (text, int(gguf.TokenType.USER_DEFINED))
+    for key, entry in decoder.items():
+        if str(key).isdigit() and isinstance(entry, dict) and isinstance(entry.get("content"), str):
+            special = bool(entry.get("special"))
+            extra[int(key)] = (entry["content"], int(gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED))
+    size = max([len(names), _config_vocab_size(config), *(i + 1 for i in extra)])
+    for i in range(len(names), size):
+        names.append(f"[PAD{i}]")
+        scores.append(-1000.0)
+        types.append(int(gguf.TokenType.UNUSED))
+    for i, (text, token_type) in extra.items():
+        if i >= len(proto.pieces) or names[i] != text:  # a piece the model has keeps its own type
+            names[i], scores[i], types[i] = text, -1000.0, token_type
+    ids = {text: i for i, text in enumerate(names)}
+    if len(ids) != len(names):
+        raise ConversionUnsupported("tokenizer.model and its added tokens name one text at two ids")
+
+    token_texts = _json(files, "special_tokens_map.json") | tok_config
+    special = _special_ids(ids, token_texts, config, _json(files, "generation_config.json"), {})
+    for kind, piece_id in (("unk", proto.trainer_spec.unk_id), ("bos", proto.trainer_spec.bos_id),
+                           ("eos", proto.trainer_spec.eos_id), ("pad", proto.trainer_spec.pad_id)):
+        if 0 <= piece_id < len(proto.pieces):
+            special.setdefault(kind, piece_id)
+
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(names)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_add_space_prefix(bool(normalizer.add_dummy_prefix))
+    for kind_name in SPECIAL_KINDS:
+        if kind_name in special:
+            getattr(writer, f"add_{kind_name}_token_id")(special[kind_name])
+    add_bos, add_eos = _hf_adds_bos_eos({}, tok_config, ids, special)
+    if add_bos is not None:
+        writer.add_add_bos_token(add_bos)
+    if add_eos is not None:
+        writer.add_add_eos_token(add_eos)
+    template = _chat_template(tok_config, files)
+    if template is not None:
+        writer.add_chat_template(template)
 
 
 # --- GGUF -> Hugging Face ------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from tokenizers import (
     trainers,
 )
 
+from modelstore.converters.synth import write_hf_model
 from tests.test_runtimes import require, run_child
 
 TEXTS = ["hello world", "The quick brown fox jumps over the lazy dog.", "  two leading spaces", " one",
@@ -349,3 +350,115 @@ def test_plain_bpe_without_byte_handling_is_refused(tmp_path: Path) -> None:
 def test_other_gguf_vocabularies_are_refused(kv: dict[str, object], word: str) -> None:
     with pytest.raises(ConversionUnsupported, match=word):
         hf_tokenizer_files(kv)
+
+
+# --- tokenizer.model only (a SentencePiece model file, no tokenizer.json) -------------------------
+
+
+def train_sentencepiece(folder: Path, model_type: str = "bpe", normalization: str = "identity") -> Path:
+    """A real SentencePiece model, trained here the way Llama 2's was set up: BPE, byte fallback,
+    a dummy prefix, no normalization and whitespace kept as it is."""
+    require("sentencepiece")
+    import sentencepiece as spm
+
+    folder.mkdir(exist_ok=True)
+    corpus = folder / "corpus.txt"
+    corpus.write_text("\n".join(CORPUS) + "\n")  # not TEXTS: their emoji and accents must fall back to bytes
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(folder / "sp"), model_type=model_type, vocab_size=340,
+        hard_vocab_limit=False,
+        byte_fallback=True, normalization_rule_name=normalization, add_dummy_prefix=True,
+        remove_extra_whitespaces=False, split_digits=True, character_coverage=1.0,
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
+    return folder / "sp.model"
+
+
+def test_tokenizer_model_only_repo_tokenizes_as_sentencepiece(tmp_path: Path) -> None:
+    """A repo with tokenizer.model and no tokenizer.json: the GGUF holds SentencePiece's own pieces,
+    scores and types, and llama.cpp tokenizes every text as SentencePiece does (after BOS)."""
+    import sentencepiece as spm
+
+    model_file = train_sentencepiece(tmp_path / "sp")
+    sp = spm.SentencePieceProcessor(model_file=str(model_file))
+    n = sp.vocab_size()
+    files = {"tokenizer.model": model_file.read_bytes(),
+             "tokenizer_config.json": json.dumps({"add_bos_token": True, "add_eos_token": False,
+                                                  "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+                                                  "chat_template": "{{ bos_token }}{{ messages[0]['content'] }}"}).encode(),
+             "added_tokens.json": json.dumps({"<|tool|>": n}).encode(),
+             "config.json": json.dumps({"vocab_size": n + 3}).encode()}
+    kv = write_vocab_gguf(tmp_path / "m.gguf", files)
+
+    assert kv["tokenizer.ggml.model"] == "llama" and "tokenizer.ggml.merges" not in kv
+    pieces = [sp.id_to_piece(i) for i in range(n)]
+    assert kv["tokenizer.ggml.tokens"] == pieces + ["<|tool|>", f"[PAD{n + 1}]", f"[PAD{n + 2}]"]
+    assert kv["tokenizer.ggml.scores"][:n] == pytest.approx([sp.get_score(i) for i in range(n)])
+    types = kv["tokenizer.ggml.token_type"]
+    assert types[:3] == [2, 3, 3] and types[n:] == [4, 5, 5]
+    assert [i for i in range(n) if types[i] == 6] == [i for i in range(n) if sp.is_byte(i)] and sp.is_byte(3)
+    assert (kv["tokenizer.ggml.unknown_token_id"], kv["tokenizer.ggml.bos_token_id"],
+            kv["tokenizer.ggml.eos_token_id"]) == (0, 1, 2)
+    assert kv["tokenizer.ggml.add_space_prefix"] is True and kv["tokenizer.ggml.add_bos_token"] is True
+    assert kv["tokenizer.chat_template"] == "{{ bos_token }}{{ messages[0]['content'] }}"
+
+    expected = [[1] + sp.encode(t) for t in TEXTS]
+    assert any(sp.is_byte(i) for ids in expected for i in ids), "the texts exercise byte fallback"
+    assert llama_cpp_ids(tmp_path / "m.gguf") == expected
+    # and back: the GGUF's vocabulary rebuilt as a tokenizer.json encodes the same
+    require("transformers")
+    from transformers import AutoTokenizer
+
+    rebuilt = AutoTokenizer.from_pretrained(str(hf_folder(tmp_path / "hf", kv)))
+    assert [rebuilt(t)["input_ids"] for t in TEXTS] == expected
+
+
+@pytest.mark.parametrize(("kind", "normalization", "word"), [("unigram", "identity", "UNIGRAM"),
+                                                             ("bpe", "nmt_nfkc", "normalizes")])
+def test_sentencepiece_models_llama_cpp_would_read_differently_are_refused(
+        tmp_path: Path, kind: str, normalization: str, word: str) -> None:
+    model_file = train_sentencepiece(tmp_path / "sp", kind, normalization)
+    with pytest.raises(ConversionUnsupported, match=word):
+        write_vocab_gguf(tmp_path / "m.gguf", {"tokenizer.model": model_file.read_bytes()})
+
+
+def test_a_damaged_tokenizer_model_is_refused(tmp_path: Path) -> None:
+    require("sentencepiece")
+    with pytest.raises(ConversionUnsupported, match="tokenizer.model"):
+        write_vocab_gguf(tmp_path / "m.gguf", {"tokenizer.model": b"\x0a\xff\xff\xff\xff\x0f garbage"})
+
+
+LLAMA_CPP_LOAD_AND_TOKENIZE = r"""
+import json, sys, llama_cpp
+model = llama_cpp.Llama(sys.argv[1], n_ctx=64, verbose=False)
+texts = json.loads(sys.argv[2])
+ids = [model.tokenize(t.encode(), add_bos=True, special=False) for t in texts]
+model.eval(ids[1])
+print(json.dumps({"ids": ids, "n_vocab": model.n_vocab(), "logits": len(model.scores[model.n_tokens - 1])}))
+"""
+
+
+def test_a_tokenizer_model_only_repo_shows_up_as_a_gguf_llama_cpp_loads(cli, home: Path, models: Path,
+                                                                         tmp_path: Path) -> None:
+    """Through `add` and the mount: the repo's GGUF rendition loads in llama.cpp, weights and all,
+    and tokenizes as its tokenizer.model does."""
+    require("llama_cpp")
+    import sentencepiece as spm
+
+    from tests.mounting import mounted, requires_fuse
+
+    requires_fuse()
+    folder = write_hf_model(models / "spm-llama", vocab=384)
+    (folder / "tokenizer.json").unlink()
+    model_file = train_sentencepiece(tmp_path / "sp")
+    (folder / "tokenizer.model").write_bytes(model_file.read_bytes())
+    (folder / "tokenizer_config.json").write_text(json.dumps({"add_bos_token": True, "bos_token": "<s>",
+                                                              "eos_token": "</s>", "unk_token": "<unk>"}))
+    assert cli("add", str(folder), "--name", "spm-llama").code == 0
+    shown = cli("show", "spm-llama", "--json")
+    llamacpp = next(v for v in json.loads(shown.out)["views"] if v["view"] == "llamacpp")
+    assert llamacpp["paths"] == ["llamacpp/spm-llama.gguf"] and "GGUF F16" in llamacpp["converted"], shown.out
+    sp = spm.SentencePieceProcessor(model_file=str(model_file))
+    with mounted(home, tmp_path / "mnt") as m:
+        out = run_child(LLAMA_CPP_LOAD_AND_TOKENIZE, str(m.path / "llamacpp" / "spm-llama.gguf"), json.dumps(TEXTS))
+    assert out["ids"] == [[1] + sp.encode(t) for t in TEXTS]
+    assert out["n_vocab"] == 384 and out["logits"] == 384
