@@ -8,11 +8,13 @@ llama.cpp's converter uses), so a GGUF made here names tensors as llama.cpp expe
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import gguf
+import numpy as np
 
 from modelstore.converters.errors import ConversionUnsupported
 
@@ -109,6 +111,61 @@ def head_dim(config: Mapping[str, Any]) -> int:
     return int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
 
 
+def llama3_rope_factors(config: Mapping[str, Any]) -> np.ndarray | None:
+    """Llama 3.1+'s `llama3` rope scaling as llama.cpp takes it: one F32 divisor per rotary
+    frequency (the `rope_freqs` tensor), 1 for wavelengths well inside the original context, the
+    full factor for those beyond it, and a smooth blend between. None for other rope types."""
+    rope = _rope(config)
+    if (rope.get("rope_type") or rope.get("type")) != "llama3":
+        return None
+    try:
+        factor = float(rope.get("factor", 8.0))
+        low, high = float(rope.get("low_freq_factor", 1.0)), float(rope.get("high_freq_factor", 4.0))
+        original = float(rope.get("original_max_position_embeddings", 8192))
+        base, dim = float(rope.get("rope_theta", 10000.0)), head_dim(config)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConversionUnsupported(f"llama3 rope scaling lacks a usable {exc}") from None
+    if not (factor > 0 and high > low > 0 and original > 0):
+        raise ConversionUnsupported(f"llama3 rope scaling has unusable factors {rope}")
+    freqs = 1.0 / base ** (np.arange(0, dim, 2, dtype=np.float32) / dim)
+    wavelengths = 2 * math.pi / freqs.astype(np.float64)
+    smooth = (original / wavelengths - low) / (high - low)
+    blended = 1.0 / ((1.0 - smooth) / factor + smooth)
+    factors = np.where(wavelengths < original / high, 1.0, np.where(wavelengths > original / low, factor, blended))
+    return factors.astype(np.float32)
+
+
+def llama3_rope_from_factors(factors: np.ndarray, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The `rope_scaling` of config.json whose llama3_rope_factors are `factors` (a GGUF's
+    rope_freqs). Only the ratios of the original context to the two frequency factors are in the
+    factors, so low_freq_factor is taken as 1, as in every Llama 3.x; what is found is checked by
+    computing the factors again, and anything that does not give them back is refused."""
+    factor = float(factors.max())
+    if factor <= 1.0:
+        raise ConversionUnsupported("rope_freqs scales no frequency: not a llama3 rope scaling")
+    dim = head_dim(config)
+    base = float(config.get("rope_theta", 10000.0))
+    freqs = 1.0 / base ** (np.arange(0, dim, 2, dtype=np.float32) / dim)
+    wavelengths = 2 * math.pi / freqs.astype(np.float64)
+    blended = [i for i, f in enumerate(factors) if 1.0 < f < factor]
+    candidates = [(4.0, 8192.0)]  # Llama 3.1 and 3.2: high_freq_factor 4, original context 8192
+    if len(blended) >= 2:  # smooth = original/wavelength - 1) / (high - 1): a line in 1/wavelength
+        i, j = blended[0], blended[-1]
+        s_i, s_j = ((1.0 / float(factors[k]) - 1.0 / factor) / (1.0 - 1.0 / factor) for k in (i, j))
+        slope = (s_i - s_j) / (1.0 / wavelengths[i] - 1.0 / wavelengths[j])
+        intercept = s_i - slope / wavelengths[i]
+        if intercept < 0:
+            high = 1.0 - 1.0 / intercept
+            candidates.insert(0, (float(round(high, 4)), float(round(slope * (high - 1.0)))))
+    for high, original in candidates:
+        rope = {"rope_type": "llama3", "factor": factor, "low_freq_factor": 1.0, "high_freq_factor": high,
+                "original_max_position_embeddings": int(original)}
+        again = llama3_rope_factors({"head_dim": dim, "rope_theta": base, "rope_scaling": rope})
+        if again is not None and again.shape == factors.shape and np.allclose(again, factors, rtol=1e-5, atol=0):
+            return rope
+    raise ConversionUnsupported("rope_freqs is no llama3 rope scaling this converter can name")
+
+
 def gguf_model_keys(writer: gguf.GGUFWriter, config: Mapping[str, Any]) -> None:
     """The model's hyperparameters, as llama.cpp's converter writes them."""
     try:
@@ -137,14 +194,18 @@ def gguf_model_keys(writer: gguf.GGUFWriter, config: Mapping[str, Any]) -> None:
         writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
         writer.add_rope_scaling_factor(float(rope["factor"]))
         writer.add_rope_scaling_orig_ctx_len(int(rope["original_max_position_embeddings"]))
+    elif rope_type == "llama3":
+        pass  # no keys: llama.cpp reads it from the rope_freqs tensor (llama3_rope_factors)
     elif rope_type != "default":
         raise ConversionUnsupported(f"rope type {rope_type!r} is not covered by the GGUF converter")
     if config.get("vocab_size"):
         writer.add_vocab_size(int(config["vocab_size"]))
 
 
-def hf_config(arch: Arch, kv: Mapping[str, Any], tensors: set[str], dtype: str) -> dict[str, Any]:
-    """config.json for a GGUF model of `arch`; `tensors` are its GGUF tensor names."""
+def hf_config(arch: Arch, kv: Mapping[str, Any], tensors: set[str], dtype: str,
+              rope_factors: np.ndarray | None = None) -> dict[str, Any]:
+    """config.json for a GGUF model of `arch`; `tensors` are its GGUF tensor names, `rope_factors`
+    its rope_freqs tensor, if it has one."""
     a = arch.gguf_name
 
     def key(name: str, default: Any = None) -> Any:
@@ -180,7 +241,11 @@ def hf_config(arch: Arch, kv: Mapping[str, Any], tensors: set[str], dtype: str) 
         config["attention_bias"] = "blk.0.attn_q.bias" in tensors
         config["mlp_bias"] = False
     scaling = key("rope.scaling.type")
-    if scaling in ("linear", "yarn"):
+    if rope_factors is not None:
+        if scaling not in (None, "none"):
+            raise ConversionUnsupported(f"the GGUF has both rope_freqs and {scaling} rope scaling")
+        config["rope_scaling"] = llama3_rope_from_factors(rope_factors, config)
+    elif scaling in ("linear", "yarn"):
         config["rope_scaling"] = {"rope_type": scaling, "factor": float(key("rope.scaling.factor", 1.0))}
         if scaling == "yarn":
             config["rope_scaling"]["original_max_position_embeddings"] = int(key("rope.scaling.original_context_length"))

@@ -1,7 +1,8 @@
 """What every planner shares: reading a stored model's small files and weight headers, mapping
 a range of a stored file to its extents, and the plan a planner returns.
 
-A plan is made from headers and small files only; no tensor data is read to make it.
+A plan is made from headers and small files only; no tensor data is read to make it, but for a
+GGUF's tiny `rope_freqs`, which is configuration stored as a tensor.
 """
 
 from __future__ import annotations
@@ -97,6 +98,13 @@ class StoredModel:
             except BadModelFile as exc:
                 raise ConversionUnsupported(str(exc)) from None
         return self._headers[path]
+
+    def small_tensor(self, path: str, offset: int, length: int) -> bytes:
+        """The bytes of a tiny tensor that becomes configuration (a GGUF's rope_freqs): the one
+        read of tensor data a plan makes."""
+        if length > 1 << 20:
+            raise ConversionUnsupported(f"a {length}-byte tensor of {path} is too large to be configuration")
+        return self._read(self.record(path), offset, length)
 
     def extents(self, path: str, offset: int, length: int) -> list[Extent]:
         """The stored extents holding bytes [offset, offset+length) of the model file `path`."""

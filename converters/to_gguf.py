@@ -108,6 +108,14 @@ def plan_gguf(stored: StoredModel, gguf_type: str = "F16") -> Plan:
             tensors.append((name, pieces, nbytes))
     if not tensors:
         raise ConversionUnsupported("the safetensors files hold no tensors")
+    rope_factors = archs.llama3_rope_factors(config)
+    if rope_factors is not None:
+        if arch.model_arch != gguf.MODEL_ARCH.LLAMA:
+            raise ConversionUnsupported(f"llama3 rope scaling on {arch.hf_model_type} is not read by llama.cpp")
+        name = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"
+        writer.add_tensor_info(name, rope_factors.shape, np.dtype(np.float32), rope_factors.nbytes,
+                               raw_dtype=gguf.GGMLQuantizationType.F32)
+        tensors.append((name, [rope_factors.tobytes()], rope_factors.nbytes))  # computed, kept as a literal
 
     header = gguf_header_bytes(writer)
     pieces = [header]

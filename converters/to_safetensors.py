@@ -11,15 +11,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import gguf
+import numpy as np
+
 from modelstore.converters import archs, tensorops
 from modelstore.converters.errors import ConversionUnsupported
 from modelstore.converters.plans import Plan, PlannedFile, Piece, StoredModel
 from modelstore.store.errors import BadModelFile
 from modelstore.store.gguf_header import parse_gguf_kv
+from modelstore.store.tensors import TensorSpan
 
 SHARD_LIMIT = 5_000_000_000  # what save_pretrained calls "5GB"
 PLAIN_TYPES = ("F32", "F16", "BF16")
 TORCH_DTYPE = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+ROPE_FREQS = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"  # Llama 3.1's rope scaling
 
 
 def _json_bytes(value: Any) -> bytes:
@@ -58,6 +63,8 @@ def plan_safetensors(stored: StoredModel, shards: list[str]) -> Plan:
     n_blocks = int(kv.get(f"{arch.gguf_name}.block_count") or 0)
     names = archs.hf_name_table(arch, n_blocks)
     spans = [(path, span) for path in shards for span in stored.header(path).tensors]
+    rope_factors = _rope_factors(stored, [(p, s) for p, s in spans if s.name == ROPE_FREQS])
+    spans = [(p, s) for p, s in spans if s.name != ROPE_FREQS]  # configuration: it goes to config.json
     unknown = [s.name for _, s in spans if s.name not in names]
     if unknown:
         raise ConversionUnsupported(f"GGUF tensor {unknown[0]} has no Hugging Face name in this converter")
@@ -116,7 +123,7 @@ def plan_safetensors(stored: StoredModel, shards: list[str]) -> Plan:
 
     from modelstore.converters.tokenizer import hf_tokenizer_files
 
-    config = archs.hf_config(arch, kv, {s.name for _, s in spans}, TORCH_DTYPE[dtype])
+    config = archs.hf_config(arch, kv, {s.name for _, s in spans}, TORCH_DTYPE[dtype], rope_factors)
     generation = {"_from_model_config": True, "bos_token_id": config.get("bos_token_id"),
                   "eos_token_id": config.get("eos_token_id")}
     files.append(PlannedFile("config.json", [_json_bytes(config)]))
@@ -127,6 +134,15 @@ def plan_safetensors(stored: StoredModel, shards: list[str]) -> Plan:
     if taken:
         raise ConversionUnsupported(f"the model has a {taken[0]} of its own")
     return Plan("safetensors", how, list(shards), files)
+
+
+def _rope_factors(stored: StoredModel, found: list[tuple[str, TensorSpan]]) -> np.ndarray | None:
+    if not found:
+        return None
+    path, span = found[0]
+    if span.dtype != "F32" or len(span.shape) != 1:
+        raise ConversionUnsupported(f"{ROPE_FREQS} is {span.dtype} {span.shape}; an F32 vector was expected")
+    return np.frombuffer(stored.small_tensor(path, span.offset, span.length), dtype="<f4")
 
 
 def _numel(shape: tuple[int, ...]) -> int:

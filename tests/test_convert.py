@@ -446,3 +446,24 @@ def test_bf16_to_f16_equals_numpy_for_every_bf16_value() -> None:
     nan = np.isnan(as_f32)
     assert np.array_equal(got.view(np.uint16)[~nan], want.view(np.uint16)[~nan])
     assert np.isnan(got[nan]).all()
+
+
+@pytest.mark.parametrize(("theta", "dim", "factor", "high", "original"), [
+    (500000.0, 64, 32.0, 4.0, 8192),  # Llama 3.2 1B
+    (500000.0, 128, 8.0, 4.0, 8192),  # Llama 3.1 8B
+    (10000.0, 16, 8.0, 4.0, 64),  # the tiny test model
+    (10000.0, 64, 16.0, 2.0, 512)])
+def test_llama3_rope_scaling_is_found_again_from_its_rope_freqs(theta: float, dim: int, factor: float,
+                                                                 high: float, original: int) -> None:
+    from modelstore.converters import archs
+    from modelstore.converters.errors import ConversionUnsupported
+
+    rope = {"rope_type": "llama3", "factor": factor, "low_freq_factor": 1.0, "high_freq_factor": high,
+            "original_max_position_embeddings": original}
+    config = {"head_dim": dim, "rope_theta": theta}
+    factors = archs.llama3_rope_factors({**config, "rope_scaling": rope})
+    assert factors is not None and factors.dtype == np.float32 and factors.shape == (dim // 2,)
+    assert factors.min() == 1.0 and factors.max() == factor
+    assert archs.llama3_rope_from_factors(factors, config) == rope
+    with pytest.raises(ConversionUnsupported):  # anything else is refused, not guessed
+        archs.llama3_rope_from_factors(factors[::-1].copy(), config)

@@ -63,7 +63,7 @@ pytestmark = [requires_fuse, pytest.mark.fuse, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = "hello world the tiny model"
-LLAMA_SEED, QWEN_SEED, QWEN3_SEED, MISTRAL_SEED = 222, 25, 64, 90  # top-2 margins >= 0.14 (see above)
+LLAMA_SEED, QWEN_SEED, QWEN3_SEED, MISTRAL_SEED, ROPE3_SEED = 222, 25, 64, 90, 292  # top-2 margins >= 0.14 (see above)
 SYNTH_SEED = 2  # write_tiny_llama_gguf (std 0.02 weights): logits std 0.16, margins >= 0.027
 N_NEW = 8
 
@@ -99,6 +99,8 @@ HF_TO_GGUF = {
     "qwen3-f16": HfToGguf("qwen3-f32", "F16", TOL_FLOAT),
     # mistral: llama.cpp reads it as "llama", so its Q/K rows are permuted as llama's
     "mistral-f16": HfToGguf("mistral-f32", "F16", TOL_FLOAT),
+    # Llama 3.1's rope scaling: a rope_freqs tensor the converter computes from config.json
+    "llama3rope-f16": HfToGguf("llama3rope-f32", "F16", TOL_FLOAT),
     # Q4_0 moves this model's logits by ~2.4 from transformers': it is compared with llama.cpp on the
     # eager Q4_0 file instead (test_q4_0_rendition_runs_like_the_eager_q4_0), and byte for byte.
     "llama-q4": HfToGguf("llama-f32", "Q4_0", 0.0, tokens=False),
@@ -125,6 +127,8 @@ GGUF_TO_HF = {
     # written eagerly (tm.write_gguf, pre-tokenizer "qwen2") from the qwen2 and qwen3 folders
     "gg-qwen2-f16": GgufToHf("qwen2-F16", TOL_FLOAT, MIN_MARGIN),
     "gg-qwen3-f16": GgufToHf("qwen3-F16", TOL_FLOAT, MIN_MARGIN),
+    # Llama 3.1's rope scaling: config.json's rope_scaling found again from the rope_freqs tensor
+    "gg-llama3rope-f16": GgufToHf("llama3rope-F16", TOL_FLOAT, MIN_MARGIN),
 }
 SPLIT_NAME = "split-llama"
 MEASURED: dict[str, float] = {}  # max logit differences, printed at the end (pytest -s)
@@ -202,7 +206,7 @@ def hf_models(work: Path) -> dict[str, dict[str, Any]]:
     from tokenizers import Tokenizer
 
     folders = run_tinymodels("build-hf", work / "hf", work,
-                             extra=tuple(map(str, (LLAMA_SEED, QWEN_SEED, QWEN3_SEED, MISTRAL_SEED))))
+                             extra=tuple(map(str, (LLAMA_SEED, QWEN_SEED, QWEN3_SEED, MISTRAL_SEED, ROPE3_SEED))))
     ids = {label: Tokenizer.from_file(str(Path(f) / "tokenizer.json")).encode(TEXT).ids for label, f in folders.items()}
     refs = run_tinymodels("hf-run", [{"ref": f, "ids": ids[label], "n_new": N_NEW, "text": TEXT}
                                      for label, f in folders.items()], work)
@@ -221,10 +225,18 @@ def gguf_sources(work: Path, hf_models: dict[str, dict[str, Any]]) -> dict[str, 
     for qwen in ("qwen2", "qwen3"):
         sources[f"{qwen}-F16"] = tm.write_gguf(hf_models[f"{qwen}-f32"]["folder"], out / f"tiny-{qwen}-F16.gguf", tm.Q.F16)
     sources["synth"] = write_tiny_llama_gguf(out / "tiny-spm.gguf", n_head_kv=2, seed=SYNTH_SEED)
+    sources["llama3rope-F16"] = rope_freqs_gguf(hf_models["llama3rope-f32"]["folder"], out / "tiny-llama3rope-F16.gguf")
     sources["single"] = tm.write_gguf(folder, out / "tiny-split.gguf", tm.Q.F16)
     (out / "shards").mkdir()
     sources["shards"] = tm.write_gguf(folder, out / "shards" / "tiny-split.gguf", tm.Q.F16, split_max_tensors=7).parent
     return sources
+
+
+def rope_freqs_gguf(folder: Path, path: Path) -> Path:
+    """An F16 GGUF of a Llama 3.1-style folder with its rope_freqs, as llama.cpp's converter writes
+    one; the factors are transformers' (tinymodels wrote them beside the folder)."""
+    assert "rope_freqs.weight" in tm.gguf_from_hf(folder, tm.Q.F16)
+    return tm.write_gguf(folder, path, tm.Q.F16)
 
 
 @dataclass
@@ -377,11 +389,14 @@ def test_q4_0_rendition_runs_like_the_eager_q4_0(hf_models: dict[str, dict[str, 
 def test_the_comparison_catches_a_missing_qk_permutation(hf_models: dict[str, dict[str, Any]], work: Path) -> None:
     """The converter cannot be broken here, but its output can be imitated: GGUFs written eagerly
     with and without llama's Q/K permutation (and qwen2 and qwen3 with one they must not get;
-    mistral without the one it needs; qwen3 with q_norm and k_norm swapped). The right ones pass
+    mistral without the one it needs; qwen3 with q_norm and k_norm swapped; a Llama 3.1-style model
+    without its rope_freqs). The right ones pass
     the comparison above, the wrong ones miss it by far more than the tolerance."""
     require("llama_cpp")
     llama, qwen = hf_models["llama-f32"], hf_models["qwen2-f32"]
     qwen3, mistral = hf_models["qwen3-f32"], hf_models["mistral-f32"]
+    rope3 = hf_models["llama3rope-f32"]
+    without_rope_freqs = {k: v for k, v in tm.gguf_from_hf(rope3["folder"], tm.Q.F32).items() if k != "rope_freqs.weight"}
     qwen3_tensors = tm.gguf_from_hf(qwen3["folder"], tm.Q.F16)
     norms_swapped = {**qwen3_tensors, **{f"blk.{i}.attn_{a}_norm.weight": qwen3_tensors[f"blk.{i}.attn_{b}_norm.weight"]
                                          for i in range(2) for a, b in (("q", "k"), ("k", "q"))}}
@@ -398,6 +413,11 @@ def test_the_comparison_catches_a_missing_qk_permutation(hf_models: dict[str, di
                                                                         tm.Q.F16, tensors=norms_swapped), False),
         "mistral eager, Q/K not permuted": (mistral, tm.write_gguf(mistral["folder"], work / "mut-mistral-noperm.gguf",
                                                                    tm.Q.F16, permute=False), False),
+        "llama3 rope eager, with rope_freqs": (rope3, rope_freqs_gguf(rope3["folder"], work / "mut-rope3-ok.gguf"),
+                                               True),
+        # the rope scaling lost
+        "llama3 rope, no rope_freqs tensor": (rope3, tm.write_gguf(rope3["folder"], work / "mut-rope3.gguf", tm.Q.F32,
+                                                                   tensors=without_rope_freqs), False),
     }
     results = run_tinymodels("llama-run", [{"path": str(path), "ids": src["ids"], "n_new": N_NEW,
                                             "teacher": src["ref"]["greedy"], "text": TEXT}
@@ -452,7 +472,8 @@ def test_converted_safetensors_runs_like_llama_cpp(name: str, gguf_to_hf_runs: d
     assert not isinstance(got, str), got
     label = f"{name} (huggingface/ in transformers) vs llama.cpp on {gguf_sources[case.source].name}"
     assert "error" not in got, f"{label}: {got['error']}"
-    assert got["params"] == sum(int(t.n_elements) for t in gguf.GGUFReader(str(gguf_sources[case.source])).tensors)
+    assert got["params"] == sum(int(t.n_elements) for t in gguf.GGUFReader(str(gguf_sources[case.source])).tensors
+                                if t.name != "rope_freqs.weight")  # configuration, not a weight
     compare(label, orig, got, case.tol, tokens=case.tokens, margin=case.margin)
 
 
@@ -519,6 +540,9 @@ def test_converted_gguf_tensors_equal_eager_conversion(name: str, hf_models: dic
         t = got[tname]
         if t.tensor_type != qtype or tuple(int(d) for d in reversed(t.shape)) != shape:
             wrong.append(f"{tname}: {t.tensor_type.name} {tuple(reversed(t.shape.tolist()))}, expected {qtype.name} {shape}")
+        elif tname == "rope_freqs.weight":  # computed, not moved: transformers rounds its ratio its own way
+            if not np.allclose(np.frombuffer(bytes(t.data), np.float32), np.frombuffer(data, np.float32), rtol=1e-6):
+                wrong.append(f"{tname}: {np.frombuffer(bytes(t.data), np.float32)}, expected {np.frombuffer(data, np.float32)}")
         elif bytes(t.data) != data:
             a = tm.decode(bytes(t.data), qtype, shape)
             b = tm.decode(data, qtype, shape)

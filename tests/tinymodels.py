@@ -60,9 +60,9 @@ QWEN_MERGES = [("h", "e"), ("l", "l"), ("he", "ll"), ("Ġ", "w"), ("o", "r"), ("
 
 
 def build_hf_models(out: Path, seed: int = 0, qwen_seed: int = 0, qwen3_seed: int = 0, mistral_seed: int = 0,
-                    qk_scale: float = 3.0, qk_norm_scale: float = 2.0) -> dict[str, str]:
-    """Write llama (F32, F16 and BF16 copies of one model), qwen2, qwen3 and mistral (F32) folders
-    under `out`."""
+                    rope3_seed: int = 0, qk_scale: float = 3.0, qk_norm_scale: float = 2.0) -> dict[str, str]:
+    """Write llama (F32, F16 and BF16 copies of one model), a llama with Llama 3.1's rope scaling,
+    qwen2, qwen3 and mistral (F32) folders under `out`."""
     import copy
 
     import torch
@@ -113,6 +113,26 @@ def build_hf_models(out: Path, seed: int = 0, qwen_seed: int = 0, qwen3_seed: in
         copy.deepcopy(llama).to(dtype).save_pretrained(folder)
         tok.save_pretrained(folder)
         folders[label] = str(folder)
+
+    # Llama 3.1's rope scaling; an original context of 64 puts this head_dim's 8 frequencies on all
+    # three sides of the blend (1, smoothed, the full factor)
+    torch.manual_seed(rope3_seed)
+    rope3 = LlamaConfig(vocab_size=256, rms_norm_eps=1e-5, **common)
+    rope3.rope_parameters = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                             "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    llama3 = LlamaForCausalLM(rope3)
+    sharpen(llama3, bias=False)
+    folder = out / "llama3rope-f32"
+    llama3.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    folders["llama3rope-f32"] = str(folder)
+    # what llama.cpp's rope_freqs holds, from transformers' own frequencies: unscaled / scaled
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    scaled, _ = ROPE_INIT_FUNCTIONS["llama3"](rope3, "cpu")
+    dim = rope3.hidden_size // rope3.num_attention_heads
+    plain = 1.0 / (10000.0 ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    (out / "llama3rope-f32.rope_freqs").write_bytes((plain / scaled).to(torch.float32).numpy().tobytes())
 
     torch.manual_seed(qwen_seed)
     qtok = byte_level_tokenizer(QWEN_MERGES)
@@ -245,6 +265,9 @@ def gguf_from_hf(folder: Path, qtype: Q, *, permute: bool | None = None) -> dict
                 values = permute_qk(values, perm_heads)
             data = encode(values, dst)
         out[name] = (dst, shape, data)
+    factors = Path(folder).parent / f"{Path(folder).name}.rope_freqs"  # Llama 3.1 rope: written by build_hf_models
+    if factors.exists():
+        out["rope_freqs.weight"] = (Q.F32, (factors.stat().st_size // 4,), factors.read_bytes())
     return out
 
 
@@ -326,6 +349,8 @@ def hf_from_gguf(path: Path, hf_names: list[str]) -> dict[str, tuple[Q, np.ndarr
     inverse = {gguf_name(tmap, n): n for n in hf_names}
     out = {}
     for t in reader.tensors:
+        if t.name == "rope_freqs.weight":  # configuration (config.json's rope_scaling), not a weight
+            continue
         shape = tuple(int(d) for d in reversed(t.shape))
         values = decode(bytes(t.data), t.tensor_type, shape)
         if arch == "llama" and t.name.endswith("attn_q.weight"):  # (rows / heads: key_length too)
@@ -440,7 +465,7 @@ def llama_run(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def main(argv: list[str]) -> None:
     command, arg = argv[0], argv[1]
     if command == "build-hf":
-        result: Any = build_hf_models(Path(arg), *(int(a) for a in argv[2:6]), *(float(a) for a in argv[6:]))
+        result: Any = build_hf_models(Path(arg), *(int(a) for a in argv[2:7]), *(float(a) for a in argv[7:]))
     elif command == "hf-run":
         result = hf_run(json.loads(Path(arg).read_text()))
     elif command == "llama-run":
