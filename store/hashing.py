@@ -38,6 +38,7 @@ class Stored:
 
     has_file: Callable[[str], bool]  # BLAKE3 of a whole file
     has_tensors: Callable[[list[str]], bool]  # every one of these tensor BLAKE3s
+    has_size: Callable[[int], bool]  # a file of this many bytes: a copy has its original's size
 
 
 @dataclass(frozen=True)
@@ -273,7 +274,10 @@ def _hash_large(fd: int, size: int, sha: hashlib._Hash, whole: blake3.blake3, gi
                 stored: Stored | None) -> tuple[int, bool]:
     buffers = _POOL.take(RING)
     ring = _Ring(buffers)
-    sha_thread = _Sha256Consumer(fd, sha, git, ring, hold=stored is not None and bool(tensors.spans))
+    # Held only where a copy is possible: the store has a file of this size. Elsewhere a hold would
+    # only move the SHA-256 out of the pass (and a file larger than memory would be read twice).
+    hold = stored is not None and bool(tensors.spans) and stored.has_size(size)
+    sha_thread = _Sha256Consumer(fd, sha, git, ring, hold=hold)
     whole_thread = _Consumer("hash-b3", lambda offset, chunk: whole.update(chunk), ring)
     tensor_thread = _Consumer("hash-tensors", tensors.update, ring)
     ring.consumers = [sha_thread, whole_thread, tensor_thread]

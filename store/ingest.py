@@ -108,12 +108,19 @@ class Ingest:
         self.sources_to_remove: list[Path] = []  # --move: unlinked once the model is committed
         self._counter = 0
         self._tensor_lock = False
+        self._stored_sizes: set[int] | None = None
 
     def known_file(self, b3: str) -> FileRecord | None:
         if b3 in self.new_files:
             return self.new_files[b3]
         with self.catalog.read() as r:
             return r.file(b3)
+
+    def _has_file_of_size(self, size: int) -> bool:
+        if self._stored_sizes is None:  # once per add: one pass over the catalog's file records
+            with self.catalog.read() as r:
+                self._stored_sizes = {f.size for f in r.files()}
+        return size in self._stored_sizes or any(f.size == size for f in self.new_files.values())
 
     def _known_tensors(self, digests: list[str]) -> dict[str, Extent]:
         found: dict[str, Extent] = {}
@@ -185,7 +192,8 @@ class Ingest:
                     copier.start()
                 hashes = hash_file(str(path), spans, on_chunk=watch_for_stored_tensors, progress=tick,
                                    stored=Stored(lambda b3: self.known_file(b3) is not None,
-                                                 lambda digests: len(self._known_tensors(digests)) == len(digests)))
+                                                 lambda digests: len(self._known_tensors(digests)) == len(digests),
+                                                 self._has_file_of_size))
                 if copier is not None:
                     copier.join()
                 existing = self.known_file(hashes.b3)

@@ -75,16 +75,38 @@ def test_a_stored_file_gets_no_sha256(tmp_path: Path, size: int) -> None:
     data = write_random(path, size)
     spans = spans_of(len(data))
     b3, sha, _ = expected(data, spans)
-    copy = hash_file(str(path), spans, stored=Stored(lambda d: d == b3, lambda digests: True))
+    def same_size(n: int) -> bool:
+        return n == size
+
+    copy = hash_file(str(path), spans, stored=Stored(lambda d: d == b3, lambda digests: True, same_size))
     assert copy.sha256 is None and copy.b3 == b3
     # every tensor known but the whole is new (a resharded file): the SHA-256 catches up
-    held = hash_file(str(path), spans, stored=Stored(lambda d: False, lambda digests: True))
+    held = hash_file(str(path), spans, stored=Stored(lambda d: False, lambda digests: True, same_size))
     assert held.sha256 == sha and held.git_sha1 == git_sha1(data)
     # known at first, then a new tensor in the middle: released mid-file
     late = spans[len(spans) // 2].name
     released = hash_file(str(path), spans, stored=Stored(
-        lambda d: False, lambda digests: all(d != held.tensor_b3[late] for d in digests)))
+        lambda d: False, lambda digests: all(d != held.tensor_b3[late] for d in digests), same_size))
     assert released.sha256 == sha and released.git_sha1 == git_sha1(data) and released.tensor_b3 == held.tensor_b3
+    # no stored file of this size: no copy is possible, nothing is held. A held SHA-256 shows up as
+    # reads of the file beside the pass (its catch-up).
+    def preadv_offsets(stored: Stored) -> tuple[str | None, list[int]]:
+        reads: list[int] = []
+        real_preadv = os.preadv
+
+        def counting(fd: int, bufs: list[memoryview], offset: int) -> int:
+            reads.append(offset)
+            return real_preadv(fd, bufs, offset)
+
+        os.preadv = counting  # type: ignore[assignment]
+        try:
+            return hash_file(str(path), spans, stored=stored).sha256, reads
+        finally:
+            os.preadv = real_preadv  # type: ignore[assignment]
+
+    assert preadv_offsets(Stored(lambda d: False, lambda digests: True, same_size))[1] != []
+    unheld, reads = preadv_offsets(Stored(lambda d: False, lambda digests: True, lambda n: False))
+    assert unheld == sha and reads == []
 
 
 def test_an_error_in_on_chunk_propagates_and_leaves_no_thread(tmp_path: Path) -> None:
