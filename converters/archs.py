@@ -32,9 +32,11 @@ LLAMA = Arch("llama", gguf.MODEL_ARCH.LLAMA, "LlamaForCausalLM", "llama", True)
 MISTRAL = Arch("llama", gguf.MODEL_ARCH.LLAMA, "MistralForCausalLM", "mistral", True)
 QWEN2 = Arch("qwen2", gguf.MODEL_ARCH.QWEN2, "Qwen2ForCausalLM", "qwen2", False)
 QWEN3 = Arch("qwen3", gguf.MODEL_ARCH.QWEN3, "Qwen3ForCausalLM", "qwen3", False)
+# phi3: Q, K and V in one qkv_proj, gate and up in one gate_up_proj, in both formats alike
+PHI3 = Arch("phi3", gguf.MODEL_ARCH.PHI3, "Phi3ForCausalLM", "phi3", False)
 
-BY_MODEL_TYPE = {a.hf_model_type: a for a in (LLAMA, MISTRAL, QWEN2, QWEN3)}
-BY_GGUF_NAME = {a.gguf_name: a for a in (LLAMA, QWEN2, QWEN3)}  # a "llama" GGUF loads as Llama
+BY_MODEL_TYPE = {a.hf_model_type: a for a in (LLAMA, MISTRAL, QWEN2, QWEN3, PHI3)}
+BY_GGUF_NAME = {a.gguf_name: a for a in (LLAMA, QWEN2, QWEN3, PHI3)}  # a "llama" GGUF loads as Llama
 
 _LAYER_TENSORS = (
     "input_layernorm.weight", "post_attention_layernorm.weight",
@@ -42,6 +44,10 @@ _LAYER_TENSORS = (
     "self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias", "self_attn.o_proj.bias",
     "self_attn.q_norm.weight", "self_attn.k_norm.weight",
     "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
+)
+_PHI3_LAYER_TENSORS = (
+    "input_layernorm.weight", "post_attention_layernorm.weight",
+    "self_attn.qkv_proj.weight", "self_attn.o_proj.weight", "mlp.gate_up_proj.weight", "mlp.down_proj.weight",
 )
 _GLOBAL_TENSORS = ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight")
 IGNORED_HF_TENSORS = ("rotary_emb.inv_freq",)
@@ -65,8 +71,9 @@ def arch_for_gguf(name: str) -> Arch:
     return arch
 
 
-def hf_names(n_blocks: int) -> list[str]:
-    return list(_GLOBAL_TENSORS) + [f"model.layers.{i}.{t}" for i in range(n_blocks) for t in _LAYER_TENSORS]
+def hf_names(n_blocks: int, arch: Arch | None = None) -> list[str]:
+    layer = _PHI3_LAYER_TENSORS if arch is PHI3 else _LAYER_TENSORS  # phi3's ffn_up is gate and up fused
+    return list(_GLOBAL_TENSORS) + [f"model.layers.{i}.{t}" for i in range(n_blocks) for t in layer]
 
 
 @functools.lru_cache(maxsize=8)
@@ -86,7 +93,7 @@ def hf_name_table(arch: Arch, n_blocks: int) -> dict[str, str]:
     """GGUF tensor name -> HF tensor name, for every tensor these architectures can have."""
     names = _name_map(arch.model_arch, n_blocks)
     out = {}
-    for hf in hf_names(n_blocks):
+    for hf in hf_names(n_blocks, arch):
         name = names.get_name(hf, try_suffixes=(".weight", ".bias"))
         if name is not None:
             out.setdefault(name, hf)
@@ -182,7 +189,12 @@ def gguf_model_keys(writer: gguf.GGUFWriter, config: Mapping[str, Any]) -> None:
     writer.add_rope_freq_base(float(rope.get("rope_theta", 10000.0)))
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
     dim = head_dim(config)
-    writer.add_rope_dimension_count(dim)
+    writer.add_rope_dimension_count(int(float(config.get("partial_rotary_factor") or 1.0) * dim))
+    if config.get("model_type") == "phi3":  # as llama.cpp's converter writes phi3 headers
+        original = config.get("original_max_position_embeddings")
+        if original:
+            writer.add_rope_scaling_orig_ctx_len(int(original))
+        writer.add_sliding_window(int(config.get("sliding_window") or 0))
     if dim != config["hidden_size"] // heads:
         writer.add_key_length(dim)
         writer.add_value_length(dim)
@@ -236,10 +248,18 @@ def hf_config(arch: Arch, kv: Mapping[str, Any], tensors: set[str], dtype: str,
         "torch_dtype": dtype,
         "bos_token_id": kv.get("tokenizer.ggml.bos_token_id"),
         "eos_token_id": kv.get("tokenizer.ggml.eos_token_id"),
+        "pad_token_id": kv.get("tokenizer.ggml.padding_token_id"),  # phi3's default (32000) is no id of a small vocab
     })
     if arch is LLAMA:
         config["attention_bias"] = "blk.0.attn_q.bias" in tensors
         config["mlp_bias"] = False
+    rope_dim = int(key("rope.dimension_count", config["head_dim"]))
+    if rope_dim != config["head_dim"]:
+        config["partial_rotary_factor"] = rope_dim / config["head_dim"]
+    if arch is PHI3:
+        config["original_max_position_embeddings"] = int(key("rope.scaling.original_context_length",
+                                                             config["max_position_embeddings"]))
+        config["sliding_window"] = int(key("attention.sliding_window", 0)) or None
     scaling = key("rope.scaling.type")
     if rope_factors is not None:
         if scaling not in (None, "none"):

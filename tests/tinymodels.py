@@ -1,6 +1,6 @@
 """Tiny models for the conversion tests, and an eager reference conversion to check them against.
 
-- `build_hf_models`: tiny llama, mistral, qwen2 and qwen3 checkpoints made with transformers (random weights
+- `build_hf_models`: tiny llama, mistral, qwen2, qwen3 and phi3 checkpoints made with transformers (random weights
   large enough that attention is not uniform, see the pitfalls in the testing notes) and a real
   byte-level BPE tokenizer made with `tokenizers`. Needs torch: run it in a child process.
 - `gguf_from_hf` / `write_gguf`: HF safetensors -> GGUF tensors done eagerly with numpy (the Q/K
@@ -31,8 +31,8 @@ PLACEHOLDER_MERGE = "<never> <merged>"  # llama.cpp needs >= 1 merge for a gpt2 
 # HF model_type -> gguf's architecture, and the GGUF `general.architecture` it is written as
 # (llama.cpp reads mistral as llama, Q/K permutation included)
 ARCHS = {"llama": gguf.MODEL_ARCH.LLAMA, "mistral": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2,
-         "qwen3": gguf.MODEL_ARCH.QWEN3}
-GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
+         "qwen3": gguf.MODEL_ARCH.QWEN3, "phi3": gguf.MODEL_ARCH.PHI3}
+GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3"}
 PERMUTED = frozenset({"llama", "mistral"})  # HF model types whose Q/K rows GGUF reorders (not NEOX rope)
 
 
@@ -60,9 +60,10 @@ QWEN_MERGES = [("h", "e"), ("l", "l"), ("he", "ll"), ("Ġ", "w"), ("o", "r"), ("
 
 
 def build_hf_models(out: Path, seed: int = 0, qwen_seed: int = 0, qwen3_seed: int = 0, mistral_seed: int = 0,
-                    rope3_seed: int = 0, qk_scale: float = 3.0, qk_norm_scale: float = 2.0) -> dict[str, str]:
+                    rope3_seed: int = 0, phi3_seed: int = 0, qk_scale: float = 3.0,
+                    qk_norm_scale: float = 2.0) -> dict[str, str]:
     """Write llama (F32, F16 and BF16 copies of one model), a llama with Llama 3.1's rope scaling,
-    qwen2, qwen3 and mistral (F32) folders under `out`."""
+    qwen2, qwen3, mistral and phi3 (F32) folders under `out`."""
     import copy
 
     import torch
@@ -71,6 +72,8 @@ def build_hf_models(out: Path, seed: int = 0, qwen_seed: int = 0, qwen3_seed: in
         LlamaForCausalLM,
         MistralConfig,
         MistralForCausalLM,
+        Phi3Config,
+        Phi3ForCausalLM,
         PreTrainedTokenizerFast,
         Qwen2Config,
         Qwen2ForCausalLM,
@@ -161,6 +164,25 @@ def build_hf_models(out: Path, seed: int = 0, qwen_seed: int = 0, qwen3_seed: in
     mistral.save_pretrained(folder)
     tok.save_pretrained(folder)
     folders["mistral-f32"] = str(folder)
+
+    # phi3: Q, K and V fused in qkv_proj (Q and K scaled as `sharpen` scales llama's), gate and up
+    # fused in gate_up_proj; NEOX rope, so nothing is permuted
+    torch.manual_seed(phi3_seed)
+    phi3 = Phi3ForCausalLM(Phi3Config(vocab_size=256, rms_norm_eps=1e-5, sliding_window=None,
+                                      original_max_position_embeddings=common["max_position_embeddings"], **common))
+    q_and_k = common["hidden_size"] + common["hidden_size"] // common["num_attention_heads"] * common["num_key_value_heads"]
+    with torch.no_grad():
+        for layer in phi3.model.layers:
+            layer.self_attn.qkv_proj.weight[:q_and_k].mul_(qk_scale)
+            for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+                norm.weight.copy_(1.0 + 0.2 * torch.randn_like(norm.weight))
+        phi3.model.norm.weight.copy_(1.0 + 0.2 * torch.randn_like(phi3.model.norm.weight))
+    # (not named "phi3": llama.cpp gives a model whose general.name says phi-3 the attributes of
+    # Phi-3's own special tokens, and this byte-level vocabulary has none of them)
+    folder = out / "phimini-f32"
+    phi3.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    folders["phimini-f32"] = str(folder)
     return folders
 
 
@@ -363,6 +385,11 @@ def hf_from_gguf(path: Path, hf_names: list[str]) -> dict[str, tuple[Q, np.ndarr
 
 def hf_names(arch: str, n_layer: int) -> list[str]:
     """The HF tensor names of the tiny models of `arch` (HF model type or GGUF architecture)."""
+    if arch == "phi3":
+        return ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"] + [
+            f"model.layers.{i}.{t}" for i in range(n_layer)
+            for t in ("input_layernorm.weight", "post_attention_layernorm.weight", "self_attn.qkv_proj.weight",
+                      "self_attn.o_proj.weight", "mlp.gate_up_proj.weight", "mlp.down_proj.weight")]
     return llama_hf_names(n_layer, bias=arch == "qwen2", qk_norm=arch == "qwen3")
 
 
@@ -465,7 +492,7 @@ def llama_run(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def main(argv: list[str]) -> None:
     command, arg = argv[0], argv[1]
     if command == "build-hf":
-        result: Any = build_hf_models(Path(arg), *(int(a) for a in argv[2:7]), *(float(a) for a in argv[7:]))
+        result: Any = build_hf_models(Path(arg), *(int(a) for a in argv[2:8]), *(float(a) for a in argv[8:]))
     elif command == "hf-run":
         result = hf_run(json.loads(Path(arg).read_text()))
     elif command == "llama-run":
