@@ -111,7 +111,12 @@ def write_gguf_tokenizer(writer: gguf.GGUFWriter, files: dict[str, bytes], arch:
         writer.add_token_scores(_spm_scores(names, model.get("merges") or [], tokens, added, special.get("unk")))
         writer.add_token_types([_spm_token_type(i, tokens, added, special.get("unk")) for i in range(len(names))])
         writer.add_add_space_prefix(_hf_adds_space_prefix(tok))
-    add_bos, add_eos = _hf_adds_bos_eos(tok, tok_config, ids, special)
+    _write_specials(writer, special, *_hf_adds_bos_eos(tok, tok_config, ids, special))
+    _write_chat_template(writer, tok_config, files)
+
+
+def _write_specials(writer: gguf.GGUFWriter, special: Mapping[str, int], add_bos: bool | None,
+                    add_eos: bool | None) -> None:
     for kind_name in SPECIAL_KINDS:
         if kind_name in special:
             getattr(writer, f"add_{kind_name}_token_id")(special[kind_name])
@@ -119,6 +124,9 @@ def write_gguf_tokenizer(writer: gguf.GGUFWriter, files: dict[str, bytes], arch:
         writer.add_add_bos_token(add_bos)
     if add_eos is not None:
         writer.add_add_eos_token(add_eos)
+
+
+def _write_chat_template(writer: gguf.GGUFWriter, tok_config: Mapping[str, Any], files: Mapping[str, bytes]) -> None:
     template = _chat_template(tok_config, files)
     if template is not None:
         writer.add_chat_template(template)
@@ -402,17 +410,8 @@ def _write_sentencepiece_tokenizer(writer: gguf.GGUFWriter, files: dict[str, byt
     writer.add_token_scores(scores)
     writer.add_token_types(types)
     writer.add_add_space_prefix(bool(normalizer.add_dummy_prefix))
-    for kind_name in SPECIAL_KINDS:
-        if kind_name in special:
-            getattr(writer, f"add_{kind_name}_token_id")(special[kind_name])
-    add_bos, add_eos = _hf_adds_bos_eos({}, tok_config, ids, special)
-    if add_bos is not None:
-        writer.add_add_bos_token(add_bos)
-    if add_eos is not None:
-        writer.add_add_eos_token(add_eos)
-    template = _chat_template(tok_config, files)
-    if template is not None:
-        writer.add_chat_template(template)
+    _write_specials(writer, special, *_hf_adds_bos_eos({}, tok_config, ids, special))
+    _write_chat_template(writer, tok_config, files)
 
 
 # --- GGUF -> Hugging Face ------------------------------------------------------------------------
