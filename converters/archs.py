@@ -26,6 +26,7 @@ class Arch:
     hf_class: str  # config.json "architectures"
     hf_model_type: str
     permute_qk: bool  # llama's rotary layout: Q/K rows reordered between HF and GGUF
+    norms_plus_one: bool = False  # gemma: HF keeps w of its (1 + w) norms, GGUF 1 + w itself
 
 
 LLAMA = Arch("llama", gguf.MODEL_ARCH.LLAMA, "LlamaForCausalLM", "llama", True)
@@ -34,9 +35,11 @@ QWEN2 = Arch("qwen2", gguf.MODEL_ARCH.QWEN2, "Qwen2ForCausalLM", "qwen2", False)
 QWEN3 = Arch("qwen3", gguf.MODEL_ARCH.QWEN3, "Qwen3ForCausalLM", "qwen3", False)
 # phi3: Q, K and V in one qkv_proj, gate and up in one gate_up_proj, in both formats alike
 PHI3 = Arch("phi3", gguf.MODEL_ARCH.PHI3, "Phi3ForCausalLM", "phi3", False)
+# gemma (the first): NEOX rope, GELU, embeddings tied, norms stored as w and applied as 1 + w
+GEMMA = Arch("gemma", gguf.MODEL_ARCH.GEMMA, "GemmaForCausalLM", "gemma", False, norms_plus_one=True)
 
-BY_MODEL_TYPE = {a.hf_model_type: a for a in (LLAMA, MISTRAL, QWEN2, QWEN3, PHI3)}
-BY_GGUF_NAME = {a.gguf_name: a for a in (LLAMA, QWEN2, QWEN3, PHI3)}  # a "llama" GGUF loads as Llama
+BY_MODEL_TYPE = {a.hf_model_type: a for a in (LLAMA, MISTRAL, QWEN2, QWEN3, PHI3, GEMMA)}
+BY_GGUF_NAME = {a.gguf_name: a for a in (LLAMA, QWEN2, QWEN3, PHI3, GEMMA)}  # a "llama" GGUF loads as Llama
 
 _LAYER_TENSORS = (
     "input_layernorm.weight", "post_attention_layernorm.weight",
@@ -98,6 +101,11 @@ def hf_name_table(arch: Arch, n_blocks: int) -> dict[str, str]:
         if name is not None:
             out.setdefault(name, hf)
     return out
+
+
+def norm_offset(arch: Arch, hf_name: str) -> float | None:
+    """What HF -> GGUF adds to this tensor's values (GGUF -> HF takes it away again)."""
+    return 1.0 if arch.norms_plus_one and hf_name.endswith("norm.weight") else None
 
 
 def is_permuted(arch: Arch, hf_name: str) -> bool:
@@ -243,7 +251,7 @@ def hf_config(arch: Arch, kv: Mapping[str, Any], tensors: set[str], dtype: str,
         "rms_norm_eps": float(key("attention.layer_norm_rms_epsilon", 1e-6)),
         "rope_theta": float(key("rope.freq_base", 10000.0)),
         "vocab_size": int(key("vocab_size") or (len(tokens) if isinstance(tokens, list) else 0)),
-        "hidden_act": "silu",
+        "hidden_act": "gelu_pytorch_tanh" if arch is GEMMA else "silu",
         "tie_word_embeddings": "output.weight" not in tensors,
         "torch_dtype": dtype,
         "bos_token_id": kv.get("tokenizer.ggml.bos_token_id"),

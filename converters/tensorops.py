@@ -4,7 +4,8 @@ An op is `{"kind": "zeros"}` (alignment padding) or a tensor slice:
 
     {"kind": "tensor", "inputs": [[blob, offset, length], ...],   # the source rows' bytes, in order
      "src": "BF16", "dst": "F16", "rows": 512, "cols": 2048,      # ggml type names; a 2-D view
-     "permute": {"head_dim": 64, "inverse": false}}               # optional: llama's Q/K row order
+     "permute": {"head_dim": 64, "inverse": false},               # optional: llama's Q/K row order
+     "add": 1.0}                                                  # optional: added to every value (gemma's norms)
 
 Rows are independent in every conversion here (dtype casts and ggml block quantization work
 along a row; the Q/K permutation moves rows only within one head), so a planner can cut a big
@@ -84,8 +85,8 @@ def run(op: dict[str, Any], length: int, read: Callable[[Extent], bytes]) -> byt
         return bytes(length)
     raw = b"".join(read(Extent.from_json(e)) for e in op["inputs"])
     rows, cols, src, dst = op["rows"], op["cols"], op["src"], op["dst"]
-    permute = op.get("permute")
-    if src == dst or (src, dst) == ("BF16", "F16"):  # no float arithmetic: move (and rebias) bits
+    permute, add = op.get("permute"), op.get("add")
+    if not add and (src == dst or (src, dst) == ("BF16", "F16")):  # no float arithmetic: move (and rebias) bits
         data = np.frombuffer(raw, np.uint8 if src == dst else np.dtype("<u2")).reshape(rows, -1)
         if src != dst:
             data = _bf16_to_f16(data)
@@ -93,6 +94,8 @@ def run(op: dict[str, Any], length: int, read: Callable[[Extent], bytes]) -> byt
         result = out.tobytes()
     else:
         values = _decode(raw, src, rows, cols)
+        if add:
+            values += np.float32(add)
         if permute:
             values = _permute_rows(values, permute["head_dim"], permute["inverse"])
         result = _encode(np.ascontiguousarray(values), dst)
@@ -107,15 +110,16 @@ def zeros(length: int) -> Derived:
 
 def slices(inputs: Callable[[int, int], list[Extent]], src: str, dst: str, rows: int, cols: int,
            head_dim: int | None = None, inverse: bool = False, target_bytes: int = 16 << 20,
-           first_bytes: int | None = None) -> list[Derived]:
+           first_bytes: int | None = None, add: float | None = None) -> list[Derived]:
     """A tensor's conversion cut into row slices of about `target_bytes` of float32 working
     values each (a cast or quantization works on float32 rows, several arrays of them at once;
     a plain row move needs only the raw bytes). `inputs(byte_offset, length)` maps a range of the
     source tensor's bytes to stored extents. Permuted tensors are cut at head boundaries, so
     each slice permutes on its own. `first_bytes`: a smaller first slice, for the tensor right
-    after a header, which the kernel's readahead asks for with the header's last page."""
+    after a header, which the kernel's readahead asks for with the header's last page. `add`:
+    a constant added to every value (gemma keeps its norm weights as 1 + w in GGUF, w in HF)."""
     src_row, dst_row = row_bytes(src, cols), row_bytes(dst, cols)
-    working = max(src_row, dst_row) if src == dst else 4 * cols
+    working = max(src_row, dst_row) if src == dst and not add else 4 * cols
 
     def rows_for(budget: int) -> int:
         step = max(1, budget // max(working, 1))
@@ -129,6 +133,8 @@ def slices(inputs: Callable[[int, int], list[Extent]], src: str, dst: str, rows:
                               "inputs": [e.to_json() for e in inputs(r0 * src_row, n * src_row)]}
         if head_dim:
             op["permute"] = {"head_dim": head_dim, "inverse": inverse}
+        if add:
+            op["add"] = add
         out.append(Derived(op, n * dst_row))
         r0, step = r0 + n, rows_for(target_bytes)
     return out

@@ -86,6 +86,10 @@ def plan_gguf(stored: StoredModel, gguf_type: str = "F16") -> Plan:
         for span in sorted(header.tensors, key=lambda s: s.offset):
             if span.name.endswith(archs.IGNORED_HF_TENSORS):
                 continue
+            if arch is archs.GEMMA and span.name == "lm_head.weight":
+                if config.get("tie_word_embeddings") is False:
+                    raise ConversionUnsupported("a gemma with an lm_head of its own: llama.cpp's gemma ties it")
+                continue  # a copy of the embeddings some exporters write; llama.cpp's gemma reads those
             if span.dtype not in tensorops.SAFETENSORS_TO_GGML:
                 raise ConversionUnsupported(f"tensor {span.name} is {span.dtype}; F32, F16 and BF16 are covered")
             name = archs.gguf_tensor_name(arch, n_blocks, span.name)
@@ -94,17 +98,18 @@ def plan_gguf(stored: StoredModel, gguf_type: str = "F16") -> Plan:
             rows = span.shape[0] if span.shape else 1
             cols = span.numel // max(rows, 1) if span.shape else 1
             permuted = archs.is_permuted(arch, span.name)
+            add = archs.norm_offset(arch, span.name)
             if len(span.shape) == 1:  # a 1-D bias permutes like a column
                 rows, cols = span.numel, 1
             nbytes = rows * tensorops.row_bytes(dst, cols)
             writer.add_tensor_info(name, span.shape, np.dtype(np.float32), nbytes, raw_dtype=gguf.GGMLQuantizationType[dst])
-            if src == dst and not permuted:
+            if src == dst and not permuted and not add:
                 pieces: list[Piece] = list(stored.extents(path, span.offset, span.length))
             else:
                 pieces = list(tensorops.slices(
                     lambda off, n, path=path, base=span.offset: stored.extents(path, base + off, n),
                     src, dst, rows, cols, head_dim=dim if permuted else None,
-                    first_bytes=None if tensors else 1 << 20))
+                    first_bytes=None if tensors else 1 << 20, add=add))
             tensors.append((name, pieces, nbytes))
     if not tensors:
         raise ConversionUnsupported("the safetensors files hold no tensors")

@@ -77,6 +77,7 @@ def plan_safetensors(stored: StoredModel, shards: list[str]) -> Plan:
     for path, span in sorted(spans, key=lambda ps: names[ps[1].name]):
         hf_name = names[span.name]
         permuted = archs.is_permuted(arch, hf_name)
+        add = archs.norm_offset(arch, hf_name)
         rows = span.shape[0] if len(span.shape) > 1 else span.numel
         cols = span.numel // rows if len(span.shape) > 1 else 1
         if not tensorops.can_encode(span.dtype, cols) and len(span.shape) == 1:
@@ -84,13 +85,14 @@ def plan_safetensors(stored: StoredModel, shards: list[str]) -> Plan:
             if permuted:
                 raise ConversionUnsupported(f"{span.name} is a quantized 1-D tensor that would need reordering")
         nbytes = rows * tensorops.row_bytes(dtype, cols)
-        if span.dtype == dtype and not permuted:
+        if span.dtype == dtype and not permuted and not add:
             pieces: list[Piece] = list(stored.extents(path, span.offset, span.length))
         else:
             try:
                 pieces = list(tensorops.slices(
                     lambda off, n, path=path, base=span.offset: stored.extents(path, base + off, n),
-                    span.dtype, dtype, rows, cols, head_dim=head_dim if permuted else None, inverse=True))
+                    span.dtype, dtype, rows, cols, head_dim=head_dim if permuted else None, inverse=True,
+                    add=-add if add else None))
             except (KeyError, ValueError) as exc:
                 raise ConversionUnsupported(f"tensor {span.name} ({span.dtype}) cannot be converted: {exc}") from None
         entries.append((hf_name, dtype, span.shape, nbytes, pieces))

@@ -81,6 +81,19 @@ def test_cast_and_quantize_slices_equal_gguf_quants_on_the_whole(dst: str) -> No
     assert _run_all(slices, w.tobytes()) == expected
 
 
+@pytest.mark.parametrize(("src", "dst"), [("F32", "F32"), ("F16", "F32"), ("F32", "F16")])
+def test_slices_that_add_a_constant_equal_numpy(src: str, dst: str) -> None:
+    """gemma's norms: w in HF, 1 + w in GGUF, and back; even F32 -> F32 is computed, not moved."""
+    w = np.random.default_rng(3).standard_normal((4, 64)).astype(tensorops.PLAIN[src])
+    up = tensorops.slices(_source, src, dst, 4, 64, add=1.0, target_bytes=300)
+    assert len(up) > 1 and all(s.op["add"] == 1.0 for s in up)
+    out = _run_all(up, w.tobytes())
+    assert out == (w.astype(np.float32) + np.float32(1.0)).astype(tensorops.PLAIN[dst]).tobytes()
+    back = _run_all(tensorops.slices(_source, dst, src, 4, 64, add=-1.0), out)
+    restored = (np.frombuffer(out, tensorops.PLAIN[dst]).astype(np.float32) - np.float32(1.0)).astype(tensorops.PLAIN[src])
+    assert back == restored.tobytes()
+
+
 def test_bf16_and_quantized_sources_decode_like_gguf() -> None:
     w = np.random.default_rng(3).standard_normal((32, 64)).astype(np.float32)
     bf16 = gguf.quants.quantize(w, gguf.GGMLQuantizationType.BF16)

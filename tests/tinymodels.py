@@ -1,6 +1,6 @@
 """Tiny models for the conversion tests, and an eager reference conversion to check them against.
 
-- `build_hf_models`: tiny llama, mistral, qwen2, qwen3 and phi3 checkpoints made with transformers (random weights
+- `build_hf_models`: tiny llama, mistral, qwen2, qwen3, phi3 and gemma checkpoints made with transformers (random weights
   large enough that attention is not uniform, see the pitfalls in the testing notes) and a real
   byte-level BPE tokenizer made with `tokenizers`. Needs torch: run it in a child process.
 - `gguf_from_hf` / `write_gguf`: HF safetensors -> GGUF tensors done eagerly with numpy (the Q/K
@@ -31,8 +31,8 @@ PLACEHOLDER_MERGE = "<never> <merged>"  # llama.cpp needs >= 1 merge for a gpt2 
 # HF model_type -> gguf's architecture, and the GGUF `general.architecture` it is written as
 # (llama.cpp reads mistral as llama, Q/K permutation included)
 ARCHS = {"llama": gguf.MODEL_ARCH.LLAMA, "mistral": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2,
-         "qwen3": gguf.MODEL_ARCH.QWEN3, "phi3": gguf.MODEL_ARCH.PHI3}
-GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3"}
+         "qwen3": gguf.MODEL_ARCH.QWEN3, "phi3": gguf.MODEL_ARCH.PHI3, "gemma": gguf.MODEL_ARCH.GEMMA}
+GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3", "gemma": "gemma"}
 PERMUTED = frozenset({"llama", "mistral"})  # HF model types whose Q/K rows GGUF reorders (not NEOX rope)
 
 
@@ -60,14 +60,16 @@ QWEN_MERGES = [("h", "e"), ("l", "l"), ("he", "ll"), ("Ġ", "w"), ("o", "r"), ("
 
 
 def build_hf_models(out: Path, seed: int = 0, qwen_seed: int = 0, qwen3_seed: int = 0, mistral_seed: int = 0,
-                    rope3_seed: int = 0, phi3_seed: int = 0, qk_scale: float = 3.0,
+                    rope3_seed: int = 0, phi3_seed: int = 0, gemma_seed: int = 0, qk_scale: float = 3.0,
                     qk_norm_scale: float = 2.0) -> dict[str, str]:
     """Write llama (F32, F16 and BF16 copies of one model), a llama with Llama 3.1's rope scaling,
-    qwen2, qwen3, mistral and phi3 (F32) folders under `out`."""
+    qwen2, qwen3, mistral, phi3 and gemma (F32) folders under `out`."""
     import copy
 
     import torch
     from transformers import (
+        GemmaConfig,
+        GemmaForCausalLM,
         LlamaConfig,
         LlamaForCausalLM,
         MistralConfig,
@@ -183,6 +185,23 @@ def build_hf_models(out: Path, seed: int = 0, qwen_seed: int = 0, qwen3_seed: in
     phi3.save_pretrained(folder)
     tok.save_pretrained(folder)
     folders["phimini-f32"] = str(folder)
+
+    # gemma: GELU, tied embeddings scaled by sqrt(hidden), norms applied as 1 + w (w is 0 at init:
+    # given a spread here, so that adding the 1 in the wrong place shows)
+    torch.manual_seed(gemma_seed)
+    gemma = GemmaForCausalLM(GemmaConfig(vocab_size=256, rms_norm_eps=1e-6, head_dim=16,
+                                         **{**common, "tie_word_embeddings": True}))
+    with torch.no_grad():
+        for layer in gemma.model.layers:
+            layer.self_attn.q_proj.weight.mul_(qk_scale)
+            layer.self_attn.k_proj.weight.mul_(qk_scale)
+            for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+                norm.weight.copy_(0.2 * torch.randn_like(norm.weight))
+        gemma.model.norm.weight.copy_(0.2 * torch.randn_like(gemma.model.norm.weight))
+    folder = out / "gemma-f32"
+    gemma.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    folders["gemma-f32"] = str(folder)
     return folders
 
 
@@ -271,6 +290,9 @@ def gguf_from_hf(folder: Path, qtype: Q, *, permute: bool | None = None) -> dict
             dst = qtype
         else:
             dst = Q.F16
+        if arch == "gemma" and hf_name.endswith("norm.weight"):  # GGUF keeps gemma's 1 + w
+            out[name] = (Q.F32, shape, encode(decode(raw, src, shape) + np.float32(1.0), Q.F32))
+            continue
         perm_heads = None
         if permute and name.endswith("attn_q.weight"):
             perm_heads = n_head
@@ -375,6 +397,8 @@ def hf_from_gguf(path: Path, hf_names: list[str]) -> dict[str, tuple[Q, np.ndarr
             continue
         shape = tuple(int(d) for d in reversed(t.shape))
         values = decode(bytes(t.data), t.tensor_type, shape)
+        if arch == "gemma" and t.name.endswith("norm.weight"):
+            values = values - np.float32(1.0)
         if arch == "llama" and t.name.endswith("attn_q.weight"):  # (rows / heads: key_length too)
             values = unpermute_qk(values, n_head)
         elif arch == "llama" and t.name.endswith("attn_k.weight"):
@@ -385,6 +409,8 @@ def hf_from_gguf(path: Path, hf_names: list[str]) -> dict[str, tuple[Q, np.ndarr
 
 def hf_names(arch: str, n_layer: int) -> list[str]:
     """The HF tensor names of the tiny models of `arch` (HF model type or GGUF architecture)."""
+    if arch == "gemma":
+        return llama_hf_names(n_layer, lm_head=False)
     if arch == "phi3":
         return ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"] + [
             f"model.layers.{i}.{t}" for i in range(n_layer)
@@ -492,7 +518,7 @@ def llama_run(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def main(argv: list[str]) -> None:
     command, arg = argv[0], argv[1]
     if command == "build-hf":
-        result: Any = build_hf_models(Path(arg), *(int(a) for a in argv[2:8]), *(float(a) for a in argv[8:]))
+        result: Any = build_hf_models(Path(arg), *(int(a) for a in argv[2:9]), *(float(a) for a in argv[9:]))
     elif command == "hf-run":
         result = hf_run(json.loads(Path(arg).read_text()))
     elif command == "llama-run":
