@@ -134,10 +134,10 @@ class _Sha256Consumer(_Consumer):
     remembers where it stopped; released, it reads the gap from the file itself (the page cache,
     as the file was just read) before going on with the ring."""
 
-    def __init__(self, fd: int, sha: hashlib._Hash, git: hashlib._Hash | None, ring: _Ring,
+    def __init__(self, path: str, fd: int, sha: hashlib._Hash, git: hashlib._Hash | None, ring: _Ring,
                  hold: bool) -> None:
         super().__init__("hash-sha256", self._hash, ring)
-        self.fd, self.sha, self.git = fd, sha, git
+        self.path, self.fd, self.sha, self.git = path, fd, sha, git
         self.hold = hold
         self.hashed_to = 0  # the SHA-256 covers the file up to here
 
@@ -162,7 +162,7 @@ class _Sha256Consumer(_Consumer):
             while self.hashed_to < to:
                 n = os.preadv(self.fd, [view[: min(CHUNK, to - self.hashed_to)]], self.hashed_to)
                 if n == 0:
-                    raise SourceChanged("the file shrank while it was being read")
+                    raise SourceChanged(f"{self.path}: the file shrank while it was being read; nothing was stored")
                 self._update(view[:n])
         finally:
             _POOL.give([buffer])
@@ -205,8 +205,10 @@ class _Ring:
                 self.changed.wait()
 
 
-def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    # ctime too: an edit that puts the mtime back still moves it, and a held SHA-256 reads the
+    # file a second time, after the BLAKE3s did
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def hash_file(
@@ -232,7 +234,7 @@ def hash_file(
             offset = _hash_small(fd, size, sha, whole, git, tensors, on_chunk, progress)
             skipped = False
         else:
-            offset, skipped = _hash_large(fd, size, sha, whole, git, tensors, on_chunk, progress, stored)
+            offset, skipped = _hash_large(path, fd, size, sha, whole, git, tensors, on_chunk, progress, stored)
         after = os.fstat(fd)
     finally:
         os.close(fd)
@@ -241,17 +243,22 @@ def hash_file(
     missing = [s.name for s in tensors.spans if s.name not in tensors.done]
     if missing:  # only a file that shrank under us gets here, and the stat check catches that
         raise SourceChanged(f"{path}: tensors {missing[:3]} were not read in full")
-    return FileHashes(size, whole.hexdigest(), None if skipped else sha.hexdigest(),
-                      git.hexdigest() if git else None, tensors.done, before.st_mtime_ns)
+    if skipped:  # the git SHA-1 came from the same (skipped) consumer: it is partial
+        return FileHashes(size, whole.hexdigest(), None, None, tensors.done, before.st_mtime_ns)
+    return FileHashes(size, whole.hexdigest(), sha.hexdigest(), git.hexdigest() if git else None, tensors.done,
+                      before.st_mtime_ns)
 
 
 def _hash_small(fd: int, size: int, sha: hashlib._Hash, whole: blake3.blake3, git: hashlib._Hash | None,
                 tensors: _TensorHasher, on_chunk: OnChunk | None, progress: Callable[[int], None] | None) -> int:
     """A file of one chunk: no threads to start, the hashes one after another."""
     buffer = bytearray(size + 1)  # one byte more: a file that grew since fstat shows up as a longer read
-    chunk = memoryview(buffer)[: os.readv(fd, [buffer])]
-    if len(chunk) != size:
-        return len(chunk)
+    view, got = memoryview(buffer), 0
+    while got < len(buffer) and (n := os.readv(fd, [view[got:]])):  # short reads happen (FUSE, NFS)
+        got += n
+    if got != size:
+        return got
+    chunk = view[:size]
     sha.update(chunk)
     whole.update(chunk)
     if git is not None:
@@ -269,7 +276,7 @@ def _deliver_chunk(on_chunk: OnChunk | None, progress: Callable[[int], None] | N
         progress(len(chunk))
 
 
-def _hash_large(fd: int, size: int, sha: hashlib._Hash, whole: blake3.blake3, git: hashlib._Hash | None,
+def _hash_large(path: str, fd: int, size: int, sha: hashlib._Hash, whole: blake3.blake3, git: hashlib._Hash | None,
                 tensors: _TensorHasher, on_chunk: OnChunk | None, progress: Callable[[int], None] | None,
                 stored: Stored | None) -> tuple[int, bool]:
     buffers = _POOL.take(RING)
@@ -277,12 +284,10 @@ def _hash_large(fd: int, size: int, sha: hashlib._Hash, whole: blake3.blake3, gi
     # Held only where a copy is possible: the store has a file of this size. Elsewhere a hold would
     # only move the SHA-256 out of the pass (and a file larger than memory would be read twice).
     hold = stored is not None and bool(tensors.spans) and stored.has_size(size)
-    sha_thread = _Sha256Consumer(fd, sha, git, ring, hold=hold)
+    sha_thread = _Sha256Consumer(path, fd, sha, git, ring, hold=hold)
     whole_thread = _Consumer("hash-b3", lambda offset, chunk: whole.update(chunk), ring)
     tensor_thread = _Consumer("hash-tensors", tensors.update, ring)
     ring.consumers = [sha_thread, whole_thread, tensor_thread]
-    for consumer in ring.consumers:
-        consumer.start()
     delivered = 0  # chunks handed to on_chunk
 
     def deliver(upto: int) -> None:
@@ -300,6 +305,8 @@ def _hash_large(fd: int, size: int, sha: hashlib._Hash, whole: blake3.blake3, gi
     offset = index = 0
     skipped = False
     try:
+        for consumer in ring.consumers:
+            consumer.start()
         while offset < size:
             # on_chunk must see a chunk before its buffer is read into again
             deliver(max(delivered, index - len(buffers) + 1))
@@ -331,7 +338,8 @@ def _hash_large(fd: int, size: int, sha: hashlib._Hash, whole: blake3.blake3, gi
     finally:
         ring.end()
         for consumer in ring.consumers:
-            consumer.join()
+            if consumer.ident is not None:  # started
+                consumer.join()
         _POOL.give(buffers)
     _raise_from(ring.consumers)
     return offset, skipped

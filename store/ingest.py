@@ -25,7 +25,7 @@ from pathlib import Path
 import blake3
 
 from modelstore.store.catalog import Catalog
-from modelstore.store.digests import B3, check_b3
+from modelstore.store.digests import B3, GIT_SHA1_LIMIT, check_b3, git_blob_header
 from modelstore.store.errors import SourceChanged
 from modelstore.store.hashing import FileHashes, Stored, hash_file
 from modelstore.store.locks import hold_dir_lock
@@ -201,7 +201,7 @@ class Ingest:
                     stored = True
                     return IngestResult(existing, header, 0, True)
                 if hashes.sha256 is None:  # the store had the file a moment ago: an rm got in between
-                    hashes = dataclasses.replace(hashes, sha256=_sha256_of(path, hashes))
+                    hashes = _with_sha256(path, hashes)
                 self._plan_after_hashing(plan, spans, hashes)
                 record = self._store(path, hashes, header, plan, staged, copied=bool(copier and copier.complete))
                 stored = True
@@ -314,13 +314,17 @@ def _hash_path(path: Path) -> str:
     return h.hexdigest()
 
 
-def _sha256_of(path: Path, hashes: FileHashes) -> str:
+def _with_sha256(path: Path, hashes: FileHashes) -> FileHashes:
+    """`hashes` with the SHA-256 (and git SHA-1) that hash_file left out, read again from `path`."""
     sha = hashlib.sha256()
+    git = hashlib.sha1(git_blob_header(hashes.size)) if hashes.size < GIT_SHA1_LIMIT else None
     with open(path, "rb", buffering=0) as f:
         while block := f.read(8 << 20):
             sha.update(block)
+            if git is not None:
+                git.update(block)
     _check_unchanged(path, hashes)
-    return sha.hexdigest()
+    return dataclasses.replace(hashes, sha256=sha.hexdigest(), git_sha1=git.hexdigest() if git else None)
 
 
 def _copy_ranges(src: Path, dst: Path, ranges: list[tuple[int, int]]) -> None:

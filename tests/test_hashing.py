@@ -79,7 +79,7 @@ def test_a_stored_file_gets_no_sha256(tmp_path: Path, size: int) -> None:
         return n == size
 
     copy = hash_file(str(path), spans, stored=Stored(lambda d: d == b3, lambda digests: True, same_size))
-    assert copy.sha256 is None and copy.b3 == b3
+    assert copy.sha256 is None and copy.git_sha1 is None and copy.b3 == b3  # both from the skipped consumer
     # every tensor known but the whole is new (a resharded file): the SHA-256 catches up
     held = hash_file(str(path), spans, stored=Stored(lambda d: False, lambda digests: True, same_size))
     assert held.sha256 == sha and held.git_sha1 == git_sha1(data)
@@ -132,3 +132,45 @@ def test_buffers_are_kept_for_the_next_file(tmp_path: Path) -> None:
     kept = list(hashing._POOL._free)
     hash_file(str(path))
     assert kept and all(any(b is k for k in hashing._POOL._free) for b in kept)
+
+
+def test_an_edit_that_puts_the_mtime_back_is_still_noticed(tmp_path: Path) -> None:
+    """The change check compares ctime too: a held SHA-256 reads the file after the BLAKE3s did,
+    so an edit between them must not give a record whose hashes describe two different files."""
+    from modelstore.store.errors import SourceChanged
+
+    path = tmp_path / "f"
+    write_random(path, (RING + 2) * CHUNK)
+    st = path.stat()
+
+    def edit_once(offset: int, chunk: memoryview, done: object) -> None:
+        if offset == 0:
+            with open(path, "r+b") as f:
+                f.seek(CHUNK * (RING + 1))
+                f.write(b"edited")
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    with pytest.raises(SourceChanged, match="changed"):
+        hash_file(str(path), spans_of((RING + 2) * CHUNK), on_chunk=edit_once)
+
+
+def test_a_consumer_that_cannot_start_leaves_no_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    path = tmp_path / "f"
+    write_random(path, 3 * CHUNK)
+    before = threading.active_count()
+    real_start = threading.Thread.start
+    started: list[str] = []
+
+    def start_two(self: threading.Thread) -> None:
+        if len(started) == 2:
+            raise RuntimeError("can't start new thread")
+        started.append(self.name)
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start_two)
+    with pytest.raises(RuntimeError, match="can't start"):
+        hash_file(str(path), spans_of(3 * CHUNK))
+    monkeypatch.undo()
+    assert threading.active_count() == before and len(started) == 2
