@@ -155,10 +155,12 @@ def llama3_rope_from_factors(factors: np.ndarray, config: Mapping[str, Any]) -> 
     rope_freqs). Only the ratios of the original context to the two frequency factors are in the
     factors, so low_freq_factor is taken as 1, as in every Llama 3.x; what is found is checked by
     computing the factors again, and anything that does not give them back is refused."""
+    dim = head_dim(config)
+    if factors.shape != (dim // 2,) or not np.isfinite(factors).all():
+        raise ConversionUnsupported(f"rope_freqs holds {factors.size} values; a head of {dim} has {dim // 2} frequencies")
     factor = float(factors.max())
     if factor <= 1.0:
         raise ConversionUnsupported("rope_freqs scales no frequency: not a llama3 rope scaling")
-    dim = head_dim(config)
     base = float(config.get("rope_theta", 10000.0))
     freqs = 1.0 / base ** (np.arange(0, dim, 2, dtype=np.float32) / dim)
     wavelengths = 2 * math.pi / freqs.astype(np.float64)
@@ -197,7 +199,8 @@ def gguf_model_keys(writer: gguf.GGUFWriter, config: Mapping[str, Any]) -> None:
     writer.add_rope_freq_base(float(rope.get("rope_theta", 10000.0)))
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
     dim = head_dim(config)
-    writer.add_rope_dimension_count(int(float(config.get("partial_rotary_factor") or 1.0) * dim))
+    partial = float(config.get("partial_rotary_factor") or 1.0)  # llama.cpp's converter rounds it so:
+    writer.add_rope_dimension_count(dim if partial == 1.0 else int(partial * config["hidden_size"]) // heads)
     if config.get("model_type") == "phi3":  # as llama.cpp's converter writes phi3 headers
         original = config.get("original_max_position_embeddings")
         if original:

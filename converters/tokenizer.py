@@ -175,11 +175,29 @@ def _config_vocab_size(config: Mapping[str, Any]) -> int:
 
 def _tokens_by_id(model: Mapping[str, Any], added_tokens: Sequence[Mapping[str, Any]],
                   vocab_size: int) -> list[str | None]:
-    """Token text by id, None for ids nothing names (up to the model's vocab_size)."""
-    by_id: dict[int, str] = {int(i): text for text, i in (model.get("vocab") or {}).items()}
-    by_id.update({int(a["id"]): a["content"] for a in added_tokens})
-    size = max(vocab_size, max(by_id, default=-1) + 1)
+    """Token text by id, None for ids nothing names. As llama.cpp's converter: config.json's
+    vocab_size (the embedding's rows) is the length, and an id beyond it is left out; without one,
+    the highest id named (refused when it is far beyond the count of tokens: a hostile file)."""
+    by_id: dict[int, str] = {}
+    for text, i in (model.get("vocab") or {}).items():
+        if (n := _token_id(i, None)) is not None and isinstance(text, str):
+            by_id[n] = text
+    for a in added_tokens:
+        if isinstance(a, Mapping) and (n := _token_id(a.get("id"), None)) is not None and isinstance(a.get("content"), str):
+            by_id[n] = a["content"]
+    size = vocab_size or max(by_id, default=-1) + 1
+    if not vocab_size and size > 2 * len(by_id) + 1024:
+        raise ConversionUnsupported(f"tokenizer.json names token id {size - 1} among {len(by_id)} tokens")
     return [by_id.get(i) for i in range(size)]
+
+
+def _token_id(value: Any, size: int | None) -> int | None:
+    """A token id from JSON (a number, or a decimal string key), if it is one below `size`."""
+    if isinstance(value, str) and value.isdecimal():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value if size is None or value < size else None
 
 
 def _gguf_pre_name(pre_tokenizer: Any, arch: str, n_vocab: int) -> str:
@@ -369,31 +387,35 @@ def _write_sentencepiece_tokenizer(writer: gguf.GGUFWriter, files: dict[str, byt
                                     "which llama.cpp does not")
     if not proto.pieces:
         raise ConversionUnsupported("tokenizer.model has no pieces")
-    names = [p.piece for p in proto.pieces]
-    scores = [float(p.score) for p in proto.pieces]
-    # SentencePiece's piece types are numbered as GGUF's token types (NORMAL 1 ... BYTE 6)
-    types = [int(p.type) if 1 <= p.type <= 6 else int(gguf.TokenType.NORMAL) for p in proto.pieces]
-
     tok_config = _json(files, "tokenizer_config.json")
     config = _json(files, "config.json")
-    added = _json(files, "added_tokens.json")
-    decoder = tok_config.get("added_tokens_decoder") if isinstance(tok_config.get("added_tokens_decoder"), dict) else {}
-    extra: dict[int, tuple[str, int]] = {}
-    for text, i in added.items():
-        if isinstance(i, int) and isinstance(text, str):
-            extra[i] = (text, int(gguf.TokenType.USER_DEFINED))
-    for key, entry in decoder.items():
-        if str(key).isdigit() and isinstance(entry, dict) and isinstance(entry.get("content"), str):
-            special = bool(entry.get("special"))
-            extra[int(key)] = (entry["content"], int(gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED))
-    size = max([len(names), _config_vocab_size(config), *(i + 1 for i in extra)])
-    for i in range(len(names), size):
-        names.append(f"[PAD{i}]")
-        scores.append(-1000.0)
-        types.append(int(gguf.TokenType.UNUSED))
-    for i, (text, token_type) in extra.items():
-        if i >= len(proto.pieces) or names[i] != text:  # a piece the model has keeps its own type
-            names[i], scores[i], types[i] = text, -1000.0, token_type
+    # As llama.cpp's converter does: the vocabulary is config.json's vocab_size long (the rows of
+    # the embedding), pieces first, then added tokens at their ids; an id outside is left out.
+    size = _config_vocab_size(config) or len(proto.pieces)
+    if len(proto.pieces) > size:
+        raise ConversionUnsupported(f"tokenizer.model has {len(proto.pieces)} pieces, more than config.json's "
+                                    f"vocab_size {size}")
+    names = [f"[PAD{i}]" for i in range(size)]
+    scores = [-10000.0] * size
+    types = [int(gguf.TokenType.UNUSED)] * size
+    for i, p in enumerate(proto.pieces):
+        # SentencePiece's piece types are numbered as GGUF's token types (NORMAL 1 ... BYTE 6)
+        names[i], scores[i] = p.piece, float(p.score)
+        types[i] = int(p.type) if 1 <= p.type <= 6 else int(gguf.TokenType.NORMAL)
+    for text, i in _json(files, "added_tokens.json").items():
+        if _token_id(i, size) is not None and isinstance(text, str):
+            names[i], scores[i], types[i] = text, -1000.0, int(gguf.TokenType.USER_DEFINED)
+    decoder = tok_config.get("added_tokens_decoder")
+    for key, entry in (decoder if isinstance(decoder, dict) else {}).items():
+        i = _token_id(key, size)
+        if i is None or not isinstance(entry, dict) or not isinstance(entry.get("content"), str):
+            continue
+        text = entry["content"]
+        if entry.get("special") is True or (text.startswith("<|") and text.endswith("|>")):
+            names[i], types[i] = text, int(gguf.TokenType.CONTROL)
+        else:  # a user-defined token's "▁" is a space to llama.cpp, which matches it before splitting
+            names[i], types[i] = text.replace(SPACE_MARK, " "), int(gguf.TokenType.USER_DEFINED)
+        scores[i] = -1000.0
     ids = {text: i for i, text in enumerate(names)}
     if len(ids) != len(names):
         raise ConversionUnsupported("tokenizer.model and its added tokens name one text at two ids")

@@ -478,5 +478,6 @@ def test_llama3_rope_scaling_is_found_again_from_its_rope_freqs(theta: float, di
     assert factors is not None and factors.dtype == np.float32 and factors.shape == (dim // 2,)
     assert factors.min() == 1.0 and factors.max() == factor
     assert archs.llama3_rope_from_factors(factors, config) == rope
-    with pytest.raises(ConversionUnsupported):  # anything else is refused, not guessed
-        archs.llama3_rope_from_factors(factors[::-1].copy(), config)
+    for wrong in (factors[::-1].copy(), factors[:0], factors[:-1], np.full_like(factors, np.nan)):
+        with pytest.raises(ConversionUnsupported):  # anything else is refused, not guessed
+            archs.llama3_rope_from_factors(wrong, config)

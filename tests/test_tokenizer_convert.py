@@ -462,3 +462,35 @@ def test_a_tokenizer_model_only_repo_shows_up_as_a_gguf_llama_cpp_loads(cli, hom
         out = run_child(LLAMA_CPP_LOAD_AND_TOKENIZE, str(m.path / "llamacpp" / "spm-llama.gguf"), json.dumps(TEXTS))
     assert out["ids"] == [[1] + sp.encode(t) for t in TEXTS]
     assert out["n_vocab"] == 384 and out["logits"] == 384
+
+
+def test_added_tokens_stay_inside_the_config_vocab_size_as_llama_cpp_converter_keeps_them(tmp_path: Path) -> None:
+    """Llama-2 fine-tunes often add "<pad>" at id 32000 with vocab_size 32000: llama.cpp's converter
+    leaves it out (the embedding has no such row). Hostile ids are left out too, never grown to."""
+    model_file = train_sentencepiece(tmp_path / "sp")
+    import sentencepiece as spm
+
+    n = spm.SentencePieceProcessor(model_file=str(model_file)).vocab_size()
+    files = {"tokenizer.model": model_file.read_bytes(),
+             "config.json": json.dumps({"vocab_size": n + 2}).encode(),
+             "added_tokens.json": json.dumps({"<pad>": n + 2, "<neg>": -1, "<huge>": 30_000_000, "<bool>": True,
+                                              "<tool>": n}).encode(),
+             "tokenizer_config.json": json.dumps({"added_tokens_decoder": {
+                 "\u00b2": {"content": "<sup>", "special": True},  # isdigit() but no int
+                 str(n + 1): {"content": "\u2581user", "special": False},
+                 "2": {"content": "</s>", "special": True}}}).encode()}
+    kv = write_vocab_gguf(tmp_path / "m.gguf", files)
+    tokens, types, scores = kv["tokenizer.ggml.tokens"], kv["tokenizer.ggml.token_type"], kv["tokenizer.ggml.scores"]
+    assert len(tokens) == len(types) == len(scores) == n + 2
+    assert tokens[n:] == ["<tool>", " user"] and types[n:] == [4, 4]  # user-defined "▁" pre-normalized
+    assert tokens[2] == "</s>" and types[2] == 3 and scores[2] == -1000.0
+    assert not {"<pad>", "<neg>", "<huge>", "<bool>", "<sup>"} & set(tokens)
+    # and the same rule on the tokenizer.json path
+    tok = spm_bpe()
+    json_files = as_files(tok, config__json={"vocab_size": tok.get_vocab_size()})
+    raw = json.loads(json_files["tokenizer.json"])
+    raw["added_tokens"].append({"id": tok.get_vocab_size(), "content": "<pad>", "special": True, "single_word": False,
+                                "lstrip": False, "rstrip": False, "normalized": False})
+    json_files["tokenizer.json"] = json.dumps(raw).encode()
+    kv = write_vocab_gguf(tmp_path / "j.gguf", json_files)
+    assert len(kv["tokenizer.ggml.tokens"]) == tok.get_vocab_size() and "<pad>" not in kv["tokenizer.ggml.tokens"]
