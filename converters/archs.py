@@ -186,15 +186,21 @@ def llama3_rope_from_factors(factors: np.ndarray, config: Mapping[str, Any]) -> 
 def gguf_model_keys(writer: gguf.GGUFWriter, config: Mapping[str, Any]) -> None:
     """The model's hyperparameters, as llama.cpp's converter writes them."""
     try:
-        heads = int(config["num_attention_heads"])
-        writer.add_context_length(int(config.get("max_position_embeddings") or 4096))
-        writer.add_embedding_length(int(config["hidden_size"]))
-        writer.add_block_count(int(config["num_hidden_layers"]))
-        writer.add_feed_forward_length(int(config["intermediate_size"]))
-        writer.add_head_count(heads)
-        writer.add_head_count_kv(int(config.get("num_key_value_heads") or heads))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConversionUnsupported(f"config.json lacks a usable {exc} for the GGUF header") from None
+        _write_model_keys(writer, config)
+    except KeyError as exc:
+        raise ConversionUnsupported(f"config.json lacks {exc}, which the GGUF header needs") from None
+    except (TypeError, ValueError, ZeroDivisionError) as exc:  # a config.json with odd values
+        raise ConversionUnsupported(f"config.json has a value the GGUF header cannot use: {exc}") from None
+
+
+def _write_model_keys(writer: gguf.GGUFWriter, config: Mapping[str, Any]) -> None:
+    heads = int(config["num_attention_heads"])
+    writer.add_context_length(int(config.get("max_position_embeddings") or 4096))
+    writer.add_embedding_length(int(config["hidden_size"]))
+    writer.add_block_count(int(config["num_hidden_layers"]))
+    writer.add_feed_forward_length(int(config["intermediate_size"]))
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(int(config.get("num_key_value_heads") or heads))
     rope = _rope(config)
     writer.add_rope_freq_base(float(rope.get("rope_theta", 10000.0)))
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))

@@ -481,3 +481,16 @@ def test_llama3_rope_scaling_is_found_again_from_its_rope_freqs(theta: float, di
     for wrong in (factors[::-1].copy(), factors[:0], factors[:-1], np.full_like(factors, np.nan)):
         with pytest.raises(ConversionUnsupported):  # anything else is refused, not guessed
             archs.llama3_rope_from_factors(wrong, config)
+
+
+@pytest.mark.parametrize(("bad", "word"), [({"partial_rotary_factor": "abc"}, "cannot use"),
+                                           ({"model_type": "phi3", "sliding_window": "x"}, "cannot use"),
+                                           ({"num_attention_heads": 0}, "cannot use"),
+                                           ({"rope_scaling": {"rope_type": "linear"}}, "lacks 'factor'")])
+def test_odd_config_values_are_refused_with_the_reason(bad: dict[str, object], word: str) -> None:
+    from modelstore.converters import archs
+    from modelstore.converters.errors import ConversionUnsupported
+
+    config = {"num_attention_heads": 4, "hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128, **bad}
+    with pytest.raises(ConversionUnsupported, match=word):
+        archs.gguf_model_keys(gguf.GGUFWriter(None, "llama"), config)
