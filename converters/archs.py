@@ -235,6 +235,14 @@ def hf_config(arch: Arch, kv: Mapping[str, Any], tensors: set[str], dtype: str,
               rope_factors: np.ndarray | None = None) -> dict[str, Any]:
     """config.json for a GGUF model of `arch`; `tensors` are its GGUF tensor names, `rope_factors`
     its rope_freqs tensor, if it has one."""
+    try:
+        return _hf_config(arch, kv, tensors, dtype, rope_factors)
+    except (TypeError, ValueError, ZeroDivisionError) as exc:  # a key of the wrong type in a hostile GGUF
+        raise ConversionUnsupported(f"the GGUF has a {arch.gguf_name}.* value config.json cannot use: {exc}") from None
+
+
+def _hf_config(arch: Arch, kv: Mapping[str, Any], tensors: set[str], dtype: str,
+               rope_factors: np.ndarray | None) -> dict[str, Any]:
     a = arch.gguf_name
 
     def key(name: str, default: Any = None) -> Any:

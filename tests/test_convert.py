@@ -494,3 +494,13 @@ def test_odd_config_values_are_refused_with_the_reason(bad: dict[str, object], w
     config = {"num_attention_heads": 4, "hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128, **bad}
     with pytest.raises(ConversionUnsupported, match=word):
         archs.gguf_model_keys(gguf.GGUFWriter(None, "llama"), config)
+
+
+def test_a_gguf_key_of_the_wrong_type_is_refused_with_the_reason() -> None:
+    from modelstore.converters import archs
+    from modelstore.converters.errors import ConversionUnsupported
+
+    kv = {"llama.embedding_length": 64, "llama.attention.head_count": 4, "llama.feed_forward_length": 128,
+          "llama.block_count": 2, "llama.context_length": "long"}
+    with pytest.raises(ConversionUnsupported, match="cannot use"):
+        archs.hf_config(archs.LLAMA, kv, set(), "float16")
