@@ -22,6 +22,10 @@ files only, stores the new headers, and streams each converted file once through
 and the Hub name files by it) without keeping the bytes. Tensors are converted when a runtime
 first reads them, then kept in the derived cache (<home>/derived, see `derived_cache` in
 <home>/config.toml).
+
+Covered: llama (Llama 3.1+ rope scaling included), mistral, qwen2, qwen3, phi3 and gemma, with a
+tokenizer.json or a SentencePiece BPE tokenizer.model. A model outside that keeps the views of its
+own format, and `modelstore show NAME` says why it is absent from the others.
 """
 
 
