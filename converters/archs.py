@@ -126,6 +126,15 @@ def head_dim(config: Mapping[str, Any]) -> int:
     return int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
 
 
+ROPE_FREQS = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"  # Llama 3.1's rope scaling, in GGUF
+
+
+def _rope_wavelengths(base: float, dim: int) -> np.ndarray:
+    """The wavelength of each rotary frequency of a head of `dim`, from float32 frequencies."""
+    freqs = 1.0 / base ** (np.arange(0, dim, 2, dtype=np.float32) / dim)
+    return 2 * math.pi / freqs.astype(np.float64)
+
+
 def llama3_rope_factors(config: Mapping[str, Any]) -> np.ndarray | None:
     """Llama 3.1+'s `llama3` rope scaling as llama.cpp takes it: one F32 divisor per rotary
     frequency (the `rope_freqs` tensor), 1 for wavelengths well inside the original context, the
@@ -142,8 +151,7 @@ def llama3_rope_factors(config: Mapping[str, Any]) -> np.ndarray | None:
         raise ConversionUnsupported(f"llama3 rope scaling lacks a usable {exc}") from None
     if not (factor > 0 and high > low > 0 and original > 0):
         raise ConversionUnsupported(f"llama3 rope scaling has unusable factors {rope}")
-    freqs = 1.0 / base ** (np.arange(0, dim, 2, dtype=np.float32) / dim)
-    wavelengths = 2 * math.pi / freqs.astype(np.float64)
+    wavelengths = _rope_wavelengths(base, dim)
     smooth = (original / wavelengths - low) / (high - low)
     blended = 1.0 / ((1.0 - smooth) / factor + smooth)
     factors = np.where(wavelengths < original / high, 1.0, np.where(wavelengths > original / low, factor, blended))
@@ -162,8 +170,7 @@ def llama3_rope_from_factors(factors: np.ndarray, config: Mapping[str, Any]) -> 
     if factor <= 1.0:
         raise ConversionUnsupported("rope_freqs scales no frequency: not a llama3 rope scaling")
     base = float(config.get("rope_theta", 10000.0))
-    freqs = 1.0 / base ** (np.arange(0, dim, 2, dtype=np.float32) / dim)
-    wavelengths = 2 * math.pi / freqs.astype(np.float64)
+    wavelengths = _rope_wavelengths(base, dim)
     blended = [i for i, f in enumerate(factors) if 1.0 < f < factor]
     candidates = [(4.0, 8192.0)]  # Llama 3.1 and 3.2: high_freq_factor 4, original context 8192
     if len(blended) >= 2:  # smooth = original/wavelength - 1) / (high - 1): a line in 1/wavelength

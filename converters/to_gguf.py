@@ -117,7 +117,7 @@ def plan_gguf(stored: StoredModel, gguf_type: str = "F16") -> Plan:
     if rope_factors is not None:
         if arch.model_arch != gguf.MODEL_ARCH.LLAMA:
             raise ConversionUnsupported(f"llama3 rope scaling on {arch.hf_model_type} is not read by llama.cpp")
-        name = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"
+        name = archs.ROPE_FREQS
         writer.add_tensor_info(name, rope_factors.shape, np.dtype(np.float32), rope_factors.nbytes,
                                raw_dtype=gguf.GGMLQuantizationType.F32)
         tensors.append((name, [rope_factors.tobytes()], rope_factors.nbytes))  # computed, kept as a literal

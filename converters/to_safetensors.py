@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import gguf
 import numpy as np
 
 from modelstore.converters import archs, tensorops
@@ -24,7 +23,6 @@ from modelstore.store.tensors import TensorSpan
 SHARD_LIMIT = 5_000_000_000  # what save_pretrained calls "5GB"
 PLAIN_TYPES = ("F32", "F16", "BF16")
 TORCH_DTYPE = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
-ROPE_FREQS = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"  # Llama 3.1's rope scaling
 
 
 def _json_bytes(value: Any) -> bytes:
@@ -63,8 +61,8 @@ def plan_safetensors(stored: StoredModel, shards: list[str]) -> Plan:
     n_blocks = int(kv.get(f"{arch.gguf_name}.block_count") or 0)
     names = archs.hf_name_table(arch, n_blocks)
     spans = [(path, span) for path in shards for span in stored.header(path).tensors]
-    rope_factors = _rope_factors(stored, [(p, s) for p, s in spans if s.name == ROPE_FREQS])
-    spans = [(p, s) for p, s in spans if s.name != ROPE_FREQS]  # configuration: it goes to config.json
+    rope_factors = _rope_factors(stored, [(p, s) for p, s in spans if s.name == archs.ROPE_FREQS])
+    spans = [(p, s) for p, s in spans if s.name != archs.ROPE_FREQS]  # configuration: it goes to config.json
     unknown = [s.name for _, s in spans if s.name not in names]
     if unknown:
         raise ConversionUnsupported(f"GGUF tensor {unknown[0]} has no Hugging Face name in this converter")
@@ -143,7 +141,7 @@ def _rope_factors(stored: StoredModel, found: list[tuple[str, TensorSpan]]) -> n
         return None
     path, span = found[0]
     if span.dtype != "F32" or len(span.shape) != 1:
-        raise ConversionUnsupported(f"{ROPE_FREQS} is {span.dtype} {span.shape}; an F32 vector was expected")
+        raise ConversionUnsupported(f"{archs.ROPE_FREQS} is {span.dtype} {span.shape}; an F32 vector was expected")
     return np.frombuffer(stored.small_tensor(path, span.offset, span.length), dtype="<f4")
 
 

@@ -13,9 +13,7 @@ size and mtime at hashing time.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
-import hashlib
 import mmap
 import os
 from collections.abc import Callable
@@ -25,7 +23,7 @@ from pathlib import Path
 import blake3
 
 from modelstore.store.catalog import Catalog
-from modelstore.store.digests import B3, GIT_SHA1_LIMIT, check_b3, git_blob_header
+from modelstore.store.digests import B3, check_b3
 from modelstore.store.errors import SourceChanged
 from modelstore.store.hashing import FileHashes, Stored, hash_file
 from modelstore.store.locks import hold_dir_lock
@@ -201,7 +199,10 @@ class Ingest:
                     stored = True
                     return IngestResult(existing, header, 0, True)
                 if hashes.sha256 is None:  # the store had the file a moment ago: an rm got in between
-                    hashes = _with_sha256(path, hashes)
+                    again = hash_file(str(path), spans)
+                    if again.b3 != hashes.b3:
+                        raise SourceChanged(f"{path}: the file changed while it was being stored; nothing was committed")
+                    hashes = again
                 self._plan_after_hashing(plan, spans, hashes)
                 record = self._store(path, hashes, header, plan, staged, copied=bool(copier and copier.complete))
                 stored = True
@@ -312,19 +313,6 @@ def _hash_path(path: Path) -> str:
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         h.update(mm)
     return h.hexdigest()
-
-
-def _with_sha256(path: Path, hashes: FileHashes) -> FileHashes:
-    """`hashes` with the SHA-256 (and git SHA-1) that hash_file left out, read again from `path`."""
-    sha = hashlib.sha256()
-    git = hashlib.sha1(git_blob_header(hashes.size)) if hashes.size < GIT_SHA1_LIMIT else None
-    with open(path, "rb", buffering=0) as f:
-        while block := f.read(8 << 20):
-            sha.update(block)
-            if git is not None:
-                git.update(block)
-    _check_unchanged(path, hashes)
-    return dataclasses.replace(hashes, sha256=sha.hexdigest(), git_sha1=git.hexdigest() if git else None)
 
 
 def _copy_ranges(src: Path, dst: Path, ranges: list[tuple[int, int]]) -> None:

@@ -174,3 +174,33 @@ def test_a_consumer_that_cannot_start_leaves_no_thread(tmp_path: Path, monkeypat
         hash_file(str(path), spans_of(3 * CHUNK))
     monkeypatch.undo()
     assert threading.active_count() == before and len(started) == 2
+
+
+def test_a_file_removed_between_hashing_and_commit_is_hashed_again(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`add` leaves out the SHA-256 of a file the store has; if an `rm` + `gc` takes that file away
+    before the commit, the file is hashed again and its record gets the full SHA-256 and git SHA-1."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from modelstore.store import Store
+    from modelstore.store.ingest import Ingest
+    from modelstore.store.sources.local import add_local
+
+    path = tmp_path / "m.safetensors"  # between one chunk and the Hub's 10 MiB git limit
+    save_file({"w": np.random.default_rng(0).standard_normal(9 << 18).astype(np.float32)}, str(path))
+    data = path.read_bytes()
+    assert CHUNK < len(data) < GIT_SHA1_LIMIT
+    real_known_file = Ingest.known_file
+    calls: list[str] = []
+
+    def gone_after_the_pass(self: Ingest, b3: str) -> object:
+        calls.append(b3)
+        return object() if len(calls) == 1 else real_known_file(self, b3)  # "stored", then removed
+
+    monkeypatch.setattr(Ingest, "known_file", gone_after_the_pass)
+    with Store(tmp_path / "home") as store:
+        add_local(store, path, name="m")
+        record = store.file(store.model("m").files["m.safetensors"])
+    assert record.sha256 == hashlib.sha256(data).hexdigest() and record.git_sha1 == git_sha1(data)
+    assert record.b3 == blake3.blake3(data).hexdigest()
