@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import blake3
 
 from modelstore.store.errors import BadModelFile
 
@@ -92,10 +96,59 @@ def read_weights_header(path: Path) -> WeightsHeader | None:
     if size == 0:
         raise BadModelFile(str(path), "empty file")
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        if fmt == "gguf":
-            from modelstore.store.gguf_header import parse_gguf
+        header = _PARSED.find(fmt, mm)
+        if header is None:
+            header = _parse(str(path), fmt, mm)
+            _PARSED.keep(mm, header)
+        return header
 
-            return parse_gguf(str(path), mm)
-        from modelstore.store.safetensors_header import parse_safetensors
 
-        return parse_safetensors(str(path), mm)
+def _parse(path: str, fmt: str, mm: mmap.mmap) -> WeightsHeader:
+    if fmt == "gguf":
+        from modelstore.store.gguf_header import parse_gguf
+
+        return parse_gguf(path, mm)
+    from modelstore.store.safetensors_header import parse_safetensors
+
+    return parse_safetensors(path, mm)
+
+
+class _ParsedHeaders:
+    """The last few headers parsed, by their bytes and the file's size: the copies of one model an
+    import meets (one GGUF in Ollama's, LM Studio's and the HF cache's folders) are parsed once.
+    Stepping over a GGUF vocabulary takes 20-100 ms of Python; hashing its header, under 1 ms.
+    The file size is part of the key because the spans were checked against it."""
+
+    KEEP = 8
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._headers: OrderedDict[tuple[str, int, int, bytes], WeightsHeader] = OrderedDict()
+
+    @staticmethod
+    def _digest(mm: mmap.mmap, length: int) -> bytes:
+        with memoryview(mm) as view:
+            return blake3.blake3(view[:length], max_threads=1).digest()
+
+    def find(self, fmt: str, mm: mmap.mmap) -> WeightsHeader | None:
+        size = len(mm)
+        with self._lock:
+            candidates = [key for key in self._headers if key[:2] == (fmt, size)]
+        for key in candidates:
+            if self._digest(mm, key[2]) == key[3]:
+                with self._lock:
+                    header = self._headers.get(key)
+                    if header is not None:
+                        self._headers.move_to_end(key)
+                return header
+        return None
+
+    def keep(self, mm: mmap.mmap, header: WeightsHeader) -> None:
+        key = (header.format, len(mm), header.data_start, self._digest(mm, header.data_start))
+        with self._lock:
+            self._headers[key] = header
+            while len(self._headers) > self.KEEP:
+                self._headers.popitem(last=False)
+
+
+_PARSED = _ParsedHeaders()

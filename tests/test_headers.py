@@ -206,3 +206,27 @@ def test_cli_refuses_bad_file_and_commits_nothing(cli, home: Path, models: Path)
     with Store(home, create=False) as store, store.catalog.read() as r:
         assert list(r.blobs()) == [] and list(r.files()) == [] and list(r.tensors()) == []
     assert list((home / "tmp").iterdir()) == []
+
+
+def test_a_copy_is_parsed_once_and_a_changed_header_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same GGUF in three runtime folders costs one parse; a header that differs in one byte
+    (the same size) or a file of another size is parsed for itself."""
+    from modelstore.store import tensors
+
+    parsed: list[str] = []
+    real_parse = tensors._parse
+    monkeypatch.setattr(tensors, "_parse", lambda path, fmt, mm: parsed.append(path) or real_parse(path, fmt, mm))
+    first = write_tiny_llama_gguf(tmp_path / "a.gguf", name="cache-probe-one")
+    copy = tmp_path / "copy.gguf"
+    copy.write_bytes(first.read_bytes())
+    other = write_tiny_llama_gguf(tmp_path / "b.gguf", name="cache-probe-two")
+    assert other.stat().st_size == first.stat().st_size
+    longer = tmp_path / "longer.gguf"
+    longer.write_bytes(first.read_bytes() + b"\0" * 32)
+
+    headers = [read_weights_header(p) for p in (first, copy, other, longer)]
+    assert parsed == [str(first), str(other), str(longer)]
+    assert headers[1] is headers[0]
+    assert headers[0] is not None and headers[2] is not None
+    assert headers[0].metadata["general.name"] == "cache-probe-one"
+    assert headers[2].metadata["general.name"] == "cache-probe-two"
