@@ -174,14 +174,25 @@ class Ingest:
         self._counter += 1
         staged = self.staging / f"novel-{self._counter}"
         plan = _Plan(_Novel())
-        # --copy copies the file in the background while it is hashed, betting that it is new;
-        # the bet is called off as soon as a tensor the store holds shows up (a re-add, a
-        # fine-tune), and then only the novel ranges are copied after the pass.
+        # --copy copies the file in the background while it is hashed, betting that it is new: it
+        # follows the pass, up to the last byte not in a tensor still being hashed. The bet is
+        # called off as soon as a tensor the store holds shows up (a re-add, a fine-tune), and
+        # then only the novel ranges are copied after the pass.
         copier = BackgroundCopy(path, staged) if self.mode is ImportMode.COPY else None
+        by_offset = sorted(spans, key=lambda s: s.offset)
+        open_span = 0  # the first of `by_offset` not hashed yet
 
         def watch_for_stored_tensors(offset: int, chunk: memoryview, finished: list[tuple[TensorSpan, str]]) -> None:
-            if copier is not None and finished and self._known_tensors([d for _, d in finished]):
+            nonlocal open_span
+            if copier is None:
+                return
+            if finished and self._known_tensors([d for _, d in finished]):
                 copier.stop()
+                return
+            end = offset + len(chunk)
+            while open_span < len(by_offset) and by_offset[open_span].end <= end:
+                open_span += 1
+            copier.allow(end if open_span == len(by_offset) else min(end, by_offset[open_span].offset))
 
         stored = False
         try:
@@ -193,6 +204,7 @@ class Ingest:
                                                  lambda digests: len(self._known_tensors(digests)) == len(digests),
                                                  self._has_file_of_size))
                 if copier is not None:
+                    copier.allow(size)  # every tensor was new (or the copy was called off)
                     copier.join()
                 existing = self.known_file(hashes.b3)
                 if existing is not None:

@@ -194,22 +194,36 @@ def copy_into(src: Path, dst: Path, *, reflink: bool) -> bool:
 
 class BackgroundCopy:
     """Copy a file in a thread, in slices, until done or told to stop; `complete` says whether
-    every byte arrived. Errors (a full disk) are raised by `join`."""
+    every byte arrived. Errors (a full disk) are raised by `join`.
+
+    The copy goes no further than `allow` has let it: a caller that hashes the file lets it
+    follow the bytes proven new, so a file that turns out to be stored already costs no copy."""
 
     SLICE = 64 << 20
 
     def __init__(self, src: Path, dst: Path) -> None:
         self.src, self.dst = src, dst
         self.complete = False
-        self._stop = threading.Event()
+        self._allowed = 0
+        self._stop = False
+        self._changed = threading.Condition()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="copy", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
+    def allow(self, upto: int) -> None:
+        """Let the copy go as far as byte `upto` of the file."""
+        with self._changed:
+            if upto > self._allowed:
+                self._allowed = upto
+                self._changed.notify()
+
     def stop(self) -> None:
-        self._stop.set()
+        with self._changed:
+            self._stop = True
+            self._changed.notify()
 
     def join(self) -> None:
         if self._thread.is_alive() or self._thread.ident is not None:
@@ -218,17 +232,25 @@ class BackgroundCopy:
             error, self._error = self._error, None
             raise error
 
+    def _next_slice(self, copied: int, size: int) -> int:
+        """Bytes to copy next (waiting until there are some); 0 once told to stop."""
+        with self._changed:
+            while not self._stop and self._allowed <= copied:
+                self._changed.wait()
+            return 0 if self._stop else min(copied + self.SLICE, self._allowed, size) - copied
+
     def _run(self) -> None:
         try:
             with open(self.src, "rb") as fin, open(self.dst, "wb") as fout:
                 size = os.fstat(fin.fileno()).st_size
                 copied = 0
-                while copied < size and not self._stop.is_set():
-                    n = copy_range(fin.fileno(), fout.fileno(), copied, min(self.SLICE, size - copied))
+                while copied < size and (count := self._next_slice(copied, size)) > 0:
+                    n = copy_range(fin.fileno(), fout.fileno(), copied, count)
                     if n == 0:
                         return
                     copied += n
-                self.complete = copied == size and not self._stop.is_set()
+                with self._changed:
+                    self.complete = copied == size and not self._stop
         except BaseException as exc:  # handed to the caller by join()
             self._error = exc
 

@@ -166,3 +166,37 @@ def test_a_negligible_shared_share_keeps_a_linked_file_whole(store: Store, home:
     assert len(record.recipe) == 1 and record.recipe[0].blob == record.b3
     assert result.novel_bytes == (models / "b.safetensors").stat().st_size
     assert store.objects.path(record.b3).stat().st_ino == (models / "b.safetensors").stat().st_ino
+
+
+def test_the_background_copy_follows_the_bytes_proven_new(store: Store, home: Path, models: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """--copy copies a file while hashing it, betting it is new; it copies no byte of a tensor
+    before that tensor is hashed, so a file whose tensors are all stored costs no more than its
+    header in copying, and a new file is copied exactly once."""
+    from modelstore.store import objects
+    from modelstore.store.hashing import CHUNK
+
+    rng = np.random.default_rng(3)
+    tensors = {f"t{i}": rng.standard_normal(CHUNK // 2).astype(np.float32) for i in range(4)}  # 2 chunks each
+    save_file(tensors, str(models / "a.safetensors"), metadata={"who": "a"})
+    save_file(tensors, str(models / "b.safetensors"), metadata={"who": "b"})  # the same tensors, another header
+    copied: list[int] = []
+    real_copy_range = objects.copy_range
+
+    def counting(fd_in: int, fd_out: int, offset: int, count: int) -> int:
+        n = real_copy_range(fd_in, fd_out, offset, count)
+        copied.append(n)
+        return n
+
+    monkeypatch.setattr(objects, "copy_range", counting)
+    a, b = models / "a.safetensors", models / "b.safetensors"
+    add_local(store, a, name="a", mode=ImportMode.COPY)
+    assert sum(copied) == a.stat().st_size
+    assert read_model_file(store, "a", "a.safetensors") == a.read_bytes()
+
+    copied.clear()
+    result = add_local(store, b, name="b", mode=ImportMode.COPY)
+    header = read_weights_header(b)
+    assert header is not None and result.novel_bytes == header.data_start
+    assert sum(copied) <= header.data_start
+    assert read_model_file(store, "b", "b.safetensors") == b.read_bytes()
