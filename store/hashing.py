@@ -23,7 +23,7 @@ from modelstore.store.digests import GIT_SHA1_LIMIT, git_blob_header
 from modelstore.store.errors import SourceChanged
 from modelstore.store.tensors import TensorSpan
 
-CHUNK = 8 << 20
+CHUNK = 1 << 20  # small enough that the ring stays in the CPU's cache while three threads read it
 RING = 4  # buffers: how far the fastest consumer may run ahead of the slowest
 
 # on_chunk(file offset, chunk, [(tensor, its digest) for tensors that end in this chunk])
@@ -81,7 +81,7 @@ class _TensorHasher:
 
 
 class _BufferPool:
-    """Chunk buffers kept between files: a fresh 8 MiB bytearray is zeroed and faulted in page
+    """Chunk buffers kept between files: a fresh chunk-sized bytearray is zeroed and faulted in page
     by page, which costs more than hashing a small model's chunk."""
 
     def __init__(self) -> None:
