@@ -9,6 +9,9 @@ hashed, on the bet that it is new; the first tensor the store already holds call
 and then only the novel ranges are copied after the pass. The other modes hash first and then
 link, move or clone. Every copy made after the bytes were hashed is checked against the file's
 size and mtime at hashing time.
+
+A new blob is made durable (fsync, rename into objects/) by a background thread, so the next
+file's pass starts at once; `settle` waits for it, and the catalog is written only after that.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import enum
 import mmap
 import os
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,12 +111,39 @@ class Ingest:
         self._counter = 0
         self._tensor_lock = False
         self._stored_sizes: set[int] | None = None
+        self._durable = ThreadPoolExecutor(1, thread_name_prefix="make-durable")
+        self._committing: list[Future[None]] = []
+        self._handed_off: set[Path] = set()  # staged files the background moves into objects/
 
     def known_file(self, b3: str) -> FileRecord | None:
         if b3 in self.new_files:
             return self.new_files[b3]
         with self.catalog.read() as r:
             return r.file(b3)
+
+    # -- making new blobs durable in the background ---------------------------------------------
+
+    def settle(self) -> None:
+        """Wait until every new blob is durable in objects/; a failure there (a full disk) is
+        raised here."""
+        try:
+            for future in self._committing:
+                future.result()
+        except OSError as exc:
+            raise no_space(exc, self.objects.home, "making the new blobs durable") from exc
+
+    def close(self) -> None:
+        """Wait for the background work to end (an add that failed leaves its errors unraised)."""
+        self._durable.shutdown(wait=True)
+
+    def _make_durable(self, staged: Path, blob: B3, *, read_only: bool = True) -> None:
+        """fsync `staged` and move it into objects/ as `blob`, in the background; `settle` waits."""
+        def run() -> None:
+            fsync_path(staged)
+            self.objects.commit_staged(staged, blob, read_only=read_only)
+
+        self._handed_off.add(staged)
+        self._committing.append(self._durable.submit(run))
 
     def _has_file_of_size(self, size: int) -> bool:
         if self._stored_sizes is None:  # once per add: one pass over the catalog's file records
@@ -224,7 +255,8 @@ class Ingest:
             if copier is not None:
                 copier.stop()
                 copier.join()
-            staged.unlink(missing_ok=True)
+            if staged not in self._handed_off:
+                staged.unlink(missing_ok=True)
             if self.mode is ImportMode.MOVE and stored:
                 self.sources_to_remove.append(path)
         self.new_files[record.b3] = record
@@ -255,8 +287,7 @@ class Ingest:
             _check_unchanged(path, hashes)
             blob = B3(_hash_path(staged))
             if novel.size and not self._trusted(blob):
-                fsync_path(staged)
-                self.objects.commit_staged(staged, blob)
+                self._make_durable(staged, blob)
         if novel.size:
             self.new_blobs[blob] = novel.size
 
@@ -278,15 +309,15 @@ class Ingest:
             return
         if copied:  # the background copy finished during the pass
             _check_unchanged(path, hashes)
-            fsync_path(staged)
-            self.objects.commit_staged(staged, blob)
+            self._make_durable(staged, blob)
             return
+        staged.unlink(missing_ok=True)  # a part the background copy made before it was called off
         if self.mode in (ImportMode.LINK, ImportMode.MOVE):
             linked = self.objects.link_in(path, staged, fallback=self.mode is ImportMode.MOVE)
             if linked:
                 _check_unchanged(staged, hashes, source=path)  # the same inode as `path`: checked before it is placed
-                fsync_path(staged)  # --move unlinks the source once committed: make its bytes durable
-                self.objects.commit_staged(staged, blob, read_only=False)  # chmod would hit the user's file
+                # --move unlinks the source once committed: its bytes are made durable first
+                self._make_durable(staged, blob, read_only=False)  # chmod would hit the user's file
                 return
         copy_into(path, staged, reflink=self.mode is ImportMode.REFLINK)
         _check_unchanged(path, hashes)

@@ -113,7 +113,11 @@ class Store:
     def adding(self, mode: ImportMode = ImportMode.COPY, progress: ProgressFactory | None = None,
                on_wait: Any = None) -> Iterator[Ingest]:
         with store_lock(self.lock_path, exclusive=False, on_wait=on_wait), self.objects.staging("add") as staging:
-            yield Ingest(self.catalog, self.objects, staging, mode, progress, on_wait)
+            ingest = Ingest(self.catalog, self.objects, staging, mode, progress, on_wait)
+            try:
+                yield ingest
+            finally:
+                ingest.close()
 
     def text_files_for_metadata(self, files: dict[str, str], readable: dict[str, Path],
                                 staging: Path) -> dict[str, Path]:
@@ -141,6 +145,7 @@ class Store:
         """Commit a model whose files are all in the catalog or staged in `ingest`. `extra_metadata`
         (what a source knows beyond the files, such as an imported snapshot's refs) is committed with it."""
         check_model_name(name)
+        ingest.settle()
         records = {rel: ingest.new_files.get(b3) or self.file(b3) for rel, b3 in files.items()}
         weights = {rel: r.weights for rel, r in records.items() if r.weights}
         metadata = model_metadata(self.text_files_for_metadata(files, readable, ingest.staging), weights)
