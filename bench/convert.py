@@ -56,10 +56,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # helpers shared with bench/ingest.py and read.py
-from ingest import Sample, cpu_model, default_parent, fs_type, git_commit, mem_total_gib, modelstore_exe, parse_size
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # helpers in bench/common.py, ingest.py and read.py
+from common import (cpu_model, default_parent, format_table, fs_type, git_commit,
+                    mem_available, mem_total_gib, modelstore_exe, parse_size)
+from ingest import Sample
 from ingest import run as run_timed
-from read import Daemon, drop_cached, fuse_version, make_resident, mem_available, mounted, seq_read
+from read import Daemon, drop_cached, fuse_version, make_resident, mounted, seq_read
 
 import gguf
 import numpy as np
@@ -534,17 +536,6 @@ SEQ_COLS = [("model", "model"), ("file", "read"), ("pass", "pass"), ("mb_s", "MB
             ("seconds", "median s"), ("x_blob", "x source blob"), ("x_store_view", "x store/ view"),
             ("daemon_cpu_s", "daemon CPU s"), ("requests", "requests"), ("peak_rss_mib", "mount peak RSS MiB"),
             ("derived_mib", "derived cache MiB")]
-
-
-def format_table(table: list[dict[str, Any]], cols: list[tuple[str, str]], markdown: bool, text_cols: int) -> str:
-    cells = [[h for _, h in cols]] + [["-" if row.get(k) is None else f"{row[k]}" for k, _ in cols] for row in table]
-    if markdown:
-        lines = ["| " + " | ".join(r) + " |" for r in cells]
-        lines.insert(1, "|" + " --- |" * text_cols + " ---: |" * (len(cols) - text_cols))
-        return "\n".join(lines)
-    widths = [max(len(r[i]) for r in cells) for i in range(len(cols))]
-    return "\n".join("  ".join(c.ljust(w) if i < text_cols else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                     for r in cells)
 
 
 def targets(lat: list[dict[str, Any]], seq: list[dict[str, Any]], results: dict[str, Any]) -> list[dict[str, Any]]:

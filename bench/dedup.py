@@ -48,8 +48,8 @@ import blake3
 import gguf
 import numpy as np
 
-# `ingest` is bench/ingest.py, beside this file
-from ingest import cpu_model, default_parent, fs_type, git_commit, mem_total_gib, rmtree
+# `common` is bench/common.py, beside this file
+from common import cpu_model, default_parent, format_table, fs_type, git_commit, mem_total_gib, rmtree
 from modelstore.store import ImportMode, Store
 from modelstore.store.errors import BadModelFile
 from modelstore.store.ingest import MIN_SHARED_TENSOR
@@ -630,17 +630,6 @@ COLUMNS = [("mix", "mix"), ("scheme", "scheme"), ("stored_mib", "stored MiB"),
            ("gb_per_s", "GB/s")]
 
 
-def format_table(table: list[dict[str, object]], markdown: bool) -> str:
-    cells = [[h for _, h in COLUMNS]] + [["-" if row[k] is None else f"{row[k]}" for k, _ in COLUMNS] for row in table]
-    if markdown:
-        lines = ["| " + " | ".join(r) + " |" for r in cells]
-        lines.insert(1, "| --- | --- |" + " ---: |" * (len(COLUMNS) - 2))
-        return "\n".join(lines)
-    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                     for r in cells)
-
-
 def chart(table: list[dict[str, object]], path: Path, title: str) -> None:
     """Left: stored bytes per scheme and mix, as a share of the logical bytes. Right: how far each
     scheme stays above the oracle, on a log scale, where the close ones can be told apart."""
@@ -726,7 +715,7 @@ def report(facts: dict[str, Any], table: list[dict[str, object]], goals: list[di
             f"median of {facts['repeat']}\n"
             f"load average: {facts['loadavg_start']} at start, {facts['loadavg_end']} at end\n")
     verdicts = "\n".join(f"{VERDICT[g['met']]}  {g['target']}: {g['value']}" for g in goals)
-    return f"{head}\n{format_table(table, markdown)}\n\n{verdicts}"
+    return f"{head}\n{format_table(table, COLUMNS, markdown)}\n\n{verdicts}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+# `common` is bench/common.py, beside this file
+from common import (cpu_model, default_parent, format_table, fs_type, git_commit,
+                    mem_total_gib, modelstore_exe, parse_size, rmtree)
 from modelstore.converters.synth import write_large_gguf
 from modelstore.store.tensors import TensorSpan, read_weights_header
 
@@ -35,8 +38,6 @@ MODES = ("copy", "link", "reflink", "move")
 SHA = "sha256sum"
 CP_SYNC = "cp + sync"
 VERDICT = {True: "PASS", False: "MISS", None: "INFO"}
-UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
 BLAKE3_SNIPPET = """
 import sys, blake3
 h, buf = blake3.blake3(max_threads=1), bytearray(8 << 20)
@@ -98,61 +99,6 @@ class Op:
     @property
     def rss(self) -> int:
         return max(s.rss for s in self.samples)
-
-
-def parse_size(text: str) -> int:
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    unit = t[-1] if t and t[-1] in UNITS else ""
-    try:
-        value = float(t[: len(t) - len(unit)])
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: a size like 512M, 4G or 4GiB") from None
-    return int(value * UNITS[unit])
-
-
-def fs_type(path: Path) -> str:
-    target, best, kind = str(path.resolve()), "", "?"
-    with open("/proc/mounts") as f:
-        for line in f:
-            _, mount, fstype, *_ = line.split()
-            if (target == mount or target.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best):
-                best, kind = mount, fstype
-    return kind
-
-
-def default_parent() -> Path:
-    for candidate in (Path("/var/tmp"), Path(tempfile.gettempdir()), Path.cwd()):
-        if candidate.is_dir() and os.access(candidate, os.W_OK) and fs_type(candidate) not in ("tmpfs", "ramfs"):
-            return candidate
-    return Path.cwd()
-
-
-def cpu_model() -> str:
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "?"
-
-
-def mem_total_gib() -> float:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) / (1 << 20)
-    return 0.0
-
-
-def git_commit() -> str:
-    repo = Path(__file__).resolve().parent.parent
-    out = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty"],
-                         capture_output=True, text=True)
-    return out.stdout.strip() or "?"
-
-
-def modelstore_exe() -> str:
-    beside = Path(sys.executable).with_name("modelstore")
-    return str(beside) if beside.exists() else shutil.which("modelstore") or "modelstore"
 
 
 def choose_embd(total: int) -> int:
@@ -226,10 +172,6 @@ def run(cmd: list[str]) -> Sample:
             raise SystemExit(f"{' '.join(cmd)} failed ({out.returncode}):\n{err.read().decode(errors='replace')}")
     seconds, maxrss_kib = out.stdout.split()
     return Sample(float(seconds), int(maxrss_kib) * 1024)
-
-
-def rmtree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def build_ops(work: Path, src: Path, changed: Path, modes: list[str]) -> list[Op]:
@@ -344,17 +286,6 @@ COLUMNS = [("operation", "operation"), ("seconds", "median s"), ("gb_per_s", "GB
            ("x_sha256sum", "x sha256sum"), ("x_cp_sync", "x cp+sync"), ("peak_rss_mib", "peak RSS MiB")]
 
 
-def format_table(table: list[dict[str, object]], markdown: bool) -> str:
-    cells = [[h for _, h in COLUMNS]] + [["-" if row[k] is None else f"{row[k]}" for k, _ in COLUMNS] for row in table]
-    if markdown:
-        lines = ["| " + " | ".join(r) + " |" for r in cells]
-        lines.insert(1, "| --- |" + " ---: |" * (len(COLUMNS) - 1))
-        return "\n".join(lines)
-    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                     for r in cells)
-
-
 def machine_facts(work: Path, size: int, repeat: int, changed_tensor: str, identical_norms: bool) -> dict[str, object]:
     return {"cpu": cpu_model(), "nproc": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
             "memory_gib": round(mem_total_gib(), 1), "kernel": platform.release(),
@@ -375,7 +306,7 @@ def report(facts: dict[str, object], table: list[dict[str, object]], goals: list
             f"Python {facts['python']}, modelstore {facts['modelstore']}\n"
             f"load average: {facts['loadavg_start']} at start, {facts['loadavg_end']} at end\n")
     verdicts = "\n".join(f"{VERDICT[g['met']]}  {g['target']}: {g['value']}" for g in goals)
-    return f"{head}\n{format_table(table, markdown)}\n\n{verdicts}"
+    return f"{head}\n{format_table(table, COLUMNS, markdown, 1)}\n\n{verdicts}"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

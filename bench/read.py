@@ -53,8 +53,10 @@ from typing import cast
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # helpers shared with bench/ingest.py
-from ingest import choose_embd, cpu_model, fs_type, git_commit, mem_total_gib, modelstore_exe, parse_size, vary_norms
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # helpers in bench/common.py and bench/ingest.py
+from common import (cpu_model, default_parent, format_table, fs_type, git_commit,
+                    mem_available, mem_total_gib, modelstore_exe, parse_size)
+from ingest import choose_embd, vary_norms
 from modelstore.converters.synth import write_large_gguf
 from modelstore.store.objects import Objects
 
@@ -520,18 +522,6 @@ def columns(links: bool) -> list[tuple[str, str]]:
     return cols
 
 
-def format_table(table: list[dict[str, object]], links: bool, markdown: bool) -> str:
-    cols = columns(links)
-    cells = [[h for _, h in cols]] + [["-" if row.get(k) is None else f"{row[k]}" for k, _ in cols] for row in table]
-    if markdown:
-        lines = ["| " + " | ".join(r) + " |" for r in cells]
-        lines.insert(1, "| --- | --- |" + " ---: |" * (len(cols) - 2))
-        return "\n".join(lines)
-    widths = [max(len(r[i]) for r in cells) for i in range(len(cols))]
-    return "\n".join("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                     for r in cells)
-
-
 def fuse_version() -> str:
     try:
         import pyfuse3
@@ -569,25 +559,10 @@ def report(facts: dict[str, object], table: list[dict[str, object]], goals: list
             f"mount read_ahead_kb: {ra}; daemon RSS: {mem}\n"
             f"load average: {facts['loadavg_start']} at start, {facts['loadavg_end']} at end\n")
     verdicts = "\n".join(f"{VERDICT[g['met']]}  {g['target']}: {g['value']}" for g in goals)  # type: ignore[index]
-    return f"{head}\n{format_table(table, links, markdown)}\n\n{verdicts}"
+    return f"{head}\n{format_table(table, columns(links), markdown)}\n\n{verdicts}"
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-def default_parent() -> Path:
-    for candidate in (Path("/work"), Path("/var/tmp"), Path(tempfile.gettempdir()), Path.cwd()):
-        if candidate.is_dir() and os.access(candidate, os.W_OK) and fs_type(candidate) not in ("tmpfs", "ramfs"):
-            return candidate
-    return Path.cwd()
-
-
-def mem_available() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def preflight(work: Path, size: int) -> None:
@@ -655,7 +630,7 @@ def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, object], list[d
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    parent = args.workdir or default_parent()
+    parent = args.workdir or default_parent(Path("/work"))
     parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="modelstore-bench-read-", dir=parent))
     preflight(work, args.size)
