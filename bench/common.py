@@ -10,6 +10,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,21 @@ def default_parent(*preferred: Path) -> Path:
         if candidate.is_dir() and os.access(candidate, os.W_OK) and fs_type(candidate) not in ("tmpfs", "ramfs"):
             return candidate
     return Path.cwd()
+
+
+@contextmanager
+def work_dir(workdir: Path | None, prefix: str, keep: bool, *preferred: Path) -> Iterator[Path]:
+    """A fresh folder under `workdir` (else `default_parent`), removed at the end unless `keep`."""
+    parent = workdir or default_parent(*preferred)
+    parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield work
+    finally:
+        if keep:
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            rmtree(work)
 
 
 def cpu_model() -> str:

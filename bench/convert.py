@@ -49,7 +49,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -57,8 +56,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # helpers in bench/common.py, ingest.py and read.py
-from common import (cpu_model, default_parent, format_table, fs_type, git_commit,
-                    mem_available, mem_total_gib, modelstore_exe, parse_size)
+from common import (cpu_model, format_table, fs_type, git_commit,
+                    mem_available, mem_total_gib, modelstore_exe, parse_size, work_dir)
 from ingest import Sample
 from ingest import run as run_timed
 from read import Daemon, drop_cached, fuse_version, make_resident, mounted, seq_read
@@ -713,11 +712,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    parent = args.workdir or default_parent()
-    parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="modelstore-bench-convert-", dir=parent))
-    start = time.perf_counter()
-    try:
+    with work_dir(args.workdir, "modelstore-bench-convert-", args.keep) as work:
+        start = time.perf_counter()
         out = run(args, work)
         out["facts"]["elapsed_s"] = time.perf_counter() - start
         print(report(out["facts"], out["plan"], out["latency"], out["seq"], out["targets"], args.markdown))
@@ -726,11 +722,6 @@ def main(argv: list[str] | None = None) -> int:
                                        for r in v["rounds"]]} for k, v in out["results"].items()}
             print(json.dumps({"machine": out["facts"], "planning": out["plan"], "latency": out["latency"],
                               "sequential": out["seq"], "targets": out["targets"], "raw": raw}, indent=2))
-    finally:
-        if args.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

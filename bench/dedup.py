@@ -36,7 +36,6 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 import zlib
 from collections.abc import Callable
@@ -49,7 +48,7 @@ import gguf
 import numpy as np
 
 # `common` is bench/common.py, beside this file
-from common import cpu_model, default_parent, format_table, fs_type, git_commit, mem_total_gib, rmtree
+from common import cpu_model, format_table, fs_type, git_commit, mem_total_gib, rmtree, work_dir
 from modelstore.store import ImportMode, Store
 from modelstore.store.errors import BadModelFile
 from modelstore.store.ingest import MIN_SHARED_TENSOR
@@ -721,10 +720,7 @@ def report(facts: dict[str, Any], table: list[dict[str, object]], goals: list[di
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     a = ARCHS[args.arch].scaled(args.scale)
-    parent = args.workdir or default_parent()
-    parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="modelstore-dedup-", dir=parent))
-    try:
+    with work_dir(args.workdir, "modelstore-dedup-", args.keep) as work:
         start = time.perf_counter()
         corpus = build_corpus(work / "corpus", a, args.changed)
         facts = describe(corpus, a, args, work, time.perf_counter() - start)
@@ -739,11 +735,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nchart: {args.chart}", file=sys.stderr)
         if args.json:
             print(json.dumps({"corpus": facts, "results": table, "targets": goals}, indent=2))
-    finally:
-        if args.keep:
-            print(f"kept {work}", file=sys.stderr)
-        else:
-            rmtree(work)
     return 0
 
 

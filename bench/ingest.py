@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 # `common` is bench/common.py, beside this file
-from common import (cpu_model, default_parent, format_table, fs_type, git_commit,
-                    mem_total_gib, modelstore_exe, parse_size, rmtree)
+from common import (cpu_model, format_table, fs_type, git_commit, mem_total_gib, modelstore_exe, parse_size,
+                    rmtree, work_dir)
 from modelstore.converters.synth import write_large_gguf
 from modelstore.store.tensors import TensorSpan, read_weights_header
 
@@ -334,15 +334,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    parent = args.workdir or default_parent()
-    parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="modelstore-bench-", dir=parent))
-    if fs_type(work) in ("tmpfs", "ramfs"):
-        print(f"warning: {work} is on {fs_type(work)}: fsync and copies cost nothing there", file=sys.stderr)
-    free = shutil.disk_usage(work).free
-    if free < 5 * args.size:
-        print(f"warning: {free >> 20} MiB free in {work}; this needs about {5 * args.size >> 20} MiB", file=sys.stderr)
-    try:
+    with work_dir(args.workdir, "modelstore-bench-", args.keep) as work:
+        if fs_type(work) in ("tmpfs", "ramfs"):
+            print(f"warning: {work} is on {fs_type(work)}: fsync and copies cost nothing there", file=sys.stderr)
+        free = shutil.disk_usage(work).free
+        if free < 5 * args.size:
+            print(f"warning: {free >> 20} MiB free in {work}; this needs about {5 * args.size >> 20} MiB", file=sys.stderr)
         src, changed = work / "bench.gguf", work / "changed.gguf"
         generate(src, args.size, args.identical_norms)
         tensor = make_changed_copy(src, changed)
@@ -356,11 +353,6 @@ def main(argv: list[str] | None = None) -> int:
         print(report(facts, table, goals, args.markdown))
         if args.json:
             print(json.dumps({"machine": facts, "results": table, "targets": goals}, indent=2))
-    finally:
-        if args.keep:
-            print(f"kept {work}", file=sys.stderr)
-        else:
-            rmtree(work)
     return 0
 
 

@@ -43,7 +43,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -54,8 +53,8 @@ from typing import cast
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # helpers in bench/common.py and bench/ingest.py
-from common import (cpu_model, default_parent, format_table, fs_type, git_commit,
-                    mem_available, mem_total_gib, modelstore_exe, parse_size)
+from common import (cpu_model, format_table, fs_type, git_commit,
+                    mem_available, mem_total_gib, modelstore_exe, parse_size, work_dir)
 from ingest import choose_embd, vary_norms
 from modelstore.converters.synth import write_large_gguf
 from modelstore.store.objects import Objects
@@ -630,20 +629,12 @@ def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, object], list[d
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    parent = args.workdir or default_parent(Path("/work"))
-    parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="modelstore-bench-read-", dir=parent))
-    preflight(work, args.size)
-    try:
+    with work_dir(args.workdir, "modelstore-bench-read-", args.keep, Path("/work")) as work:
+        preflight(work, args.size)
         facts, table, goals = run(args, work)
         print(report(facts, table, goals, args.links, args.markdown))
         if args.json:
             print(json.dumps({"machine": facts, "results": table, "targets": goals}, indent=2))
-    finally:
-        if args.keep:
-            print(f"kept {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
