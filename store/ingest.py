@@ -4,10 +4,9 @@ holds, and write only the novel bytes (header, padding, new tensors) as one new 
 Nothing here writes the catalog: `Ingest` collects blobs (already durable), file records and
 tensor index entries, and `Store` commits them with the model in one transaction.
 
-With `--copy` the file is copied in the background (copy_file_range, in the kernel) while it is
-hashed, on the bet that it is new; the first tensor the store already holds calls the bet off,
-and then only the novel ranges are copied after the pass. The other modes hash first and then
-link, move or clone. Every copy made after the bytes were hashed is checked against the file's
+With `--copy` the novel bytes are copied in the background (copy_file_range, in the kernel)
+while the file is hashed, each tensor once its hash shows the store lacks it; the blob is ready
+when the pass ends. The other modes hash first and then link, move or clone. Every copy made after the bytes were hashed is checked against the file's
 size and mtime at hashing time.
 
 A new blob is made durable (fsync, rename into objects/) by a background thread, so the next
@@ -205,37 +204,54 @@ class Ingest:
         self._counter += 1
         staged = self.staging / f"novel-{self._counter}"
         plan = _Plan(_Novel())
-        # --copy copies the file in the background while it is hashed, betting that it is new: it
-        # follows the pass, up to the last byte not in a tensor still being hashed. The bet is
-        # called off as soon as a tensor the store holds shows up (a re-add, a fine-tune), and
-        # then only the novel ranges are copied after the pass.
+        # --copy copies the file in the background while it is hashed, following the pass: the
+        # bytes between tensors as the pass reaches them, a tensor's bytes once its hash shows it
+        # is new. That is the file's novel bytes, unless the plan made after the pass decides
+        # otherwise (a tensor removed meanwhile, too little shared to split the file): then the
+        # novel ranges are copied again after the pass.
         copier = BackgroundCopy(path, staged) if self.mode is ImportMode.COPY else None
+        handed = _Novel()  # what the copier was given, in file order
+        decided = 0  # the bytes before this offset were handed to the copier or passed over
         by_offset = sorted(spans, key=lambda s: s.offset)
         open_span = 0  # the first of `by_offset` not hashed yet
+        new_digests: set[str] = set()
 
-        def watch_for_stored_tensors(offset: int, chunk: memoryview, finished: list[tuple[TensorSpan, str]]) -> None:
+        def hand(upto: int, *, copy: bool = True) -> None:
+            nonlocal decided
+            if copier is not None and copy and upto > decided:
+                handed.add(decided, upto)
+                copier.take(decided, upto)
+            decided = max(decided, upto)
+
+        def copy_what_is_new(offset: int, chunk: memoryview, finished: list[tuple[TensorSpan, str]]) -> None:
             nonlocal open_span
             if copier is None:
                 return
-            if finished and self._known_tensors([d for _, d in finished]):
-                copier.stop()
-                return
+            if finished:  # the test `_classify` makes after the pass, made as each tensor is hashed
+                known = self._known_tensors([d for _, d in finished])
+                for span, digest in sorted(finished, key=lambda p: p[0].offset):
+                    ext = known.get(digest)
+                    reused = ext.length == span.length if ext is not None else digest in new_digests
+                    if not reused:
+                        new_digests.add(digest)
+                    hand(span.offset)  # the bytes before it are in no shared tensor: novel
+                    hand(span.end, copy=not reused)
             end = offset + len(chunk)
             while open_span < len(by_offset) and by_offset[open_span].end <= end:
                 open_span += 1
-            copier.allow(end if open_span == len(by_offset) else min(end, by_offset[open_span].offset))
+            hand(end if open_span == len(by_offset) else min(end, by_offset[open_span].offset))
 
         stored = False
         try:
             try:
                 if copier is not None:
                     copier.start()
-                hashes = hash_file(str(path), spans, on_chunk=watch_for_stored_tensors, progress=tick,
+                hashes = hash_file(str(path), spans, on_chunk=copy_what_is_new, progress=tick,
                                    stored=Stored(lambda b3: self.known_file(b3) is not None,
                                                  lambda digests: len(self._known_tensors(digests)) == len(digests),
                                                  self._has_file_of_size))
                 if copier is not None:
-                    copier.allow(size)  # every tensor was new (or the copy was called off)
+                    copier.finish()
                     copier.join()
                 existing = self.known_file(hashes.b3)
                 if existing is not None:
@@ -247,7 +263,8 @@ class Ingest:
                         raise SourceChanged(f"{path}: the file changed while it was being stored; nothing was committed")
                     hashes = again
                 self._plan_after_hashing(plan, spans, hashes)
-                record = self._store(path, hashes, header, plan, staged, copied=bool(copier and copier.complete))
+                copied = copier is not None and copier.complete and _ranges(handed) == _ranges(plan.novel)
+                record = self._store(path, hashes, header, plan, staged, copied=copied)
                 stored = True
             except OSError as exc:
                 raise no_space(exc, self.objects.home, f"storing {path}") from exc
@@ -277,13 +294,14 @@ class Ingest:
 
     def _store(self, path: Path, hashes: FileHashes, header: WeightsHeader | None, plan: _Plan,
                staged: Path, *, copied: bool) -> FileRecord:
-        """`copied`: `staged` already holds a complete copy of `path`."""
+        """`copied`: `staged` already holds the file's novel bytes (all of it when nothing is reused)."""
         novel = plan.novel
         if not plan.reused:
             blob = B3(hashes.b3)
             self._put_whole(path, hashes, blob, staged, copied)
         else:
-            _copy_ranges(path, staged, [(fs, fe) for fs, fe, _ in novel.segments])
+            if not copied:
+                _copy_ranges(path, staged, _ranges(novel))
             _check_unchanged(path, hashes)
             blob = B3(_hash_path(staged))
             if novel.size and not self._trusted(blob):
@@ -356,6 +374,10 @@ def _hash_path(path: Path) -> str:
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         h.update(mm)
     return h.hexdigest()
+
+
+def _ranges(novel: _Novel) -> list[tuple[int, int]]:
+    return [(start, end) for start, end, _ in novel.segments]
 
 
 def _copy_ranges(src: Path, dst: Path, ranges: list[tuple[int, int]]) -> None:

@@ -219,19 +219,22 @@ def copy_into(src: Path, dst: Path, *, reflink: bool) -> bool:
 
 
 class BackgroundCopy:
-    """Copy a file in a thread, in slices, until done or told to stop; `complete` says whether
-    every byte arrived. Errors (a full disk) are raised by `join`.
+    """Copy byte ranges of `src`, one after another, into a new file `dst`, in a thread, as the
+    caller hands them over (`take`); `finish` says no more will come, `stop` abandons the copy.
+    `complete` says whether every range handed over arrived, and `finish` was called. Errors (a
+    full disk) are raised by `join`.
 
-    The copy goes no further than `allow` has let it: a caller that hashes the file lets it
-    follow the bytes proven new, so a file that turns out to be stored already costs no copy."""
+    A caller that hashes the file hands over the bytes it has proven new, so the copy follows the
+    pass: a file that turns out to be stored already costs no copy, and one that shares some of
+    its tensors gets only its novel bytes copied."""
 
     SLICE = 64 << 20
 
     def __init__(self, src: Path, dst: Path) -> None:
         self.src, self.dst = src, dst
         self.complete = False
-        self._allowed = 0
-        self._stop = False
+        self._ranges: list[tuple[int, int]] = []  # handed over, not copied yet
+        self._finished = self._stop = False
         self._changed = threading.Condition()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="copy", daemon=True)
@@ -239,12 +242,21 @@ class BackgroundCopy:
     def start(self) -> None:
         self._thread.start()
 
-    def allow(self, upto: int) -> None:
-        """Let the copy go as far as byte `upto` of the file."""
+    def take(self, start: int, end: int) -> None:
+        """Append bytes `start`-`end` of `src` to the copy."""
+        if end <= start:
+            return
         with self._changed:
-            if upto > self._allowed:
-                self._allowed = upto
-                self._changed.notify()
+            if self._ranges and self._ranges[-1][1] == start:
+                self._ranges[-1] = (self._ranges[-1][0], end)
+            else:
+                self._ranges.append((start, end))
+            self._changed.notify()
+
+    def finish(self) -> None:
+        with self._changed:
+            self._finished = True
+            self._changed.notify()
 
     def stop(self) -> None:
         with self._changed:
@@ -258,26 +270,35 @@ class BackgroundCopy:
             error, self._error = self._error, None
             raise error
 
-    def _next_slice(self, copied: int, size: int) -> int:
-        """Bytes to copy next (waiting until there are some); 0 once told to stop."""
+    def _next_slice(self) -> tuple[int, int] | None:
+        """(offset, length) to copy next, waiting until there is some; None at the end."""
         with self._changed:
-            while not self._stop and self._allowed <= copied:
+            while not self._stop and not self._ranges and not self._finished:
                 self._changed.wait()
-            return 0 if self._stop else min(copied + self.SLICE, self._allowed, size) - copied
+            if self._stop or not self._ranges:
+                return None
+            start, end = self._ranges[0]
+            count = min(self.SLICE, end - start)
+            if start + count == end:
+                del self._ranges[0]
+            else:
+                self._ranges[0] = (start + count, end)
+            return start, count
 
     def _run(self) -> None:
         try:
             with open(self.src, "rb") as fin, open(self.dst, "wb") as fout:
-                size = os.fstat(fin.fileno()).st_size
-                copied = 0
-                while copied < size and (count := self._next_slice(copied, size)) > 0:
-                    n = copy_range(fin.fileno(), fout.fileno(), copied, count)
-                    if n == 0:
-                        return
-                    start_writeback(fout.fileno(), copied, n)
-                    copied += n
+                written = 0
+                while (piece := self._next_slice()) is not None:
+                    offset, count = piece
+                    while count:
+                        n = copy_range(fin.fileno(), fout.fileno(), offset, count)
+                        if n == 0:
+                            return  # the source shrank: the caller's hash pass says so
+                        start_writeback(fout.fileno(), written, n)
+                        offset, count, written = offset + n, count - n, written + n
                 with self._changed:
-                    self.complete = copied == size and not self._stop
+                    self.complete = self._finished and not self._stop
         except BaseException as exc:  # handed to the caller by join()
             self._error = exc
 

@@ -170,9 +170,11 @@ def test_a_negligible_shared_share_keeps_a_linked_file_whole(store: Store, home:
 
 def test_the_background_copy_follows_the_bytes_proven_new(store: Store, home: Path, models: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """--copy copies a file while hashing it, betting it is new; it copies no byte of a tensor
-    before that tensor is hashed, so a file whose tensors are all stored costs no more than its
-    header in copying, and a new file is copied exactly once."""
+    """--copy copies a file's novel bytes while hashing it; it copies no byte of a tensor before
+    that tensor's hash shows it is new, so a file whose tensors are all stored costs no more than
+    its header in copying, a new file is copied exactly once, and a fine-tune's changed tensors
+    are copied during the pass and never again."""
+    from modelstore.store import ingest as ingest_module
     from modelstore.store import objects
     from modelstore.store.hashing import CHUNK
 
@@ -200,6 +202,21 @@ def test_the_background_copy_follows_the_bytes_proven_new(store: Store, home: Pa
     assert header is not None and result.novel_bytes == header.data_start
     assert sum(copied) <= header.data_start
     assert read_model_file(store, "b", "b.safetensors") == b.read_bytes()
+
+    # a fine-tune: two tensors changed; the copy made during the pass is the blob, byte for byte
+    tuned = {**tensors, "t1": tensors["t1"] + 1, "t3": tensors["t3"] * 2}
+    c = models / "c.safetensors"
+    save_file(tuned, str(c), metadata={"who": "c"})
+    copied.clear()
+    copied_after_the_pass: list[object] = []
+    monkeypatch.setattr(ingest_module, "_copy_ranges", lambda *args: copied_after_the_pass.append(args))
+    result = add_local(store, c, name="c", mode=ImportMode.COPY)
+    header = read_weights_header(c)
+    assert header is not None
+    changed = sum(t.length for t in header.tensors if t.name in ("t1", "t3"))
+    assert result.novel_bytes == header.data_start + changed == sum(copied)
+    assert copied_after_the_pass == []
+    assert read_model_file(store, "c", "c.safetensors") == c.read_bytes()
 
 
 def test_the_background_copy_starts_writeback_as_it_goes(tmp_path: Path) -> None:
