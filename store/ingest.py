@@ -110,6 +110,7 @@ class Ingest:
         self._counter = 0
         self._tensor_lock = False
         self._stored_sizes: set[int] | None = None
+        self._catalog_tensors: dict[str, Extent | None] = {}  # lookups made for the file being ingested
         self._durable = ThreadPoolExecutor(1, thread_name_prefix="make-durable")
         self._committing: list[Future[None]] = []
         self._handed_off: set[Path] = set()  # staged files the background moves into objects/
@@ -151,12 +152,18 @@ class Ingest:
         return size in self._stored_sizes or any(f.size == size for f in self.new_files.values())
 
     def _known_tensors(self, digests: list[str]) -> dict[str, Extent]:
+        """Where each of `digests` the store holds lies. A file's tensors are looked up in the
+        catalog once, though the pass and the plan after it each ask."""
+        missing = [d for d in digests if d not in self.new_tensors and d not in self._catalog_tensors]
+        if missing:
+            with self.catalog.read() as r:
+                for d in missing:
+                    self._catalog_tensors[d] = r.tensor(d)
         found: dict[str, Extent] = {}
-        with self.catalog.read() as r:
-            for d in digests:
-                ext = self.new_tensors.get(d) or r.tensor(d)
-                if ext is not None:
-                    found[d] = ext
+        for d in digests:
+            ext = self.new_tensors.get(d) or self._catalog_tensors.get(d)
+            if ext is not None:
+                found[d] = ext
         return found
 
     def _classify(self, plan: _Plan, finished: list[tuple[TensorSpan, str]]) -> list[TensorSpan]:
@@ -195,6 +202,7 @@ class Ingest:
         self._tensor_lock = True
 
     def ingest(self, path: Path, display: str | None = None) -> IngestResult:
+        self._catalog_tensors.clear()
         header = read_weights_header(path)
         spans = [t for t in header.tensors if t.length >= MIN_SHARED_TENSOR] if header else []
         if spans:
