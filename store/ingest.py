@@ -95,6 +95,47 @@ class _Plan:
     first_in_file: dict[str, TensorSpan] = field(default_factory=dict)  # digest -> first novel span
 
 
+class _CopyAsHashed:
+    """Feeds --copy's background copy from the hashing pass: the bytes between tensors as the pass
+    reaches them, a tensor's bytes once its hash shows it is new (the test `_classify` makes after
+    the pass). The copy is then the file's novel bytes, unless the plan made after the pass decides
+    otherwise (a tensor removed meanwhile, too little shared to split the file): `holds` says."""
+
+    def __init__(self, copier: BackgroundCopy, spans: list[TensorSpan],
+                 known_tensors: Callable[[list[str]], dict[str, Extent]]) -> None:
+        self.copier, self.known_tensors = copier, known_tensors
+        self.handed = _Novel()  # what the copier was given, in file order
+        self._decided = 0  # the bytes before this offset were handed over or passed over
+        self._spans = sorted(spans, key=lambda s: s.offset)
+        self._open = 0  # the first of `_spans` not hashed yet
+        self._new_digests: set[str] = set()
+
+    def on_chunk(self, offset: int, chunk: memoryview, finished: list[tuple[TensorSpan, str]]) -> None:
+        if finished:
+            known = self.known_tensors([d for _, d in finished])
+            for span, digest in sorted(finished, key=lambda p: p[0].offset):
+                ext = known.get(digest)
+                reused = ext.length == span.length if ext is not None else digest in self._new_digests
+                if not reused:
+                    self._new_digests.add(digest)
+                self._hand(span.offset)  # the bytes before it are in no shared tensor: novel
+                self._hand(span.end, copy=not reused)
+        end = offset + len(chunk)
+        while self._open < len(self._spans) and self._spans[self._open].end <= end:
+            self._open += 1
+        self._hand(end if self._open == len(self._spans) else min(end, self._spans[self._open].offset))
+
+    def holds(self, novel: _Novel) -> bool:
+        """The copy is complete and is exactly `novel`'s ranges."""
+        return self.copier.complete and _ranges(self.handed) == _ranges(novel)
+
+    def _hand(self, upto: int, *, copy: bool = True) -> None:
+        if copy and upto > self._decided:
+            self.handed.add(self._decided, upto)
+            self.copier.take(self._decided, upto)
+        self._decided = max(self._decided, upto)
+
+
 class Ingest:
     """One `add`'s worth of ingestion into a staging folder."""
 
@@ -212,49 +253,16 @@ class Ingest:
         self._counter += 1
         staged = self.staging / f"novel-{self._counter}"
         plan = _Plan(_Novel())
-        # --copy copies the file in the background while it is hashed, following the pass: the
-        # bytes between tensors as the pass reaches them, a tensor's bytes once its hash shows it
-        # is new. That is the file's novel bytes, unless the plan made after the pass decides
-        # otherwise (a tensor removed meanwhile, too little shared to split the file): then the
-        # novel ranges are copied again after the pass.
+        # --copy copies the novel bytes in the background while the file is hashed
         copier = BackgroundCopy(path, staged) if self.mode is ImportMode.COPY else None
-        handed = _Novel()  # what the copier was given, in file order
-        decided = 0  # the bytes before this offset were handed to the copier or passed over
-        by_offset = sorted(spans, key=lambda s: s.offset)
-        open_span = 0  # the first of `by_offset` not hashed yet
-        new_digests: set[str] = set()
-
-        def hand(upto: int, *, copy: bool = True) -> None:
-            nonlocal decided
-            if copier is not None and copy and upto > decided:
-                handed.add(decided, upto)
-                copier.take(decided, upto)
-            decided = max(decided, upto)
-
-        def copy_what_is_new(offset: int, chunk: memoryview, finished: list[tuple[TensorSpan, str]]) -> None:
-            nonlocal open_span
-            if copier is None:
-                return
-            if finished:  # the test `_classify` makes after the pass, made as each tensor is hashed
-                known = self._known_tensors([d for _, d in finished])
-                for span, digest in sorted(finished, key=lambda p: p[0].offset):
-                    ext = known.get(digest)
-                    reused = ext.length == span.length if ext is not None else digest in new_digests
-                    if not reused:
-                        new_digests.add(digest)
-                    hand(span.offset)  # the bytes before it are in no shared tensor: novel
-                    hand(span.end, copy=not reused)
-            end = offset + len(chunk)
-            while open_span < len(by_offset) and by_offset[open_span].end <= end:
-                open_span += 1
-            hand(end if open_span == len(by_offset) else min(end, by_offset[open_span].offset))
+        feed = _CopyAsHashed(copier, spans, self._known_tensors) if copier is not None else None
 
         stored = False
         try:
             try:
                 if copier is not None:
                     copier.start()
-                hashes = hash_file(str(path), spans, on_chunk=copy_what_is_new, progress=tick,
+                hashes = hash_file(str(path), spans, on_chunk=feed.on_chunk if feed else None, progress=tick,
                                    stored=Stored(lambda b3: self.known_file(b3) is not None,
                                                  lambda digests: len(self._known_tensors(digests)) == len(digests),
                                                  self._has_file_of_size))
@@ -271,7 +279,7 @@ class Ingest:
                         raise SourceChanged(f"{path}: the file changed while it was being stored; nothing was committed")
                     hashes = again
                 self._plan_after_hashing(plan, spans, hashes)
-                copied = copier is not None and copier.complete and _ranges(handed) == _ranges(plan.novel)
+                copied = feed is not None and feed.holds(plan.novel)
                 record = self._store(path, hashes, header, plan, staged, copied=copied)
                 stored = True
             except OSError as exc:
