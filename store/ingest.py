@@ -6,8 +6,8 @@ tensor index entries, and `Store` commits them with the model in one transaction
 
 With `--copy` the novel bytes are copied in the background (copy_file_range, in the kernel)
 while the file is hashed, each tensor once its hash shows the store lacks it; the blob is ready
-when the pass ends. The other modes hash first and then link, move or clone. Every copy made after the bytes were hashed is checked against the file's
-size and mtime at hashing time.
+when the pass ends. The other modes hash first and then link, move or clone. Every copy made
+after the bytes were hashed is checked against the file's size and mtime at hashing time.
 
 A new blob is made durable (fsync, rename into objects/) by a background thread, so the next
 file's pass starts at once; `settle` waits for it, and the catalog is written only after that.
@@ -345,7 +345,7 @@ class Ingest:
             _check_unchanged(path, hashes)
             self._make_durable(staged, blob)
             return
-        staged.unlink(missing_ok=True)  # a part the background copy made before it was called off
+        staged.unlink(missing_ok=True)  # what the background copy made: only some of the file
         if self.mode in (ImportMode.LINK, ImportMode.MOVE):
             linked = self.objects.link_in(path, staged, fallback=self.mode is ImportMode.MOVE)
             if linked:
