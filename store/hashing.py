@@ -1,13 +1,14 @@
 """One read pass over a file: BLAKE3 and SHA-256 of the whole, git's blob SHA-1 for small files,
 and BLAKE3 of every tensor's bytes.
 
-The caller's thread reads the file into a ring of chunk buffers; two consumer threads (SHA-256
-with git's SHA-1; the BLAKE3 of the whole and the BLAKE3s of the tensors) each walk the ring at
-their own pace, and a buffer is read into again only when both are done with it. blake3 and
-hashlib release the GIL, so on two cores the SHA-256 runs beside the two BLAKE3s, which together
-cost about what it costs, instead of every chunk waiting for the slowest hash. (A third thread,
-one per BLAKE3, was 8% slower on two cores: more wake-ups and GIL hand-offs.) Memory is the ring, whatever the
-file size; buffers are kept for the next file."""
+The caller's thread reads the file into a ring of chunk buffers. Each hash is a stream that walks
+the ring in order; two worker threads feed them: one the SHA-256 (with git's SHA-1), one the
+tensors' BLAKE3s, and both take up the whole file's BLAKE3 when their own stream has nothing
+waiting. A buffer is read into again only when every stream is done with it. blake3 and hashlib
+release the GIL, so on two cores the hashes run side by side instead of every chunk waiting for
+the slowest, and while the SHA-256 is held back (the file may be a copy of a stored one) both
+cores do the BLAKE3s. (A thread per hash was 8-12% slower on two cores: more wake-ups and GIL
+hand-offs.) Memory is the ring, whatever the file size; buffers are kept for the next file."""
 
 from __future__ import annotations
 
@@ -102,39 +103,35 @@ class _BufferPool:
 _POOL = _BufferPool()
 
 
-class _Consumer(threading.Thread):
-    """Applies `work(offset, chunk)` to every chunk of the ring in order; `done` counts them."""
+class _Stream:
+    """One hash's walk over the ring: `work(offset, chunk)` on every chunk, in order. A worker
+    thread claims the stream (`busy`) for one chunk at a time, so a stream two workers share is
+    still fed in order by one thread at a time; `done` counts the chunks it has had."""
 
-    def __init__(self, name: str, work: Callable[[int, memoryview], object], ring: _Ring) -> None:
-        super().__init__(name=name, daemon=True)
-        self.work, self.ring = work, ring
+    def __init__(self, name: str, work: Callable[[int, memoryview], object], shared: bool = False) -> None:
+        self.name, self.work = name, work
+        self.shared = shared  # fed by more than one worker
         self.done = 0
+        self.busy = False
         self.skip = False  # set when the result is no longer wanted: chunks are passed over
         self.results: list[object] = []
         self.error: BaseException | None = None
 
-    def run(self) -> None:
-        while True:
-            item = self.ring.wait_for_chunk(self.done)
-            if item is None:
-                return
-            offset, chunk = item
-            if self.error is None and not self.skip:
-                try:
-                    self.results.append(self.work(offset, chunk))
-                except BaseException as exc:  # re-raised by the reader; keep freeing slots
-                    self.error = exc
-            self.ring.count_done(self)
+    def feed(self, offset: int, chunk: memoryview) -> None:
+        if self.error is None and not self.skip:
+            try:
+                self.results.append(self.work(offset, chunk))
+            except BaseException as exc:  # re-raised by the reader; keep freeing slots
+                self.error = exc
 
 
-class _Sha256Consumer(_Consumer):
-    """The SHA-256 (and git SHA-1) consumer. While `hold` is set it passes chunks over and
-    remembers where it stopped; released, it reads the gap from the file itself (the page cache,
-    as the file was just read) before going on with the ring."""
+class _Sha256Stream(_Stream):
+    """The SHA-256 (and git SHA-1). While `hold` is set it passes chunks over and remembers where
+    it stopped; released, it reads the gap from the file itself (the page cache, as the file was
+    just read) before going on with the ring."""
 
-    def __init__(self, path: str, fd: int, sha: hashlib._Hash, git: hashlib._Hash | None, ring: _Ring,
-                 hold: bool) -> None:
-        super().__init__("hash-sha256", self._hash, ring)
+    def __init__(self, path: str, fd: int, sha: hashlib._Hash, git: hashlib._Hash | None, hold: bool) -> None:
+        super().__init__("sha256", self._hash)
         self.path, self.fd, self.sha, self.git = path, fd, sha, git
         self.hold = hold
         self.hashed_to = 0  # the SHA-256 covers the file up to here
@@ -166,26 +163,57 @@ class _Sha256Consumer(_Consumer):
             _POOL.give([buffer])
 
 
-class _Ring:
-    """Chunks shared by the reader and the consumers. A new chunk wakes the consumers; a consumer
-    done with a chunk wakes the reader only if that is what the reader waits for, so the fast
-    consumers finishing chunks do not wake it again and again while it waits for the slow one."""
+class _Worker(threading.Thread):
+    """Feeds the first of its streams that has a chunk waiting and is not busy; returns once the
+    reading has ended and its streams have had every chunk."""
 
-    def __init__(self, buffers: list[bytearray]) -> None:
-        self.buffers = buffers
+    def __init__(self, name: str, streams: list[_Stream], ring: _Ring) -> None:
+        super().__init__(name=name, daemon=True)
+        self.streams, self.ring = streams, ring
+
+    def run(self) -> None:
+        while job := self.ring.take(self.streams):
+            stream, offset, chunk = job
+            stream.feed(offset, chunk)
+            self.ring.finish(stream)
+
+
+class _Ring:
+    """Chunks shared by the reader and the workers. A new chunk (or a shared stream let go with
+    chunks still waiting) wakes the workers; a stream done with a chunk wakes the reader only if
+    that is what the reader waits for, so the fast streams finishing chunks do not wake it again
+    and again while it waits for the slow one."""
+
+    def __init__(self, buffers: list[bytearray], streams: list[_Stream]) -> None:
+        self.buffers, self.streams = buffers, streams
         lock = threading.Lock()
-        self.published = threading.Condition(lock)  # a chunk was read, or the reading ended
+        self.published = threading.Condition(lock)  # work for a worker, or the reading ended
         self.freed = threading.Condition(lock)  # what the reader waits for (`awaited`) came true
         self.awaited: Callable[[], bool] | None = None
         self.chunks: list[tuple[int, memoryview]] = []  # every chunk read so far (views into the ring)
         self.ended = False
-        self.consumers: list[_Consumer] = []
 
-    def wait_for_chunk(self, index: int) -> tuple[int, memoryview] | None:
+    def take(self, streams: list[_Stream]) -> tuple[_Stream, int, memoryview] | None:
+        """The next chunk of the first of `streams` that has one and is free, claimed; None once
+        the reading has ended and every one of `streams` has had every chunk."""
         with self.published:
-            while index >= len(self.chunks) and not self.ended:
+            while True:
+                for stream in streams:
+                    if not stream.busy and stream.done < len(self.chunks):
+                        stream.busy = True
+                        return (stream, *self.chunks[stream.done])
+                if self.ended and all(s.done == len(self.chunks) for s in streams):
+                    return None
                 self.published.wait()
-            return self.chunks[index] if index < len(self.chunks) else None
+
+    def finish(self, stream: _Stream) -> None:
+        with self.freed:
+            stream.done += 1
+            stream.busy = False
+            if (stream.shared and stream.done < len(self.chunks)) or self.ended:  # the other worker may take it up
+                self.published.notify_all()
+            if self.awaited is not None and self.awaited():
+                self.freed.notify()
 
     def publish(self, offset: int, chunk: memoryview) -> None:
         with self.published:
@@ -197,12 +225,6 @@ class _Ring:
             self.ended = True
             self.published.notify_all()
 
-    def count_done(self, consumer: _Consumer) -> None:
-        with self.freed:
-            consumer.done += 1
-            if self.awaited is not None and self.awaited():
-                self.freed.notify()
-
     def _wait(self, ready: Callable[[], bool]) -> None:
         """Only the reader's thread waits here, so one `awaited` is enough."""
         with self.freed:
@@ -213,13 +235,13 @@ class _Ring:
             finally:
                 self.awaited = None
 
-    def wait_until_done(self, consumer: _Consumer, count: int) -> None:
-        self._wait(lambda: consumer.done >= count)
+    def wait_until_done(self, stream: _Stream, count: int) -> None:
+        self._wait(lambda: stream.done >= count)
 
     def wait_for_free_slot(self, index: int) -> None:
-        """Chunk `index` may be read once every consumer is done with chunk `index - RING`."""
+        """Chunk `index` may be read once every stream is done with chunk `index - RING`."""
         need = index - len(self.buffers) + 1
-        self._wait(lambda: all(c.done >= need for c in self.consumers))
+        self._wait(lambda: all(s.done >= need for s in self.streams))
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
@@ -296,43 +318,42 @@ def _deliver_chunk(on_chunk: OnChunk | None, progress: Callable[[int], None] | N
 def _hash_large(path: str, fd: int, size: int, sha: hashlib._Hash, whole: blake3.blake3, git: hashlib._Hash | None,
                 tensors: _TensorHasher, on_chunk: OnChunk | None, progress: Callable[[int], None] | None,
                 stored: Stored | None) -> tuple[int, bool]:
-    buffers = _POOL.take(RING)
-    ring = _Ring(buffers)
     # Held only where a copy is possible: the store has a file of this size. Elsewhere a hold would
     # only move the SHA-256 out of the pass (and a file larger than memory would be read twice).
     hold = stored is not None and bool(tensors.spans) and stored.has_size(size)
-    sha_thread = _Sha256Consumer(path, fd, sha, git, ring, hold=hold)
-
-    def both_blake3s(offset: int, chunk: memoryview) -> list[tuple[TensorSpan, str]]:
-        whole.update(chunk)
-        return tensors.update(offset, chunk)
-
-    b3_thread = _Consumer("hash-b3", both_blake3s, ring)
-    ring.consumers = [sha_thread, b3_thread]
+    sha_stream = _Sha256Stream(path, fd, sha, git, hold=hold)
+    whole_stream = _Stream("blake3", lambda offset, chunk: whole.update(chunk), shared=True)
+    tensor_stream = _Stream("tensors", tensors.update)
+    buffers = _POOL.take(RING)
+    ring = _Ring(buffers, [sha_stream, whole_stream, tensor_stream])
+    # Two workers for three streams: each has its own and both take up the whole file's BLAKE3
+    # when their own has nothing waiting (the SHA-256 held, or caught up with the reading).
+    workers = [_Worker("hash-sha256", [sha_stream, whole_stream], ring),
+               _Worker("hash-blake3", [tensor_stream, whole_stream], ring)]
     delivered = 0  # chunks handed to on_chunk
 
     def deliver(upto: int) -> None:
         nonlocal delivered
-        ring.wait_until_done(b3_thread, upto)
-        _raise_from(ring.consumers)
+        ring.wait_until_done(tensor_stream, upto)
+        _raise_from(ring.streams)
         while delivered < upto:
             offset, chunk = ring.chunks[delivered]
-            finished: list[tuple[TensorSpan, str]] = b3_thread.results[delivered]  # type: ignore[assignment]
-            if sha_thread.hold and finished and stored and not stored.has_tensors([d for _, d in finished]):
-                sha_thread.hold = False  # a tensor the store lacks: the file is new
+            finished: list[tuple[TensorSpan, str]] = tensor_stream.results[delivered]  # type: ignore[assignment]
+            if sha_stream.hold and finished and stored and not stored.has_tensors([d for _, d in finished]):
+                sha_stream.hold = False  # a tensor the store lacks: the file is new
             _deliver_chunk(on_chunk, progress, offset, chunk, finished)
             delivered += 1
 
     offset = index = 0
     skipped = False
     try:
-        for consumer in ring.consumers:
-            consumer.start()
+        for worker in workers:
+            worker.start()
         while offset < size:
             # on_chunk must see a chunk before its buffer is read into again
             deliver(max(delivered, index - len(buffers) + 1))
             ring.wait_for_free_slot(index)
-            _raise_from(ring.consumers)
+            _raise_from(ring.streams)
             view = memoryview(buffers[index % len(buffers)])
             n = os.readv(fd, [view])
             if n == 0:
@@ -340,31 +361,34 @@ def _hash_large(path: str, fd: int, size: int, sha: hashlib._Hash, whole: blake3
             ring.publish(offset, view[:n])
             offset += n
             index += 1
-        deliver(index)  # the BLAKE3s are done with every chunk
+        deliver(index)
+        ring.wait_until_done(whole_stream, index)
+        _raise_from(ring.streams)
         if stored is not None and offset == size and stored.has_file(whole.hexdigest()):
-            sha_thread.skip = skipped = True
+            sha_stream.skip = skipped = True
         else:
-            sha_thread.hold = False
+            sha_stream.hold = False
         ring.end()
-        sha_thread.join()
-        _raise_from(ring.consumers)
+        for worker in workers:
+            worker.join()
+        _raise_from(ring.streams)
         if not skipped:
-            sha_thread.catch_up(offset)  # chunks passed over while the file looked like a copy
+            sha_stream.catch_up(offset)  # chunks passed over while the file looked like a copy
     except BaseException:
-        for consumer in ring.consumers:
-            consumer.skip = True
+        for stream in ring.streams:
+            stream.skip = True
         raise
     finally:
         ring.end()
-        for consumer in ring.consumers:
-            if consumer.ident is not None:  # started
-                consumer.join()
+        for worker in workers:
+            if worker.ident is not None:  # started
+                worker.join()
         _POOL.give(buffers)
-    _raise_from(ring.consumers)
+    _raise_from(ring.streams)
     return offset, skipped
 
 
-def _raise_from(consumers: list[_Consumer]) -> None:
-    for consumer in consumers:
-        if consumer.error is not None:
-            raise consumer.error
+def _raise_from(streams: list[_Stream]) -> None:
+    for stream in streams:
+        if stream.error is not None:
+            raise stream.error
