@@ -109,6 +109,35 @@ def test_a_stored_file_gets_no_sha256(tmp_path: Path, size: int) -> None:
     assert unheld == sha and reads == []
 
 
+def test_while_the_sha256_is_held_its_worker_hashes_the_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A held SHA-256 leaves its worker idle: it takes up the whole file's BLAKE3, in order, so a
+    copy of a stored file is hashed on both cores."""
+    import threading
+
+    size = (RING + 4) * CHUNK + 77
+    path = tmp_path / "f"
+    data = write_random(path, size)
+    spans = spans_of(size)
+    b3, _, tensors = expected(data, spans)
+    fed_by: list[str] = []
+    real_stream = hashing._Stream
+
+    def recording(name: str, work, shared: bool = False):  # type: ignore[no-untyped-def]
+        if name != "blake3":
+            return real_stream(name, work, shared)
+
+        def whole(offset: int, chunk: memoryview) -> object:
+            fed_by.append(threading.current_thread().name)
+            return work(offset, chunk)
+
+        return real_stream(name, whole, shared)
+
+    monkeypatch.setattr(hashing, "_Stream", recording)
+    copy = hash_file(str(path), spans, stored=Stored(lambda d: d == b3, lambda digests: True, lambda n: n == size))
+    assert copy.b3 == b3 and copy.tensor_b3 == tensors and copy.sha256 is None
+    assert len(fed_by) == RING + 5 and "hash-sha256" in fed_by
+
+
 def test_an_error_in_on_chunk_propagates_and_leaves_no_thread(tmp_path: Path) -> None:
     import threading
 
