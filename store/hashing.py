@@ -1,14 +1,16 @@
 """One read pass over a file: BLAKE3 and SHA-256 of the whole, git's blob SHA-1 for small files,
 and BLAKE3 of every tensor's bytes.
 
-The caller's thread reads the file into a ring of chunk buffers. Each hash is a stream that walks
-the ring in order; two worker threads feed them: one the SHA-256 (with git's SHA-1), one the
-tensors' BLAKE3s, and both take up the whole file's BLAKE3 when their own stream has nothing
-waiting. A buffer is read into again only when every stream is done with it. blake3 and hashlib
-release the GIL, so on two cores the hashes run side by side instead of every chunk waiting for
-the slowest, and while the SHA-256 is held back (the file may be a copy of a stored one) both
-cores do the BLAKE3s. (A thread per hash was 8-12% slower on two cores: more wake-ups and GIL
-hand-offs.) Memory is the ring, whatever the file size; buffers are kept for the next file."""
+The caller's thread publishes the file chunk by chunk: views of its mapped pages under a read
+lease (leased.py), which saves copying every byte, or else chunks read into a ring of buffers.
+Each hash is a stream that walks the chunks in order; two worker threads feed them: one the
+SHA-256 (with git's SHA-1), one the tensors' BLAKE3s, and both take up the whole file's BLAKE3
+when their own stream has nothing waiting. The reading keeps at most RING chunks ahead of the
+slowest stream. blake3 and hashlib release the GIL, so on two cores the hashes run side by side
+instead of every chunk waiting for the slowest, and while the SHA-256 is held back (the file may
+be a copy of a stored one) both cores do the BLAKE3s. (A thread per hash was 8-12% slower on two
+cores: more wake-ups and GIL hand-offs.) Memory is the ring and one mapped window, whatever the
+file size; buffers are kept for the next file."""
 
 from __future__ import annotations
 
@@ -22,10 +24,13 @@ import blake3
 
 from modelstore.store.digests import GIT_SHA1_LIMIT, git_blob_header
 from modelstore.store.errors import SourceChanged
+from modelstore.store.leased import LeasedMap
 from modelstore.store.tensors import TensorSpan
 
 CHUNK = 1 << 20  # small enough that the ring stays in the CPU's cache while three threads read it
-RING = 4  # buffers: how far the fastest consumer may run ahead of the slowest
+RING = 4  # chunks: how far the reading may run ahead of the slowest hash
+CHECK_EVERY = 0.25  # seconds: how often a waiting reader checks the lease (a SHA-256 catch-up can take minutes)
+READ_MAPPED = True  # hash mapped pages under a read lease where one can be had (leased.py)
 
 # on_chunk(file offset, chunk, [(tensor, its digest) for tensors that end in this chunk])
 OnChunk = Callable[[int, memoryview, list[tuple[TensorSpan, str]]], None]
@@ -140,7 +145,8 @@ class _Sha256Stream(_Stream):
         if self.hold:
             return
         self.catch_up(offset)
-        self._update(chunk)
+        if not self.skip:  # called off during a long catch-up: the chunk's pages may be unleased
+            self._update(chunk)
 
     def _update(self, chunk: memoryview) -> None:
         self.sha.update(chunk)
@@ -154,7 +160,7 @@ class _Sha256Stream(_Stream):
         [buffer] = _POOL.take(1)
         try:
             view = memoryview(buffer)
-            while self.hashed_to < to:
+            while self.hashed_to < to and not self.skip:
                 n = os.preadv(self.fd, [view[: min(CHUNK, to - self.hashed_to)]], self.hashed_to)
                 if n == 0:
                     raise SourceChanged(f"{self.path}: the file shrank while it was being read; nothing was stored")
@@ -184,13 +190,14 @@ class _Ring:
     that is what the reader waits for, so the fast streams finishing chunks do not wake it again
     and again while it waits for the slow one."""
 
-    def __init__(self, buffers: list[bytearray], streams: list[_Stream]) -> None:
-        self.buffers, self.streams = buffers, streams
+    def __init__(self, streams: list[_Stream], check: Callable[[], None] = lambda: None) -> None:
+        self.streams = streams
+        self.check = check  # raises if the pass must stop; called while the reader waits, too
         lock = threading.Lock()
         self.published = threading.Condition(lock)  # work for a worker, or the reading ended
         self.freed = threading.Condition(lock)  # what the reader waits for (`awaited`) came true
         self.awaited: Callable[[], bool] | None = None
-        self.chunks: list[tuple[int, memoryview]] = []  # every chunk read so far (views into the ring)
+        self.chunks: list[tuple[int, memoryview] | None] = []  # every chunk read so far; None once forgotten
         self.ended = False
 
     def take(self, streams: list[_Stream]) -> tuple[_Stream, int, memoryview] | None:
@@ -201,7 +208,9 @@ class _Ring:
                 for stream in streams:
                     if not stream.busy and stream.done < len(self.chunks):
                         stream.busy = True
-                        return (stream, *self.chunks[stream.done])
+                        chunk = self.chunks[stream.done]
+                        assert chunk is not None  # forgotten only once every stream is past it
+                        return (stream, *chunk)
                 if self.ended and all(s.done == len(self.chunks) for s in streams):
                     return None
                 self.published.wait()
@@ -231,7 +240,8 @@ class _Ring:
             self.awaited = ready
             try:
                 while not ready():
-                    self.freed.wait()
+                    if not self.freed.wait(CHECK_EVERY):
+                        self.check()
             finally:
                 self.awaited = None
 
@@ -240,8 +250,13 @@ class _Ring:
 
     def wait_for_free_slot(self, index: int) -> None:
         """Chunk `index` may be read once every stream is done with chunk `index - RING`."""
-        need = index - len(self.buffers) + 1
+        need = index - RING + 1
         self._wait(lambda: all(s.done >= need for s in self.streams))
+
+    def forget(self, index: int) -> None:
+        """Drop chunk `index`'s view (a mapped window is unmapped once no view of it is left)."""
+        if index >= 0:
+            self.chunks[index] = None
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
@@ -259,7 +274,8 @@ def hash_file(
     stored: Stored | None = None,
 ) -> FileHashes:
     """Hash `path` in one pass. `on_chunk` is called for every chunk, in file order, once its
-    tensors are hashed, so the caller can decide what to write out. With `stored`, a file the
+    tensors are hashed, so the caller can decide what to write out; the chunk is valid only
+    during the call (its buffer is read into again, or its pages unmapped). With `stored`, a file the
     store already has gets no SHA-256 (None): the store knows it."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -324,8 +340,7 @@ def _hash_large(path: str, fd: int, size: int, sha: hashlib._Hash, whole: blake3
     sha_stream = _Sha256Stream(path, fd, sha, git, hold=hold)
     whole_stream = _Stream("blake3", lambda offset, chunk: whole.update(chunk), shared=True)
     tensor_stream = _Stream("tensors", tensors.update)
-    buffers = _POOL.take(RING)
-    ring = _Ring(buffers, [sha_stream, whole_stream, tensor_stream])
+    ring = _Ring([sha_stream, whole_stream, tensor_stream])
     # Two workers for three streams: each has its own and both take up the whole file's BLAKE3
     # when their own has nothing waiting (the SHA-256 held, or caught up with the reading).
     workers = [_Worker("hash-sha256", [sha_stream, whole_stream], ring),
@@ -337,13 +352,24 @@ def _hash_large(path: str, fd: int, size: int, sha: hashlib._Hash, whole: blake3
         ring.wait_until_done(tensor_stream, upto)
         _raise_from(ring.streams)
         while delivered < upto:
-            offset, chunk = ring.chunks[delivered]
+            item = ring.chunks[delivered]
+            assert item is not None  # forgotten only once delivered
+            offset, chunk = item
             finished: list[tuple[TensorSpan, str]] = tensor_stream.results[delivered]  # type: ignore[assignment]
             if sha_stream.hold and finished and stored and not stored.has_tensors([d for _, d in finished]):
                 sha_stream.hold = False  # a tensor the store lacks: the file is new
             _deliver_chunk(on_chunk, progress, offset, chunk, finished)
             delivered += 1
 
+    leased = LeasedMap.take(fd, size) if READ_MAPPED else None
+    buffers = [] if leased is not None else _POOL.take(RING)
+
+    def check_lease() -> None:
+        if leased is not None and leased.broken():
+            raise SourceChanged(f"{path}: the file changed (it was opened for writing) while it was being read; "
+                                "nothing was stored")
+
+    ring.check = check_lease
     offset = index = 0
     skipped = False
     try:
@@ -351,17 +377,24 @@ def _hash_large(path: str, fd: int, size: int, sha: hashlib._Hash, whole: blake3
             worker.start()
         while offset < size:
             # on_chunk must see a chunk before its buffer is read into again
-            deliver(max(delivered, index - len(buffers) + 1))
+            deliver(max(delivered, index - RING + 1))
             ring.wait_for_free_slot(index)
+            ring.forget(index - RING)
             _raise_from(ring.streams)
-            view = memoryview(buffers[index % len(buffers)])
-            n = os.readv(fd, [view])
-            if n == 0:
-                break
-            ring.publish(offset, view[:n])
-            offset += n
+            if leased is not None:
+                check_lease()
+                chunk = leased.read(offset, min(CHUNK, size - offset))
+            else:
+                buffer = memoryview(buffers[index % RING])
+                n = os.readv(fd, [buffer])
+                if n == 0:
+                    break
+                chunk = buffer[:n]
+            ring.publish(offset, chunk)
+            offset += len(chunk)
             index += 1
         deliver(index)
+        check_lease()  # a writer waiting now is about to change the file: say so rather than let it in unseen
         ring.wait_until_done(whole_stream, index)
         _raise_from(ring.streams)
         if stored is not None and offset == size and stored.has_file(whole.hexdigest()):
@@ -369,8 +402,11 @@ def _hash_large(path: str, fd: int, size: int, sha: hashlib._Hash, whole: blake3
         else:
             sha_stream.hold = False
         ring.end()
+        ring.wait_for_free_slot(index + RING - 1)  # every stream done with every chunk, the lease checked meanwhile
         for worker in workers:
             worker.join()
+        if leased is not None:  # no hash touches the mapped pages any more; the catch-up uses preadv
+            leased.release()
         _raise_from(ring.streams)
         if not skipped:
             sha_stream.catch_up(offset)  # chunks passed over while the file looked like a copy
@@ -383,6 +419,8 @@ def _hash_large(path: str, fd: int, size: int, sha: hashlib._Hash, whole: blake3
         for worker in workers:
             if worker.ident is not None:  # started
                 worker.join()
+        if leased is not None:  # every hash is done with the mapped pages
+            leased.release()
         _POOL.give(buffers)
     _raise_from(ring.streams)
     return offset, skipped

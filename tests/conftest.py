@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +66,24 @@ def models(tmp_path: Path) -> Path:
     folder = tmp_path / "models"
     folder.mkdir()
     return folder
+
+
+def edit_beside_the_pass(path: Path, edit: Callable[[], None]) -> threading.Thread:
+    """Start `edit` of `path` in a thread of its own, as another program would, and return once it
+    is done or waiting. A hashing pass that holds a read lease on the file (store/leased.py) makes
+    a writer wait until the pass sees it and lets go, so a test hook must not make the edit from the
+    pass's own thread (it would wait for itself). Join the thread once the add has returned."""
+    inode = f":{path.stat().st_ino}"
+    writer = threading.Thread(target=edit, name="editor")
+    writer.start()
+    deadline = time.monotonic() + 10
+    while writer.is_alive():
+        with open("/proc/locks") as locks:
+            if any("BREAKING" in line and line.split()[5].endswith(inode) for line in locks):
+                return writer  # it waits for the pass's lease
+        assert time.monotonic() < deadline, f"the edit of {path} neither finished nor waits for a lease"
+        time.sleep(0.001)
+    return writer
 
 
 def stored_bytes(home: Path) -> int:

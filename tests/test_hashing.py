@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 from pathlib import Path
 
 import blake3
@@ -14,9 +16,12 @@ import pytest
 from modelstore.store import hashing
 from modelstore.store.digests import GIT_SHA1_LIMIT, git_blob_header
 from modelstore.store.hashing import CHUNK, RING, Stored, hash_file
+from modelstore.store.leased import WINDOW
+
+from .conftest import edit_beside_the_pass
 from modelstore.store.tensors import TensorSpan
 
-SIZES = [0, 1, 4096, CHUNK - 1, CHUNK, CHUNK + 1, (RING + 2) * CHUNK + 123]
+SIZES = [0, 1, 4096, CHUNK - 1, CHUNK, CHUNK + 1, (RING + 2) * CHUNK + 123, WINDOW + CHUNK + 7]
 
 
 def write_random(path: Path, size: int, seed: int = 1) -> bytes:
@@ -51,8 +56,16 @@ def expected(data: bytes, spans: list[TensorSpan]) -> tuple[str, str, dict[str, 
     return blake3.blake3(data).hexdigest(), hashlib.sha256(data).hexdigest(), tensors
 
 
+@pytest.fixture(params=[True, False], ids=["mapped", "readv"])
+def mapped(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Both ways of reading: mapped pages under a read lease, and readv into the ring's buffers
+    (where no lease can be had: NFS, FUSE, someone else's file, a writer holding it open)."""
+    monkeypatch.setattr(hashing, "READ_MAPPED", request.param)
+    return bool(request.param)
+
+
 @pytest.mark.parametrize("size", SIZES)
-def test_hashes_equal_the_reference(tmp_path: Path, size: int) -> None:
+def test_hashes_equal_the_reference(tmp_path: Path, size: int, mapped: bool) -> None:
     path = tmp_path / "f"
     data = write_random(path, size)
     spans = spans_of(size)
@@ -88,25 +101,23 @@ def test_a_stored_file_gets_no_sha256(tmp_path: Path, size: int) -> None:
     released = hash_file(str(path), spans, stored=Stored(
         lambda d: False, lambda digests: all(d != held.tensor_b3[late] for d in digests), same_size))
     assert released.sha256 == sha and released.git_sha1 == git_sha1(data) and released.tensor_b3 == held.tensor_b3
-    # no stored file of this size: no copy is possible, nothing is held. A held SHA-256 shows up as
-    # reads of the file beside the pass (its catch-up).
-    def preadv_offsets(stored: Stored) -> tuple[str | None, list[int]]:
-        reads: list[int] = []
-        real_preadv = os.preadv
+    # no stored file of this size: no copy is possible, nothing is held
+    def held_from_the_start(stored: Stored) -> tuple[str | None, bool]:
+        holds: list[bool] = []
+        real_stream = hashing._Sha256Stream
 
-        def counting(fd: int, bufs: list[memoryview], offset: int) -> int:
-            reads.append(offset)
-            return real_preadv(fd, bufs, offset)
+        def recording(*args: object, hold: bool) -> object:
+            holds.append(hold)
+            return real_stream(*args, hold=hold)  # type: ignore[arg-type]
 
-        os.preadv = counting  # type: ignore[assignment]
+        hashing._Sha256Stream = recording  # type: ignore[assignment,misc]
         try:
-            return hash_file(str(path), spans, stored=stored).sha256, reads
+            return hash_file(str(path), spans, stored=stored).sha256, holds == [True]
         finally:
-            os.preadv = real_preadv  # type: ignore[assignment]
+            hashing._Sha256Stream = real_stream  # type: ignore[misc]
 
-    assert preadv_offsets(Stored(lambda d: False, lambda digests: True, same_size))[1] != []
-    unheld, reads = preadv_offsets(Stored(lambda d: False, lambda digests: True, lambda n: False))
-    assert unheld == sha and reads == []
+    assert held_from_the_start(Stored(lambda d: False, lambda digests: True, same_size)) == (sha, True)
+    assert held_from_the_start(Stored(lambda d: False, lambda digests: True, lambda n: False)) == (sha, False)
 
 
 def test_while_the_sha256_is_held_its_worker_hashes_the_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -154,7 +165,8 @@ def test_an_error_in_on_chunk_propagates_and_leaves_no_thread(tmp_path: Path) ->
     assert threading.active_count() == before
 
 
-def test_buffers_are_kept_for_the_next_file(tmp_path: Path) -> None:
+def test_buffers_are_kept_for_the_next_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hashing, "READ_MAPPED", False)
     path = tmp_path / "f"
     write_random(path, 3 * CHUNK)
     hash_file(str(path))
@@ -163,24 +175,97 @@ def test_buffers_are_kept_for_the_next_file(tmp_path: Path) -> None:
     assert kept and all(any(b is k for k in hashing._POOL._free) for b in kept)
 
 
-def test_an_edit_that_puts_the_mtime_back_is_still_noticed(tmp_path: Path) -> None:
+def test_an_edit_that_puts_the_mtime_back_is_still_noticed(tmp_path: Path, mapped: bool) -> None:
     """The change check compares ctime too: a held SHA-256 reads the file after the BLAKE3s did,
-    so an edit between them must not give a record whose hashes describe two different files."""
+    so an edit between them must not give a record whose hashes describe two different files.
+    (Under a read lease the editor waits for the pass, which sees it waiting and stops.)"""
     from modelstore.store.errors import SourceChanged
 
     path = tmp_path / "f"
     write_random(path, (RING + 2) * CHUNK)
     st = path.stat()
+    editors = []
+
+    def edit() -> None:
+        with open(path, "r+b") as f:
+            f.seek(CHUNK * (RING + 1))
+            f.write(b"edited")
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
     def edit_once(offset: int, chunk: memoryview, done: object) -> None:
         if offset == 0:
-            with open(path, "r+b") as f:
-                f.seek(CHUNK * (RING + 1))
-                f.write(b"edited")
-            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+            editors.append(edit_beside_the_pass(path, edit))
 
     with pytest.raises(SourceChanged, match="changed"):
         hash_file(str(path), spans_of((RING + 2) * CHUNK), on_chunk=edit_once)
+    editors[0].join()
+    assert b"edited" in path.read_bytes()
+
+
+def test_a_file_open_for_writing_is_read_without_a_lease(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No read lease can be had while someone holds the file open for writing: the pass reads it
+    with readv, and the hashes are the same."""
+    from modelstore.store import leased
+
+    size = (RING + 2) * CHUNK + 9
+    path = tmp_path / "f"
+    data = write_random(path, size)
+    spans = spans_of(size)
+    taken: list[object] = []
+    real_take = leased.LeasedMap.take
+
+    def spy(fd: int, n: int) -> object:
+        taken.append(real_take(fd, n))
+        return taken[-1]
+
+    monkeypatch.setattr(leased.LeasedMap, "take", staticmethod(spy))
+    with open(path, "r+b"):
+        held_open = hash_file(str(path), spans)
+    alone = hash_file(str(path), spans)
+    assert taken[0] is None and isinstance(taken[1], leased.LeasedMap)
+    assert held_open == alone and alone.b3 == expected(data, spans)[0]
+
+
+TRUNCATE_MID_PASS = """
+import os, subprocess, sys, time
+from modelstore.store import hashing
+from modelstore.store.errors import SourceChanged
+path = sys.argv[1]
+started = []
+
+def truncate_once(offset, chunk, done):
+    if started:
+        return
+    started.append(subprocess.Popen([sys.executable, "-c", f"import os; os.truncate({path!r}, 4096)"]))
+    deadline = time.monotonic() + 30  # until the truncation is done, or waits for the lease
+    while started[0].poll() is None and time.monotonic() < deadline:
+        if any("BREAKING" in line for line in open("/proc/locks")):
+            break
+        time.sleep(0.001)
+
+try:
+    hashing.hash_file(path, on_chunk=truncate_once)
+    print("hashed")
+except SourceChanged as exc:
+    print("refused:", exc)
+started[0].wait()
+"""
+
+
+def test_a_truncation_mid_pass_waits_for_the_lease_and_the_pass_is_refused(tmp_path: Path) -> None:
+    """Another process truncates the file while it is hashed from mapped pages. Without the read
+    lease, the next page read past the new end would kill the process with SIGBUS; with it, the
+    truncation waits until the pass sees it and lets go, and the pass is refused as a change."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "f"
+    write_random(path, WINDOW + (RING + 2) * CHUNK)
+    done = subprocess.run([sys.executable, "-c", TRUNCATE_MID_PASS, str(path)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr)
+    assert done.stdout.startswith("refused:") and "opened for writing" in done.stdout, done.stdout
+    assert path.stat().st_size == 4096  # the truncation went ahead once the pass let go
 
 
 def test_a_consumer_that_cannot_start_leaves_no_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -233,3 +318,46 @@ def test_a_file_removed_between_hashing_and_commit_is_hashed_again(tmp_path: Pat
         record = store.file(store.model("m").files["m.safetensors"])
     assert record.sha256 == hashlib.sha256(data).hexdigest() and record.git_sha1 == git_sha1(data)
     assert record.b3 == blake3.blake3(data).hexdigest()
+
+
+def test_a_writer_is_let_in_soon_even_during_a_long_sha256_catch_up(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A held SHA-256 that is released late catches up by reading the file again, which can take
+    minutes on a large file while the reading waits. A truncation arriving then must not wait for
+    it (after lease-break-time the kernel would let the truncation through under the mapped pages):
+    the waiting reader checks the lease, the catch-up stops, and the pass is refused at once."""
+    from modelstore.store.errors import SourceChanged
+
+    size = (RING + 8) * CHUNK
+    path = tmp_path / "f"
+    write_random(path, size)
+    spans = spans_of(size)
+    late = next(s for s in spans if s.end > (RING + 2) * CHUNK)
+    real_preadv = os.preadv
+
+    def slow_preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
+        time.sleep(1)  # a catch-up of (RING + 2) MiB and more: over 6 s
+        return real_preadv(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "preadv", slow_preadv)
+    digests = hash_file(str(path), spans).tensor_b3
+    editors: list[threading.Thread] = []
+    started: list[float] = []
+
+    def truncate() -> None:
+        started.append(time.monotonic())
+        editors.append(edit_beside_the_pass(path, lambda: os.truncate(path, 4096)))
+
+    def truncate_when_released(offset: int, chunk: memoryview, done: list[tuple[TensorSpan, str]]) -> None:
+        if any(span.name == late.name for span, _ in done):  # the catch-up starts: the reading soon waits for it
+            timer = threading.Timer(0.5, truncate)
+            timer.start()
+            editors.append(timer)
+
+    stored = Stored(lambda d: False, lambda ds: digests[late.name] not in ds, lambda n: True)
+    with pytest.raises(SourceChanged, match="opened for writing"):
+        hash_file(str(path), spans, on_chunk=truncate_when_released, stored=stored)
+    refused = time.monotonic()
+    for editor in editors:
+        editor.join()
+    assert len(editors) == 2 and refused - started[0] < 3 and path.stat().st_size == 4096

@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from modelstore.store.sources.local import add_local
 from modelstore.store.sources.runtimes import open_folder
 from modelstore.store.sources.runtimes.importer import Importer, ImportReport
 
-from .conftest import read_model_file, stored_bytes
+from .conftest import edit_beside_the_pass, read_model_file, stored_bytes
 from .mounting import mounted, requires_fuse
 from .runtime_folders import (
     OllamaModel,
@@ -546,16 +547,21 @@ def test_a_file_changing_while_read_is_skipped(home: Path, tmp_path: Path, weigh
     root = tmp_path / "lmstudio"
     build_lmstudio(root, weights)
     victim = root / "someone/other-GGUF/other-Q8_0.gguf"
+    editors: list[threading.Thread] = []
+
+    def rewrite() -> None:
+        with open(victim, "r+b") as f:
+            f.seek(4096)
+            f.write(os.urandom(64))
 
     def progress(total: int, desc: str) -> Callable[[int], None]:
         def tick(n: int) -> None:
-            if desc.endswith("other-Q8_0.gguf"):
-                with open(victim, "r+b") as f:
-                    f.seek(4096)
-                    f.write(os.urandom(64))
+            if desc.endswith("other-Q8_0.gguf") and not editors:
+                editors.append(edit_beside_the_pass(victim, rewrite))
         return tick
 
     report = importing(home, "lmstudio", root, "move", progress)
+    editors[0].join()
 
     assert [m.name for m in report.models] == ["lmstudio-community/tiny-GGUF"]
     assert [s.what for s in report.skipped] == ["someone/other-GGUF"] and "changed" in report.skipped[0].why
