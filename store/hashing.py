@@ -27,7 +27,7 @@ from modelstore.store.errors import SourceChanged
 from modelstore.store.leased import LeasedMap
 from modelstore.store.tensors import TensorSpan
 
-CHUNK = 1 << 20  # small enough that the ring stays in the CPU's cache while three threads read it
+CHUNK = 1 << 20  # small enough that the RING chunks in flight stay in the CPU's cache
 RING = 4  # chunks: how far the reading may run ahead of the slowest hash
 CHECK_EVERY = 0.25  # seconds: how often a waiting reader checks the lease (a SHA-256 catch-up can take minutes)
 READ_MAPPED = True  # hash mapped pages under a read lease where one can be had (leased.py)
@@ -190,7 +190,7 @@ class _Ring:
     that is what the reader waits for, so the fast streams finishing chunks do not wake it again
     and again while it waits for the slow one."""
 
-    def __init__(self, streams: list[_Stream], check: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, streams: list[_Stream], check: Callable[[], None]) -> None:
         self.streams = streams
         self.check = check  # raises if the pass must stop; called while the reader waits, too
         lock = threading.Lock()
@@ -248,10 +248,12 @@ class _Ring:
     def wait_until_done(self, stream: _Stream, count: int) -> None:
         self._wait(lambda: stream.done >= count)
 
+    def wait_until_all_done(self, count: int) -> None:
+        self._wait(lambda: all(s.done >= count for s in self.streams))
+
     def wait_for_free_slot(self, index: int) -> None:
         """Chunk `index` may be read once every stream is done with chunk `index - RING`."""
-        need = index - RING + 1
-        self._wait(lambda: all(s.done >= need for s in self.streams))
+        self.wait_until_all_done(index - RING + 1)
 
     def forget(self, index: int) -> None:
         """Drop chunk `index`'s view (a mapped window is unmapped once no view of it is left)."""
@@ -340,7 +342,15 @@ def _hash_large(path: str, fd: int, size: int, sha: hashlib._Hash, whole: blake3
     sha_stream = _Sha256Stream(path, fd, sha, git, hold=hold)
     whole_stream = _Stream("blake3", lambda offset, chunk: whole.update(chunk), shared=True)
     tensor_stream = _Stream("tensors", tensors.update)
-    ring = _Ring([sha_stream, whole_stream, tensor_stream])
+    leased = LeasedMap.take(fd, size) if READ_MAPPED else None
+    buffers = [] if leased is not None else _POOL.take(RING)
+
+    def check_lease() -> None:
+        if leased is not None and leased.broken():
+            raise SourceChanged(f"{path}: the file changed (it was opened for writing) while it was being read; "
+                                "nothing was stored")
+
+    ring = _Ring([sha_stream, whole_stream, tensor_stream], check_lease)
     # Two workers for three streams: each has its own and both take up the whole file's BLAKE3
     # when their own has nothing waiting (the SHA-256 held, or caught up with the reading).
     workers = [_Worker("hash-sha256", [sha_stream, whole_stream], ring),
@@ -361,15 +371,6 @@ def _hash_large(path: str, fd: int, size: int, sha: hashlib._Hash, whole: blake3
             _deliver_chunk(on_chunk, progress, offset, chunk, finished)
             delivered += 1
 
-    leased = LeasedMap.take(fd, size) if READ_MAPPED else None
-    buffers = [] if leased is not None else _POOL.take(RING)
-
-    def check_lease() -> None:
-        if leased is not None and leased.broken():
-            raise SourceChanged(f"{path}: the file changed (it was opened for writing) while it was being read; "
-                                "nothing was stored")
-
-    ring.check = check_lease
     offset = index = 0
     skipped = False
     try:
@@ -402,7 +403,7 @@ def _hash_large(path: str, fd: int, size: int, sha: hashlib._Hash, whole: blake3
         else:
             sha_stream.hold = False
         ring.end()
-        ring.wait_for_free_slot(index + RING - 1)  # every stream done with every chunk, the lease checked meanwhile
+        ring.wait_until_all_done(index)  # not a plain join: the lease is checked meanwhile
         for worker in workers:
             worker.join()
         if leased is not None:  # no hash touches the mapped pages any more; the catch-up uses preadv

@@ -123,8 +123,6 @@ def test_a_stored_file_gets_no_sha256(tmp_path: Path, size: int) -> None:
 def test_while_the_sha256_is_held_its_worker_hashes_the_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A held SHA-256 leaves its worker idle: it takes up the whole file's BLAKE3, in order, so a
     copy of a stored file is hashed on both cores."""
-    import threading
-
     size = (RING + 4) * CHUNK + 77
     path = tmp_path / "f"
     data = write_random(path, size)
