@@ -70,9 +70,26 @@ def human_count(n: int | None) -> str:
     return str(n)
 
 
+def printable(text: str) -> str:
+    """`text` safe to show on a terminal: control characters, and the undecodable bytes of a file
+    name that is not UTF-8, as escapes."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable():
+            out.append(ch)
+        elif "\udc80" <= ch <= "\udcff":  # os.fsdecode's stand-in for a byte that is not UTF-8
+            out.append(f"\\x{ord(ch) - 0xdc00:02x}")
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii") if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}")
+    return "".join(out)
+
+
 def print_table(columns: list[str], rows: list[list[str]], *, right: set[int] = frozenset(), title: str | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(*columns, title=title, box=None, pad_edge=False, header_style="bold")
     for column in table.columns:
@@ -80,7 +97,7 @@ def print_table(columns: list[str], rows: list[list[str]], *, right: set[int] = 
     for i in right:
         table.columns[i].justify = "right"
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(printable(cell)) for cell in row))  # Text: a name is never read as markup
     console = Console()
     if not console.is_terminal:  # piped: never cut names short to fit 80 columns
         console = Console(width=4096)

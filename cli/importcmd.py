@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from modelstore.cli.app import App, emit_json, human_bytes, pass_app
+from modelstore.cli.app import App, emit_json, human_bytes, pass_app, printable
 from modelstore.cli.convert import GGUF_TYPE_OPTION, report as report_conversions
 
 KINDS = ("ollama", "lmstudio", "huggingface", "llamacpp", "gpt4all", "jan", "path")
@@ -103,7 +103,7 @@ def import_(app: App, kind: str, path: Path | None, mode: str, dry_run: bool, gg
                     conversions.append(plan_conversions(store, name, gguf_type.upper(), progress=app.progress))
         finally:
             app.close_bars()
-    _print_report(importer.report, kind, mode, as_json, conversions)
+    _print_report(importer.report, kind, mode, as_json, conversions, store.home)
 
 
 def importer_kind(kind: str) -> str:
@@ -135,6 +135,9 @@ def _folders(kind: str, path: Path | None) -> list[Path]:
             path = path / "hub"  # HF_HOME given for the cache inside it
         if kind != "path" and not path.is_dir():
             raise UsageError(f"{path} is not a folder")
+        from modelstore.store.sources.runtimes import check_kind
+
+        check_kind(kind, path)
         return [path]
     if kind == "path":
         raise UsageError("--from path needs the FOLDER to import: modelstore import --from path FOLDER")
@@ -148,16 +151,12 @@ def _folders(kind: str, path: Path | None) -> list[Path]:
     return found
 
 
-def mountpoint() -> tuple[str, bool]:
-    """Where the store is mounted (when exactly one modelstore mount is running), else the default."""
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-            mounts = [line.split()[4] for line in f if " - fuse.modelstore " in line]
-    except OSError:
-        mounts = []
-    if len(mounts) == 1:
-        return mounts[0].replace("\\040", " "), True
-    return "/mnt/models", False
+def mountpoint(home: Path) -> tuple[str, bool]:
+    """Where the store at `home` is mounted (the first of its running mounts), else the default."""
+    from modelstore.fusefs.mount import mounts_of
+
+    mounts = mounts_of(home)
+    return (str(mounts[0]), True) if mounts else ("/mnt/models", False)
 
 
 def hint(kind: str, mnt: str) -> str:
@@ -173,14 +172,14 @@ def hint(kind: str, mnt: str) -> str:
     }[kind]
 
 
-def _hint_line(kind: str) -> str:
-    mnt, mounted = mountpoint()
+def _hint_line(kind: str, home: Path) -> str:
+    mnt, mounted = mountpoint(home)
     return hint(kind, mnt) + ("" if mounted else f" (after `modelstore mount {mnt}`)")
 
 
-def _print_report(report: Any, kind: str, mode: str, as_json: bool, conversions: list[Any]) -> None:
+def _print_report(report: Any, kind: str, mode: str, as_json: bool, conversions: list[Any], home: Path) -> None:
     if as_json:
-        emit_json({"from": kind, "mode": mode, "dry_run": False, **report.to_json(), "hint": _hint_line(kind),
+        emit_json({"from": kind, "mode": mode, "dry_run": False, **report.to_json(), "hint": _hint_line(kind, home),
                    "conversions": [c.to_json() for c in conversions]})
         return
     where = ", ".join(str(f) for f in report.folders)
@@ -203,13 +202,18 @@ def _print_report(report: Any, kind: str, mode: str, as_json: bool, conversions:
                    + (f", {already} were there already" if already else "")
                    + f": the store grew by {human_bytes(stored)}; it held the rest.")
     removal = report.removal
-    if mode == "move":
+    if mode == "move" and removal.files:
+        kept = removal.bytes - removal.freed
         click.echo(f"Removed {removal.files} file(s), {human_bytes(removal.bytes)}, from the folder: "
-                   f"{human_bytes(removal.freed)} of disk freed (the rest now lives in the store).")
+                   f"{human_bytes(removal.freed)} of disk freed"
+                   + (" (the rest now lives in the store)." if kept else "."))
+    elif mode == "move":
+        click.echo("Nothing was removed from the folder.")
     for skipped in report.skipped + removal.problems:
-        click.echo(f"warning: skipped {skipped}", err=True)
+        click.echo(printable(f"warning: skipped {skipped}"), err=True)
     if report.models:
-        click.echo(_hint_line(kind)[:1].upper() + _hint_line(kind)[1:])
+        line = _hint_line(kind, home)
+        click.echo(line[:1].upper() + line[1:])
 
 
 def _print_dry_run(dry: Any, kind: str, mode: str, as_json: bool) -> None:
@@ -220,7 +224,8 @@ def _print_dry_run(dry: Any, kind: str, mode: str, as_json: bool) -> None:
     if not dry.models:
         click.echo(f"no models to import in {where}")
     for m in dry.models:
-        state = "new" if m.status == "new" else "stored already: files added or replaced"
+        state = {"new": "new", "unchanged": "in the store already, unchanged"}.get(
+            m.status, "in the store already: its files are checked, new ones added")
         click.echo(f"  would import {m.name}  ({m.files} files, {human_bytes(m.logical_bytes)}; {state})")
     if dry.models:
         click.echo(f"{len(dry.models)} model(s), {human_bytes(dry.total('logical_bytes'))} from {where}:")
@@ -233,5 +238,5 @@ def _print_dry_run(dry: Any, kind: str, mode: str, as_json: bool) -> None:
         if mode == "move":
             click.echo("  --move would then remove the originals of each model once it is stored")
     for skipped in dry.skipped:
-        click.echo(f"warning: would skip {skipped}", err=True)
+        click.echo(printable(f"warning: would skip {skipped}"), err=True)
     click.echo("dry run: nothing was written")

@@ -7,7 +7,6 @@ GGUF's tiny `rope_freqs`, which is configuration stored as a tensor.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 import gguf
 
 from modelstore.converters.errors import ConversionUnsupported
+from modelstore.store import jsontext
 from modelstore.store.errors import BadModelFile
 from modelstore.store.gguf_header import parse_gguf
 from modelstore.store.ingest import weights_summary
@@ -76,7 +76,7 @@ class StoredModel:
         if data is None:
             return None
         try:
-            value = json.loads(data)
+            value = jsontext.loads(data)
         except ValueError as exc:
             raise ConversionUnsupported(f"{path} is not valid JSON: {exc}") from None
         if not isinstance(value, dict):

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import gguf
+from modelstore.store import jsontext
 from modelstore.converters.errors import ConversionUnsupported
 from tokenizers import (
     AddedToken,
@@ -136,8 +137,8 @@ def _json(files: Mapping[str, bytes], name: str) -> dict[str, Any]:
     if name not in files:
         return {}
     try:
-        value = json.loads(files[name].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        value = jsontext.loads(files[name].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
         raise ConversionUnsupported(f"{name} is not valid JSON ({e})") from None
     return value if isinstance(value, dict) else {}
 

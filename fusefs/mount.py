@@ -8,6 +8,7 @@ import errno
 import faulthandler
 import logging
 import os
+import re
 import shutil
 import signal
 from collections.abc import Callable
@@ -34,6 +35,37 @@ class MountOptions:
     links: bool = False
     read_ahead_kb: int = READ_AHEAD_KB
     derived_cache: int | None = None  # bytes for converted slices; None: the store's config
+
+
+FSNAME = "modelstore"
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")  # how mountinfo writes a space, tab, newline or backslash
+
+
+def fsname(home: Path) -> str:
+    """The mount's source as /proc/self/mountinfo and `df` show it: the store's home, so a tool can
+    tell which store a mount serves. Plain "modelstore" for a home that libfuse's option syntax
+    (',' and '\\' are special) or pyfuse3 (ASCII only) cannot carry."""
+    home_text = str(Path(home).resolve())
+    if home_text.isascii() and home_text.isprintable() and not any(c in home_text for c in ",\\ "):
+        return f"{FSNAME}:{home_text}"
+    return FSNAME
+
+
+def mounts_of(home: Path) -> list[Path]:
+    """Where running mounts serve the store at `home`. A store whose home cannot be named in its
+    mount's source is recognized only when its mount is the only one of that kind."""
+    wanted = fsname(home)
+    found = []
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                before, _, after = line.partition(" - ")
+                fields, tail = before.split(), after.split()
+                if len(fields) >= 5 and tail[:2] == [f"fuse.{FSNAME}", wanted]:
+                    found.append(Path(_OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4])))
+    except OSError:
+        return []
+    return found if wanted != FSNAME or len(found) == 1 else []
 
 
 def check_mountpoint(mountpoint: Path, allow_other: bool) -> None:
@@ -151,7 +183,7 @@ def run_mount(store: Store, mountpoint: Path, options: MountOptions,
     limit = options.derived_cache if options.derived_cache is not None else derived_cache_bytes(store.home)
     ops = Operations(tree, lambda blob: str(store.objects.path(blob)), DerivedCache(store.home / "derived", limit))
     fuse_options = set(pyfuse3.default_options)
-    fuse_options |= {"fsname=modelstore", "subtype=modelstore", "ro"}
+    fuse_options |= {f"fsname={fsname(store.home)}", f"subtype={FSNAME}", "ro"}
     if options.allow_other:
         fuse_options.add("allow_other")
     if debug:

@@ -109,7 +109,10 @@ def renditions(snapshot: Snapshot, model: ModelRecord, options: ViewOptions = Vi
         if view == "ollama":  # a model is its manifest; blobs are shared by content
             manifests = tree.children.get("manifests")
             sha256s = {snapshot.file(b3).sha256 for b3 in digests}
-            paths = _manifests_naming(manifests, sha256s, "ollama/manifests") if isinstance(manifests, Dir) else []
+            # a generated manifest names the model's blobs; an imported one is a file of the model
+            paths = sorted(_manifests_naming(manifests, sha256s, "ollama/manifests")
+                           + _paths_of(manifests, digests, "ollama/manifests", snapshot.objects_root)
+                           ) if isinstance(manifests, Dir) else []
         else:
             paths = _paths_of(tree, digests, view, snapshot.objects_root)
         if view == "huggingface":  # blobs are shared by content: name the repo folders instead

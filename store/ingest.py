@@ -242,7 +242,12 @@ class Ingest:
         self.objects.at_staging_end(self.staging, lambda: os.close(fd))
         self._tensor_lock = True
 
-    def ingest(self, path: Path, display: str | None = None) -> IngestResult:
+    def ingest(self, path: Path, display: str | None = None,
+               check: Callable[[FileHashes], None] | None = None, *, target_goes: bool = False) -> IngestResult:
+        """Store the file at `path`. `check` sees its hashes before anything is stored and may
+        raise to refuse it (a runtime's file that does not hash to the name it is kept under).
+        `target_goes`: with --move, the file a symlink `path` names is removed afterwards too, so
+        it may be hard-linked in; otherwise it would stay, sharing the store's inode, and is copied."""
         self._catalog_tensors.clear()
         header = read_weights_header(path)
         spans = [t for t in header.tensors if t.length >= MIN_SHARED_TENSOR] if header else []
@@ -278,9 +283,12 @@ class Ingest:
                     if again.b3 != hashes.b3:
                         raise SourceChanged(f"{path}: the file changed while it was being stored; nothing was committed")
                     hashes = again
+                if check is not None:
+                    check(hashes)
                 self._plan_after_hashing(plan, spans, hashes)
                 copied = feed is not None and feed.holds(plan.novel)
-                record = self._store(path, hashes, header, plan, staged, copied=copied)
+                record = self._store(path, hashes, header, plan, staged, copied=copied,
+                                     may_link=not path.is_symlink() or target_goes)
                 stored = True
             except OSError as exc:
                 raise no_space(exc, self.objects.home, f"storing {path}") from exc
@@ -309,12 +317,12 @@ class Ingest:
         plan.novel.add(pos, hashes.size)
 
     def _store(self, path: Path, hashes: FileHashes, header: WeightsHeader | None, plan: _Plan,
-               staged: Path, *, copied: bool) -> FileRecord:
+               staged: Path, *, copied: bool, may_link: bool) -> FileRecord:
         """`copied`: `staged` already holds the file's novel bytes (all of it when nothing is reused)."""
         novel = plan.novel
         if not plan.reused:
             blob = B3(hashes.b3)
-            self._put_whole(path, hashes, blob, staged, copied)
+            self._put_whole(path, hashes, blob, staged, copied, may_link)
         else:
             if not copied:
                 _copy_ranges(path, staged, _ranges(novel))
@@ -338,7 +346,7 @@ class Ingest:
         return FileRecord(check_b3(hashes.b3), hashes.size, hashes.sha256, hashes.git_sha1, recipe,
                           weights_summary(header))
 
-    def _put_whole(self, path: Path, hashes: FileHashes, blob: B3, staged: Path, copied: bool) -> None:
+    def _put_whole(self, path: Path, hashes: FileHashes, blob: B3, staged: Path, copied: bool, may_link: bool) -> None:
         if self._trusted(blob):
             return
         if copied:  # the background copy finished during the pass
@@ -346,7 +354,7 @@ class Ingest:
             self._make_durable(staged, blob)
             return
         staged.unlink(missing_ok=True)  # what the background copy made: only some of the file
-        if self.mode in (ImportMode.LINK, ImportMode.MOVE):
+        if self.mode is ImportMode.LINK or (self.mode is ImportMode.MOVE and may_link):
             linked = self.objects.link_in(path, staged, fallback=self.mode is ImportMode.MOVE)
             if linked:
                 _check_unchanged(staged, hashes, source=path)  # the same inode as `path`: checked before it is placed

@@ -6,10 +6,11 @@ JSON/README files of the model folder.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
+
+from modelstore.store import jsontext
 
 
 _SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
@@ -40,7 +41,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         if path.stat().st_size > _SMALL_JSON:
             return {}
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = jsontext.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

@@ -6,10 +6,10 @@ of the data buffer, sizes matching dtype x shape, and the buffer covering the fi
 
 from __future__ import annotations
 
-import json
 import struct
 from typing import Any
 
+from modelstore.store import jsontext
 from modelstore.store.errors import BadModelFile
 from modelstore.store.tensors import TensorSpan, WeightsHeader, check_spans
 
@@ -47,7 +47,7 @@ def parse_safetensors(path: str, buf: Any, file_size: int | None = None) -> Weig
     if 8 + n > size:
         raise BadModelFile(path, f"truncated safetensors file: header of {n} bytes, file of {size}")
     try:
-        header = json.loads(bytes(buf[8 : 8 + n]).decode("utf-8"), object_pairs_hook=_no_duplicates)
+        header = jsontext.loads(bytes(buf[8 : 8 + n]).decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadModelFile(path, f"safetensors header is not valid JSON: {exc}") from None
     if not isinstance(header, dict):

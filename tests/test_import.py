@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import blake3
 import pytest
 from modelstore.cli import run
 from modelstore.converters.synth import write_tiny_hf_folder, write_tiny_llama_gguf
@@ -507,6 +508,152 @@ def test_jan_move_and_finishing_an_interrupted_one(home: Path, tmp_path: Path, w
     assert not (data / "llamacpp/models/tiny").exists()
     assert [p.relative_to(data).as_posix() for p in files_under(data)] == ["llamacpp/models/never-stored/model.yml"]
     assert model_files_sha(home, "tiny") == {"model.gguf": file_sha256(weights.llama), "mmproj.gguf": file_sha256(weights.mmproj)}
+
+
+def test_jan_never_takes_files_outside_its_folder(home: Path, tmp_path: Path, weights: Weights) -> None:
+    """A model.yml whose model_path names something that is not a GGUF (../victim/notes.txt) is
+    skipped with a warning. One naming a GGUF outside the data folder (a Jan import that kept the
+    file where it was) is imported, but --move leaves that file in place, with a warning, and also
+    when finishing an interrupted --move."""
+    data, victim = tmp_path / "jan", tmp_path / "victim"
+    victim.mkdir()
+    (victim / "notes.txt").write_bytes(b"precious")
+    shutil.copyfile(weights.other, victim / "kept.gguf")
+    for model_id, fields in (("evil", f"model_path: ../victim/notes.txt\nmmproj_path: {victim / 'kept.gguf'}"),
+                             ("elsewhere", f"model_path: {victim / 'kept.gguf'}")):
+        yml = write_jan_model(data, model_id, weights.llama) / "model.yml"
+        (yml.parent / "model.gguf").unlink()
+        yml.write_text(f"{fields}\nembedding: false\n")
+    before = {p.name: file_sha256(p) for p in victim.iterdir()}
+
+    report = importing(home, "jan", data, "move")
+
+    assert [m.name for m in report.models] == ["elsewhere"]
+    assert [s.what for s in report.skipped] == ["evil/model.yml"]
+    assert report.skipped[0].why.endswith("../victim/notes.txt is not a .gguf file")
+    assert {p.name: file_sha256(p) for p in victim.iterdir()} == before
+    assert [s.what for s in report.removal.problems] == [str(victim / "kept.gguf")]
+    assert "outside Jan's data folder" in report.removal.problems[0].why
+    assert not (data / "llamacpp/models/elsewhere").exists()  # its model.yml went: the model is in the store
+    assert model_files_sha(home, "elsewhere") == {"kept.gguf": file_sha256(weights.other)}
+
+    # An interrupted --move's leftovers: a model.yml of a held model naming a missing file and an
+    # outside one whose bytes the store holds. The outside file is not the folder's to remove.
+    yml = write_jan_model(data, "elsewhere", weights.llama) / "model.yml"
+    (yml.parent / "model.gguf").unlink()
+    yml.write_text(f"model_path: llamacpp/models/elsewhere/gone.gguf\nmmproj_path: {victim / 'kept.gguf'}\n")
+    importing(home, "jan", data, "move")
+    assert {p.name: file_sha256(p) for p in victim.iterdir()} == before
+
+
+def test_move_through_a_symlink_copies_and_leaves_its_target_alone(home: Path, tmp_path: Path, weights: Weights) -> None:
+    """An LM Studio model whose GGUF is a symlink to a file elsewhere: --move removes the link and
+    copies the bytes in. The store must not share the target's inode (the link's target stays the
+    user's, and may be rewritten in place), so an edit of the target leaves the store intact."""
+    root, elsewhere = tmp_path / "lmstudio", tmp_path / "elsewhere"
+    write_lmstudio_model(root, "pub", "tiny-GGUF", {"tiny.gguf": weights.llama})
+    elsewhere.mkdir()
+    target = elsewhere / "linked.gguf"
+    shutil.copyfile(weights.other, target)
+    (root / "pub/tiny-GGUF/linked.gguf").symlink_to(target)
+
+    report = importing(home, "lmstudio", root, "move")
+
+    assert [m.name for m in report.models] == ["pub/tiny-GGUF"] and report.skipped == []
+    assert files_under(root) == [] and target.stat().st_nlink == 1
+    assert inode(target) not in object_inodes(home)
+    with open(target, "r+b") as f:  # the user rewrites their file in place
+        f.seek(100)
+        f.write(b"\xff" * 64)
+    with Store(home) as store:
+        assert fsck(store, deep=True).clean
+        assert sha256(read_model_file(store, "pub/tiny-GGUF", "linked.gguf")) == file_sha256(weights.other)
+
+
+def test_hostile_json_and_refused_blobs_leave_nothing_behind(home: Path, tmp_path: Path, weights: Weights, cli) -> None:
+    """A manifest of deeply nested JSON is skipped with a warning (no traceback), a config.json
+    nested as deeply only loses its metadata; a blob whose bytes do not match its name is refused
+    before any of its bytes are stored."""
+    root = tmp_path / "ollama"
+    models = build_ollama(root, weights)
+    deep = root / "manifests/registry.ollama.ai/library/deep/latest"
+    deep.parent.mkdir(parents=True)
+    deep.write_bytes(b'{"layers":' + b"[" * 200_000 + b"]" * 200_000 + b"}")
+    age(root)
+    lying = next(d for d in models["hf.co/org/other-GGUF:Q8_0"].blobs if d != file_sha256(weights.llama))
+    blob = root / "blobs" / f"sha256-{lying}"
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF
+    blob.write_bytes(bytes(data))
+
+    r = cli("import", "--from", "ollama", root, "--no-convert", "--json")
+    assert r.code == 0, r.err
+    out = r.json()
+    assert sorted(m["name"] for m in out["models"]) == ["tiny:1b", "tiny:latest"]
+    why = {s["what"]: s["why"] for s in out["skipped"]}
+    assert "not JSON" in why["manifests/registry.ollama.ai/library/deep/latest"]
+    assert "hash" in why[next(w for w in why if "other-GGUF" in w)]
+    with Store(home) as store:
+        assert fsck(store, deep=True).clean
+        assert not store.objects.path(blake3.blake3(bytes(data)).hexdigest()).exists()
+
+    folder = tmp_path / "nested"
+    shutil.copytree(weights.hf, folder)
+    (folder / "config.json").write_bytes(b"[" * 200_000 + b"]" * 200_000)
+    r = cli("import", "--from", "path", folder, "--no-convert", "--json")
+    assert r.code == 0, r.err
+    assert [m["name"] for m in r.json()["models"]] == ["nested"]
+
+
+def test_reruns_dry_runs_and_the_summary_say_what_happens(home: Path, tmp_path: Path, weights: Weights, cli,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dry run over a folder already imported says "unchanged" as the import then does (the
+    manifest known by its digest, so nothing is "unhashed"); a folder given by a relative path is
+    recorded by its absolute one; --from naming the wrong runtime for the folder is a usage error;
+    `show` lists the ollama/ rendition of an imported model."""
+    root = tmp_path / "ollama"
+    build_ollama(root, weights)
+    monkeypatch.chdir(tmp_path)
+    assert cli("import", "--from", "ollama", "ollama").code == 0
+    with Store(home) as store:
+        assert {m.metadata["imported_from"] for m in store.models()} == {str(root)}
+
+    plan = cli("import", "--from", "ollama", root, "--dry-run", "--json").json()
+    assert {m["status"] for m in plan["models"]} == {"unchanged"} and plan["unhashed_bytes"] == 0
+    real = cli("import", "--from", "ollama", root, "--json").json()
+    assert {m["status"] for m in real["models"]} == {"unchanged"}
+
+    hub = tmp_path / "hub"
+    build_hf_cache(hub, weights)
+    r = cli("import", "--from", "ollama", hub)
+    assert r.code == 2 and "--from huggingface" in r.err
+    r = cli("import", "--from", "huggingface", root)
+    assert r.code == 2 and "--from ollama" in r.err
+    r = cli("import", "--from", "jan", weights.hf)
+    assert r.code == 2 and "not a Jan data folder" in r.err
+
+    shown = cli("show", "tiny:latest", "--json")
+    assert shown.code == 0, shown.err
+    ollama = next(v for v in shown.json()["views"] if v["view"] == "ollama")
+    assert ollama["paths"] == ["ollama/manifests/registry.ollama.ai/library/tiny/latest"]
+
+
+def test_a_rerun_finishes_a_killed_move_of_fresh_downloads(home: Path, tmp_path: Path, weights: Weights) -> None:
+    """Blobs nothing names any more are normally left for an hour (they may be a download in
+    progress). Those a killed --move had committed and was removing are written down first, so
+    the re-run removes them at once, even when they are minutes old."""
+    root = tmp_path / "ollama"
+    build_ollama(root, weights)
+    now = time.time_ns()
+    for p in files_under(root):
+        os.utime(p, ns=(now, now))
+    proc = _spawn(["--home", str(home), "import", "--from", "ollama", str(root), "--move"],
+                  {"KILL_AT": "unlink", "KILL_NTH": "1", "KILL_SRC": str(root) + os.sep})
+    assert proc.wait(60) == -signal.SIGKILL
+    assert any((root / "blobs").iterdir())
+    assert run(["--home", str(home), "import", "--from", "ollama", str(root), "--move"]) == 0
+    assert files_under(root) == []
+    assert not (home / "moving").exists() or not any((home / "moving").iterdir())
 
 
 # -- across runtimes -----------------------------------------------------------------------------------

@@ -4,9 +4,10 @@ environment when asked, not at import."""
 from __future__ import annotations
 
 import configparser
-import json
 import os
 from pathlib import Path
+
+from modelstore.store import jsontext
 
 RUNTIMES = ("ollama", "lmstudio", "huggingface", "llamacpp", "gpt4all", "jan")
 
@@ -35,18 +36,24 @@ def lmstudio_folders() -> list[Path]:
     for home in homes:
         settings = home / "settings.json"
         try:
-            folder = json.loads(settings.read_text()).get("downloadsFolder") if settings.is_file() else None
+            folder = jsontext.loads(settings.read_text()).get("downloadsFolder") if settings.is_file() else None
         except (OSError, ValueError):
             folder = None
         out.append(Path(folder) if folder else home / "models")
     return out
 
 
+def _hf_env(var: str) -> str | None:
+    """As huggingface_hub reads its folders: ~ and $VARS expanded."""
+    value = os.environ.get(var)
+    return os.path.expandvars(os.path.expanduser(value)) if value else None
+
+
 def huggingface_folders() -> list[Path]:
     for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if env := os.environ.get(var):
+        if env := _hf_env(var):
             return [Path(env)]
-    if env := os.environ.get("HF_HOME"):
+    if env := _hf_env("HF_HOME"):
         return [Path(env) / "hub"]
     return [_xdg("XDG_CACHE_HOME", ".cache") / "huggingface/hub"]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from modelstore.store.errors import UsageError
 from modelstore.store.sources.runtimes.found import RuntimeFolder
 
 KINDS = ("ollama", "lmstudio", "huggingface", "llamacpp", "gpt4all", "jan", "path")
@@ -36,4 +37,33 @@ def open_folder(kind: str, root: Path, ignore: Iterable[Path] = ()) -> RuntimeFo
     return classes[kind](root, ignore)
 
 
-__all__ = ["KINDS", "RuntimeFolder", "open_folder"]
+_LABELS = {"ollama": "an Ollama models folder", "huggingface": "a Hugging Face cache", "jan": "a Jan data folder"}
+_EXPECTED = {"ollama": "manifests/ and blobs/", "huggingface": "models--<org>--<name> folders",
+             "jan": "llamacpp/models/<id>/model.yml"}
+
+
+def layout_of(root: Path) -> str | None:
+    """The kind of folder `root` plainly is by its layout, if any: what `--from` should say."""
+    if (root / "manifests").is_dir() or (root / "blobs").is_dir():
+        return "ollama"
+    if any(root.glob("models--*")):
+        return "huggingface"
+    if (root / "llamacpp" / "models").is_dir() or any(root.glob("*/model.yml")) or any(root.glob("*/*/model.yml")):
+        return "jan"
+    return None
+
+
+def check_kind(kind: str, root: Path) -> None:
+    """UsageError when `root` is plainly another runtime's folder, or is not laid out as `kind`
+    needs (an empty folder is fine: that runtime has no models yet)."""
+    if not root.is_dir() or kind == "path":
+        return
+    shown = layout_of(root)
+    if shown is not None and shown != kind and not (kind == "llamacpp" and shown == "huggingface"):
+        raise UsageError(f"{root} is laid out as {_LABELS[shown]}: import it with --from {shown}")
+    if shown is None and kind in _LABELS and any(not p.name.startswith(".") for p in root.iterdir()):
+        raise UsageError(f"{root} is not {_LABELS[kind]} (no {_EXPECTED[kind]} in it); give that folder, "
+                         f"or import any GGUF and Hugging Face folders in it with --from path")
+
+
+__all__ = ["KINDS", "RuntimeFolder", "check_kind", "layout_of", "open_folder"]

@@ -26,7 +26,9 @@ from modelstore.store.store import Store
 @dataclass
 class PlannedModel:
     name: str
-    status: str  # "new", or "stored" (the store holds this source: files are added or replaced)
+    # "new"; "unchanged" (the store holds this source with these very files, known by their
+    # names' hashes); or "stored" (it holds this source: files are added or replaced, or checked)
+    status: str
     where: str
     files: int
     logical_bytes: int
@@ -60,6 +62,16 @@ class _Known:
         self.store = store
         self.digests: set[Digest] = set()
         self.inodes: set[tuple[int, int]] = set()
+
+    def names(self, b3: str, digest: Digest | None) -> bool:
+        """Whether the stored file `b3` is the one `digest` names."""
+        if self.store is None or digest is None:
+            return False
+        with self.store.catalog.read() as r:
+            record = r.file(b3)
+        if record is None:
+            return False
+        return (record.sha256 if digest.kind == "sha256" else record.git_sha1) == digest.value
 
     def in_store(self, digest: Digest | None) -> bool:
         if self.store is None or digest is None:
@@ -102,7 +114,11 @@ def _plan_model(found: FoundModel, known: _Known, namer: Namer) -> PlannedModel:
             known.digests.add(digest)
     current = namer.current(found)
     if current is not None:
-        name, status = current.name, "stored"
+        same = all(rel in current.files and known.names(current.files[rel], found.expected.get(rel))
+                   for rel in found.files)
+        if found.complete:
+            same = same and set(found.files) == set(current.files)
+        name, status = current.name, "unchanged" if same else "stored"
     else:
         name, status = namer.fresh(found), "new"
         namer.claim(name, ModelRecord(name, found.source, {}))

@@ -41,6 +41,16 @@ def usable(path: Path, scan: Scan, what: str) -> bool:
     return True
 
 
+def inside(path: Path, folder: Path) -> bool:
+    """Whether `path` (the entry itself, a symlink not followed) is in `folder` or below it."""
+    parent, root = os.path.realpath(path.parent), os.path.realpath(folder)
+    return parent == root or parent.startswith(root.rstrip("/") + "/")
+
+
+def is_gguf_name(path: Path) -> bool:
+    return path.name.lower().endswith(".gguf")
+
+
 def gguf_files(root: Path, ignore: set[Path], scan: Scan, *, recursive: bool) -> list[Path]:
     """Every finished *.gguf under `root`; unfinished downloads and broken links are noted."""
     found: list[Path] = []
@@ -52,7 +62,7 @@ def gguf_files(root: Path, ignore: set[Path], scan: Scan, *, recursive: bool) ->
             rel = path.relative_to(root).as_posix()
             if unfinished(fn):
                 scan.skip(rel, "an unfinished download")
-            elif fn.lower().endswith(".gguf") and usable(path, scan, rel):
+            elif is_gguf_name(path) and usable(path, scan, rel):
                 found.append(path)
     return found
 

@@ -47,6 +47,9 @@ class FoundModel:
     # in by an interrupted --move, or a cache holding some files of a commit, must not shrink it.
     complete: bool = False
     originals: tuple[Path, ...] = ()  # what --move removes once the model is committed
+    # --move also removes the files its symlinks name (the HF cache's blobs), so they may be
+    # hard-linked in; any other symlinked file is copied, as it stays where it is.
+    removes_link_targets: bool = False
 
     @property
     def identity(self) -> tuple[str, ...]:
@@ -121,15 +124,23 @@ class Removal:
 
 
 class Held:
-    """What the store holds, asked by a folder finishing an earlier, interrupted --move."""
+    """What the store holds, asked by a folder finishing an earlier, interrupted --move; and the
+    files that --move had committed and was about to remove when it stopped (`pending`)."""
 
     def __init__(self, sha256: Callable[[str], bool], git_sha1: Callable[[str], bool],
-                 sources: Iterable[tuple[str, ...]]) -> None:
+                 sources: Iterable[tuple[str, ...]], pending: Iterable[str] = ()) -> None:
         self.has_sha256, self.has_git_sha1 = sha256, git_sha1
         self.sources = set(sources)
+        self.pending = set(pending)
 
     def has_source(self, source: Source) -> bool:
         return source_identity(source) in self.sources
+
+    def may_remove(self, path: Path) -> bool:
+        """A file nothing names any more (whose bytes the store holds) may go: one the stopped
+        --move was removing at once, any other only once it is old enough not to be a download
+        in progress."""
+        return os.path.realpath(path) in self.pending or settled(path)
 
 
 def sha256_of(path: Path) -> str:
@@ -153,7 +164,7 @@ class RuntimeFolder(ABC):
     label: str = ""  # the runtime's name, for people
 
     def __init__(self, root: Path, ignore: Iterable[Path] = ()) -> None:
-        self.root = root
+        self.root = Path(os.path.abspath(root))  # recorded as where models came from: never relative
         self.ignore = {Path(os.path.abspath(p)) for p in ignore}  # e.g. the store itself
 
     @abstractmethod

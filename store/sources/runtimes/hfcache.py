@@ -30,7 +30,6 @@ from modelstore.store.sources.runtimes.found import (
     Removal,
     RuntimeFolder,
     Scan,
-    settled,
 )
 from modelstore.store.sources.runtimes.identity import (
     IMPORTED_FROM_KEY,
@@ -164,7 +163,8 @@ class HfCacheFolder(RuntimeFolder):
             scan.skip(where, "no files in this snapshot")
             return None
         return FoundModel(default_name(repo_id), commit[:8], Source(self.kind, repo_id, commit), files, where,
-                          expected, {IMPORTED_FROM_KEY: str(self.root)}, originals=tuple(files.values()))
+                          expected, {IMPORTED_FROM_KEY: str(self.root)}, originals=tuple(files.values()),
+                          removes_link_targets=True)
 
     # -- --move -------------------------------------------------------------------------------
 
@@ -233,6 +233,6 @@ class HfCacheFolder(RuntimeFolder):
                 if digest is None or Path(os.path.realpath(blob)) in used or not blob.is_file():
                     continue
                 have = held.has_sha256 if digest.kind == "sha256" else held.has_git_sha1
-                if have(digest.value) and settled(blob):
+                if have(digest.value) and held.may_remove(blob):
                     removal.unlink(blob)
             self._prune_repo(repo, removal)

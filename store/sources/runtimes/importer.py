@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,20 +126,48 @@ def git_sha1_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def check_digest(found: FoundModel, rel: str, record: FileRecord, path: Path) -> None:
+def check_digest(found: FoundModel, rel: str, sha256: str | None, git_sha1: str | None, path: Path) -> None:
+    """DigestMismatch unless the file hashes to the name its runtime keeps it under."""
     expected = found.expected.get(rel)
     if expected is None:
         return
     if expected.kind == "sha256":
-        actual = record.sha256
+        actual = sha256 or ""
     else:
-        actual = record.git_sha1 or git_sha1_of(path)
+        actual = git_sha1 or git_sha1_of(path)
     if actual != expected.value:
         raise DigestMismatch(f"{rel}: its bytes hash to {actual[:12]}…, not to {expected.value[:12]}…, the name "
                              f"its runtime keeps it under (a damaged or altered file)")
 
 
-def held_by(store: Store) -> Held:
+class MoveJournal:
+    """The files --move is about to remove from one folder, written down (and fsynced) after the
+    model's commit and before the first removal: a run stopped in between leaves them named, and
+    the next run's tidy removes them at once instead of waiting to be sure they are not a download
+    in progress. Kept in the store home, one file per folder; removed when a run ends well."""
+
+    def __init__(self, home: Path, folder: Path) -> None:
+        key = hashlib.sha256(os.fsencode(os.path.realpath(folder))).hexdigest()[:16]
+        self.path = home / "moving" / key
+
+    def pending(self) -> list[str]:
+        try:
+            return [os.fsdecode(line) for line in self.path.read_bytes().split(b"\0") if line]
+        except OSError:
+            return []
+
+    def add(self, paths: list[Path]) -> None:
+        self.path.parent.mkdir(exist_ok=True)
+        with open(self.path, "ab") as f:
+            f.write(b"".join(os.fsencode(os.path.realpath(p)) + b"\0" for p in paths))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def done(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def held_by(store: Store, pending: Iterable[str] = ()) -> Held:
     """Bytes and sources the store's models hold (a file record no model uses any more does not
     count: gc may delete it)."""
     def lookup(index: str) -> Callable[[str], bool]:
@@ -149,7 +177,7 @@ def held_by(store: Store) -> Held:
                 return b3 is not None and bool(r.models_of_file(b3))
         return has
 
-    return Held(lookup("sha256"), lookup("git"), [source_identity(m.source) for m in store.models()])
+    return Held(lookup("sha256"), lookup("git"), [source_identity(m.source) for m in store.models()], pending)
 
 
 @dataclass
@@ -165,8 +193,9 @@ class Importer:
 
     def run(self, folder: RuntimeFolder) -> ImportReport:
         self.report.folders.append(folder.root)
+        journal = MoveJournal(self.store.home, folder.root)
         if self.mode is ImportMode.MOVE:
-            folder.tidy(held_by(self.store), self.report.removal)
+            folder.tidy(held_by(self.store, journal.pending()), self.report.removal)
         scan = folder.scan()
         self.report.skipped += scan.skipped
         namer = Namer(self.store.models())
@@ -185,7 +214,10 @@ class Importer:
                 continue
             self.report.models.append(imported)
             if self.mode is ImportMode.MOVE:
+                journal.add([*found.originals, *found.files.values()])
                 folder.release(found, self.report.removal)
+        if self.mode is ImportMode.MOVE:
+            journal.done()
         return self.report
 
     def _ingest(self, ingest: Ingest, found: FoundModel, rel: str, path: Path,
@@ -196,7 +228,10 @@ class Importer:
         record = ingest.known_file(b3) if b3 else None
         if record is not None:
             return record, 0
-        result = ingest.ingest(path, f"{found.name}/{rel}")
+        # Checked before anything is stored: a refused file leaves no blob behind.
+        result = ingest.ingest(path, f"{found.name}/{rel}",
+                               check=lambda hashes: check_digest(found, rel, hashes.sha256, hashes.git_sha1, path),
+                               target_goes=found.removes_link_targets)
         if stat_key(path) == key:
             hashed[key] = result.record.b3
         return result.record, result.novel_bytes
@@ -209,7 +244,7 @@ class Importer:
             logical = novel = 0
             for rel, path in found.files.items():
                 record, added = self._ingest(ingest, found, rel, path, hashed)
-                check_digest(found, rel, record, path)
+                check_digest(found, rel, record.sha256, record.git_sha1, path)
                 stored[rel] = record.b3
                 logical += record.size
                 novel += added

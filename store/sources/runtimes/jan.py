@@ -15,7 +15,7 @@ from typing import Any
 
 from modelstore.store.records import Source
 from modelstore.store.sources.common import default_name
-from modelstore.store.sources.runtimes.files import usable, walk
+from modelstore.store.sources.runtimes.files import inside, is_gguf_name, usable, walk
 from modelstore.store.sources.runtimes.found import (
     Digest,
     FoundModel,
@@ -23,6 +23,7 @@ from modelstore.store.sources.runtimes.found import (
     Removal,
     RuntimeFolder,
     Scan,
+    Skipped,
     sha256_of,
 )
 from modelstore.store.sources.runtimes.identity import IMPORTED_FROM_KEY
@@ -51,6 +52,7 @@ class JanFolder(RuntimeFolder):
     def __init__(self, root: Path, ignore: Iterable[Path] = ()) -> None:
         super().__init__(root, ignore)
         # Accept the data folder or its llamacpp/models folder.
+        root = self.root
         if (root / "llamacpp" / "models").is_dir():
             self.data, self.models = root, root / "llamacpp" / "models"
         else:
@@ -94,6 +96,10 @@ class JanFolder(RuntimeFolder):
                     scan.skip(what, f"its {key} {path} is missing")
                     ok = False
                     break
+                if not is_gguf_name(path):
+                    scan.skip(what, f"its {key} {path} is not a .gguf file")
+                    ok = False
+                    break
                 if not usable(path, scan, f"{model_id}: {path}"):
                     ok = False
                     break
@@ -109,12 +115,19 @@ class JanFolder(RuntimeFolder):
             if len(files) < len(parts):
                 scan.skip(what, "its model_path and mmproj_path are the same file")
                 continue
+            # Weights Jan was pointed at elsewhere (an import that kept them in place) are the user's
+            # own files: --move takes only what is in Jan's folder.
+            owned = [p for p in files.values() if inside(p, self.data)]
             scan.models.append(FoundModel(default_name(model_id), "jan", Source(self.kind, model_id), files, what,
                                           expected, {IMPORTED_FROM_KEY: str(self.data)},
-                                          originals=(*files.values(), yml)))
+                                          originals=(*owned, yml)))
         return scan
 
     def release(self, model: FoundModel, removal: Removal) -> None:
+        for path in model.files.values():
+            if path not in model.originals:
+                removal.problems.append(Skipped(str(path), f"outside Jan's data folder ({self.data}): --move "
+                                                           f"leaves it where it is"))
         for path in model.originals:  # the weights first, model.yml last
             removal.unlink(path)
         removal.prune(model.originals[-1].parent, self.models)
@@ -129,7 +142,7 @@ class JanFolder(RuntimeFolder):
             if all(p.exists() for p in named):
                 continue
             for path in named:
-                if path.is_file() and held.has_sha256(sha256_of(path)):
+                if inside(path, self.data) and path.is_file() and held.has_sha256(sha256_of(path)):
                     removal.unlink(path)
             if not any(p.exists() for p in named):
                 removal.unlink(yml)

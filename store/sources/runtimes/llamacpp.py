@@ -27,7 +27,7 @@ class LlamaCppFolder(RuntimeFolder):
 
     def __init__(self, root: Path, ignore: Iterable[Path] = ()) -> None:
         super().__init__(root, ignore)
-        self.hub = HfCacheFolder(root, self.ignore)
+        self.hub = HfCacheFolder(self.root, self.ignore)
 
     def scan(self) -> Scan:
         scan = self.hub.scan()

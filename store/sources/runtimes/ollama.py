@@ -12,11 +12,11 @@ left in the folder names it: the folder never holds a manifest whose blobs are m
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any
 
+from modelstore.store import jsontext
 from modelstore.store.records import Source
 from modelstore.store.sources.common import is_partial
 from modelstore.store.sources.runtimes.found import (
@@ -26,7 +26,6 @@ from modelstore.store.sources.runtimes.found import (
     Removal,
     RuntimeFolder,
     Scan,
-    settled,
 )
 from modelstore.store.sources.runtimes.identity import (
     IMPORTED_FROM_KEY,
@@ -61,7 +60,7 @@ def _digest(entry: Any, what: str) -> str:
 def parse_manifest(raw: bytes) -> tuple[str, list[tuple[str, str]]]:
     """(config digest, [(layer kind, digest)]) of a manifest, or ManifestError."""
     try:
-        doc = json.loads(raw)
+        doc = jsontext.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ManifestError("it is not JSON") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("layers"), list):
@@ -168,7 +167,9 @@ class OllamaFolder(RuntimeFolder):
             named[digest] = rel_path
             files[rel_path] = blob
             expected[rel_path] = Digest("sha256", digest)
-        manifest_digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+        manifest_sha256 = hashlib.sha256(raw).hexdigest()
+        expected[OLLAMA_MANIFEST] = Digest("sha256", manifest_sha256)  # the bytes read here, and no others
+        manifest_digest = "sha256:" + manifest_sha256
         source = Source(self.kind, name.full, manifest_digest)
         return FoundModel(name.short, "ollama", source, files, what, expected, {IMPORTED_FROM_KEY: str(self.root)},
                           complete=True,
@@ -207,7 +208,7 @@ class OllamaFolder(RuntimeFolder):
             m = _BLOB.fullmatch(blob.name)
             if not m or m.group(1).lower().encode() in named or not blob.is_file():
                 continue
-            if held.has_sha256(m.group(1).lower()) and settled(blob):
+            if held.has_sha256(m.group(1).lower()) and held.may_remove(blob):
                 removal.unlink(blob)
 
 
