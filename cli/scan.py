@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from modelstore.cli.app import App, emit_json, human_bytes, pass_app, print_table
+from modelstore.cli.app import App, emit_json, human_bytes, pass_app, print_table, printable
 
 if TYPE_CHECKING:  # the store's modules load lmdb and gguf: only inside the command
     from modelstore.store.scan import Duplicate, Figures, ScanReport
@@ -27,8 +27,15 @@ Per folder and over all of them, scan reports:
 and the largest duplications: the same file in several places, files that share tensors (a
 fine-tune and its base, the same weights sharded another way, a GGUF export of safetensors).
 
+Without FOLDERS, scan looks where each runtime keeps its models: $OLLAMA_MODELS or
+~/.ollama/models; LM Studio's models folder (its settings, ~/.lmstudio/models); $HF_HUB_CACHE,
+$HF_HOME/hub or ~/.cache/huggingface/hub; $LLAMA_CACHE or ~/.cache/llama.cpp; GPT4All's
+modelPath or ~/.local/share/nomic.ai/GPT4All; ~/.local/share/Jan/data/llamacpp/models.
+A FOLDER may also be a single file.
+
+\b
 Scan only reads the folders: it never writes into them. It keeps the hashes it computed in the
-store home (scan-cache.sqlite), keyed by path, size, mtime and inode, so a second scan reads only
+store home (scan-cache.sqlite), keyed by path, inode, size, mtime and ctime, so a second scan reads only
 the files that changed. Unfinished downloads and dangling links are listed, not counted.
 """
 
@@ -38,7 +45,8 @@ SHOWN_NAMES = 3
 
 @click.command(epilog=EPILOG)
 @click.argument("folders", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--top", default=10, show_default=True, help="How many of the largest duplications to list.")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(min=0),
+              help="How many of the largest duplications to list.")
 @click.option("--no-cache", is_flag=True, help="Hash every file again, and keep no hashes for next time.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON (bytes, not rounded).")
 @pass_app
@@ -48,15 +56,22 @@ def scan(app: App, folders: tuple[Path, ...], top: int, no_cache: bool, as_json:
 
     targets = _named_folders(folders) if folders else _runtime_folders()
     if not targets:
-        raise NotFound("no model folder of any runtime here; name the folders to scan: modelstore scan DIR...")
+        from modelstore.store.sources.locations import RUNTIMES, default_folders
+
+        looked = ", ".join(str(f) for runtime in RUNTIMES for f in default_folders(runtime))
+        raise NotFound(f"no model folder of any runtime here (looked in {looked}); "
+                       f"name the folders to scan: modelstore scan DIR...")
     cache, cache_note = _open_cache(app, [root for root, _ in targets], no_cache)
     try:
         report = _run(app, targets, cache, top)
     finally:
         cache.close()
         app.close_bars()
+    if cache.damaged:
+        cache_note = f"the hash cache was damaged and set aside ({cache.damaged}); the next scan starts a new one"
     if as_json:
-        emit_json({**report.to_json(), "cache": None if cache.path is None else str(cache.path)})
+        emit_json({**report.to_json(), "cache": None if cache.path is None else str(cache.path),
+                   "cache_problem": cache.damaged})
         return
     _print_report(report, cache_note)
 
@@ -64,11 +79,17 @@ def scan(app: App, folders: tuple[Path, ...], top: int, no_cache: bool, as_json:
 def _named_folders(folders: tuple[Path, ...]) -> list[tuple[Path, str | None]]:
     from modelstore.store.errors import NotFound
 
-    named = [folder.expanduser() for folder in folders]
-    for folder in named:
+    out: list[tuple[Path, str | None]] = []
+    seen: set[Path] = set()
+    for folder in (f.expanduser() for f in folders):
         if not folder.exists():
+            if folder.is_symlink():
+                raise NotFound(f"{folder}: a symlink to nothing (dangling, or a loop)")
             raise NotFound(f"{folder}: no such file or folder")
-    return [(folder, None) for folder in named]
+        if folder.resolve() not in seen:  # the same folder named twice is one row
+            seen.add(folder.resolve())
+            out.append((folder, None))
+    return out
 
 
 def _runtime_folders() -> list[tuple[Path, str | None]]:
@@ -109,10 +130,12 @@ def _open_cache(app: App, roots: list[Path], no_cache: bool) -> tuple[ScanCache,
 def _run(app: App, targets: list[tuple[Path, str | None]], cache: ScanCache, top: int) -> ScanReport:
     from modelstore.store.scan import scan as scan_folders
 
+    exclude = [app.home]  # a store inside a scanned folder: its blobs are not more copies
     if not (app.home / "catalog").is_dir():
-        return scan_folders(targets, cache, progress=app.progress, top=top)
+        return scan_folders(targets, cache, progress=app.progress, top=top, exclude=exclude)
     with app.store() as store:  # only read: to say how much of what was found the store holds already
-        return scan_folders(targets, cache, progress=app.progress, catalog=store.catalog, home=app.home, top=top)
+        return scan_folders(targets, cache, progress=app.progress, catalog=store.catalog, home=app.home, top=top,
+                            exclude=exclude)
 
 
 def _ratio(logical: int, stored: int) -> str:
@@ -148,7 +171,7 @@ def _print_report(report: ScanReport, cache_note: str) -> None:
         if entries:
             click.echo(f"{title}: {len(entries)}", err=True)
             for s in entries[:SHOWN_SKIPPED]:
-                click.echo(f"  {s.path}: {s.reason}", err=True)
+                click.echo(printable(f"  {s.path}: {s.reason}"), err=True)
             if len(entries) > SHOWN_SKIPPED:
                 click.echo(f"  ... and {len(entries) - SHOWN_SKIPPED} more (--json lists them all)", err=True)
 

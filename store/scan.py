@@ -20,7 +20,6 @@ and only when that home is not inside a scanned folder.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from collections import defaultdict
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelstore.store import jsontext
 from modelstore.store.catalog import Catalog
 from modelstore.store.errors import BadModelFile, SourceChanged
 from modelstore.store.hashing import hash_file
@@ -66,26 +66,30 @@ class FoundFile:
 
 
 def is_unfinished(name: str) -> bool:
-    """Partial downloads: the shared patterns, plus Ollama's chunk files (`sha256-<hex>-partial-0`)
-    and blob names with a colon, which Ollama renames at start."""
-    return is_partial(name) or "-partial-" in name or "sha256:" in name
+    """Partial downloads: the shared patterns (Ollama's chunk files `sha256-<hex>-partial-0` and
+    blob names with a colon, which Ollama renames at start, among them)."""
+    return is_partial(name)
 
 
-def walk_folder(root: Path) -> tuple[list[FoundFile], list[Skipped]]:
+def walk_folder(root: Path, exclude: Iterable[Path] = ()) -> tuple[list[FoundFile], list[Skipped]]:
     """The regular files under `root` (or `root` itself if it is a file), one per inode, and what
-    was left out and why. Hidden entries below `root` (.locks, .cache, .no_exist) are ignored."""
+    was left out and why. Hidden entries below `root` (.locks, .cache, .no_exist) are ignored, and
+    so are the folders in `exclude` (the store's home: its blobs are not models to scan)."""
     found: dict[Inode, FoundFile] = {}
     skipped: list[Skipped] = []
-    for path in _candidate_paths(root, skipped):
+    for path in _candidate_paths(root, skipped, {os.path.realpath(p) for p in exclude}):
         key = _file_key(path, skipped)
         if key is not None:
             found.setdefault((key.dev, key.ino), FoundFile(key)).paths.append(path)
     return list(found.values()), skipped
 
 
-def _candidate_paths(root: Path, skipped: list[Skipped]) -> Iterator[Path]:
+def _candidate_paths(root: Path, skipped: list[Skipped], exclude: set[str]) -> Iterator[Path]:
     if not root.is_dir():
-        yield root
+        if is_unfinished(root.name):
+            skipped.append(Skipped(str(root), "an unfinished download"))
+        else:
+            yield root
         return
 
     def unreadable(exc: OSError) -> None:
@@ -96,7 +100,8 @@ def _candidate_paths(root: Path, skipped: list[Skipped]) -> Iterator[Path]:
         for name in list(dirnames):
             if not name.startswith(".") and (folder / name).is_symlink():
                 skipped.append(Skipped(str(folder / name), FOLDER_LINK))
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not (folder / d).is_symlink())
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not (folder / d).is_symlink()
+                             and os.path.realpath(folder / d) not in exclude)
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
@@ -117,8 +122,9 @@ def _file_key(path: Path, skipped: list[Skipped]) -> FileKey | None:
         skipped.append(Skipped(str(path), f"not readable: {exc.strerror}"))
         return None
     if not stat.S_ISREG(st.st_mode):
+        skipped.append(Skipped(str(path), "not a regular file"))
         return None
-    return FileKey(os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return FileKey(os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 # -- hashing ---------------------------------------------------------------------------------------
@@ -134,7 +140,9 @@ def digest_file(key: FileKey, progress: Callable[[int], None] | None = None) -> 
         header, problem = None, exc.problem
     spans = [t for t in header.tensors if t.length >= MIN_SHARED_TENSOR] if header else []
     hashes = hash_file(str(path), spans, progress=progress)
-    if (hashes.size, hashes.mtime_ns) != (key.size, key.mtime_ns):
+    st = os.stat(path)
+    if (hashes.size, hashes.mtime_ns) != (key.size, key.mtime_ns) or (
+            st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) != key.stamp:
         raise SourceChanged(f"{path}: changed while it was being scanned")
     tensors = tuple((hashes.tensor_b3[s.name], s.length) for s in sorted(spans, key=lambda s: s.offset))
     return FileDigest(hashes.size, hashes.b3, hashes.sha256, header.format if header else None, tensors, problem)
@@ -231,7 +239,7 @@ def duplicates(items: list[Scanned], places: dict[Inode, Place]) -> list[Duplica
 
     out = [Duplicate("same file", tuple(place(s) for s in group), group[0].digest.size,
                      (len(group) - 1) * group[0].digest.size)
-           for group in copies.values() if len(group) > 1]
+           for group in copies.values() if len(group) > 1 and group[0].digest.size]
 
     holders: dict[str, list[str]] = defaultdict(list)  # tensor digest -> content per occurrence
     length: dict[str, int] = {}
@@ -258,8 +266,10 @@ def ollama_names(root: Path) -> dict[str, str]:
         try:
             if not manifest.is_file() or manifest.stat().st_size > MAX_MANIFEST_BYTES:
                 continue
-            layers = json.loads(manifest.read_bytes()).get("layers") or []
+            layers = jsontext.loads(manifest.read_bytes()).get("layers") or []
         except (OSError, ValueError, AttributeError):
+            continue
+        if not isinstance(layers, list):
             continue
         host, namespace, model, tag = manifest.relative_to(root / "manifests").parts
         name = f"{model}:{tag}" if (host, namespace) == (OLLAMA_REGISTRY, "library") else (
@@ -341,13 +351,15 @@ Walked = list[tuple[Path, str | None, list[FoundFile]]]  # (folder, runtime, its
 
 
 def scan(folders: list[tuple[Path, str | None]], cache: ScanCache, *, progress: ProgressFactory | None = None,
-         catalog: Catalog | None = None, home: Path | None = None, top: int = 10) -> ScanReport:
-    """Scan (folder, runtime name or None) pairs. Each inode is hashed at most once, and not at all
-    when `cache` knows it; figures are per folder and over all of them."""
+         catalog: Catalog | None = None, home: Path | None = None, top: int = 10,
+         exclude: Iterable[Path] = ()) -> ScanReport:
+    """Scan (folder, runtime name or None) pairs, leaving out the folders in `exclude`. Each inode
+    is hashed at most once, and not at all when `cache` knows it; figures are per folder and over
+    all of them."""
     walked: Walked = []
     skipped: list[Skipped] = []
     for root, runtime in folders:
-        found, left_out = walk_folder(root)
+        found, left_out = walk_folder(root, exclude)
         walked.append((root, runtime, found))
         skipped += left_out
 

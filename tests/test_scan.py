@@ -261,7 +261,7 @@ def test_cache_forgets_deleted_files(cli, home: Path, layout: Layout) -> None:
     cli("scan", layout.lmstudio)
     with sqlite3.connect(home / "scan-cache.sqlite") as db:
         rows = [r[0] for r in db.execute("SELECT realpath FROM files")]
-    assert rows == [os.path.realpath(layout.lmstudio / "pub" / "tiny-GGUF" / "tiny.gguf")]
+    assert rows == [os.fsencode(os.path.realpath(layout.lmstudio / "pub" / "tiny-GGUF" / "tiny.gguf"))]
 
 
 def test_scanned_folders_are_never_written(cli, layout: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -325,7 +325,8 @@ def test_default_folders_of_every_runtime(cli, tmp_path: Path, layout: Layout, m
 def test_json_shape_and_table(cli, layout: Layout) -> None:
     r = cli("scan", layout.ollama, layout.lmstudio, "--json", "--top", "1")
     report = r.json()
-    assert set(report) == {"folders", "total", "duplicates", "skipped", "problems", "hashing", "in_store", "cache"}
+    assert set(report) == {"folders", "total", "duplicates", "skipped", "problems", "hashing", "in_store", "cache",
+                           "cache_problem"}
     assert set(report["total"]) == {"files", "logical_bytes", "whole_file_dedup_bytes", "tensor_dedup_bytes",
                                     "saved_bytes", "ratio"}
     assert set(report["folders"][0]) == {"path", "runtime"} | set(report["total"])
@@ -349,3 +350,85 @@ def test_missing_folder_is_an_error(cli, tmp_path: Path) -> None:
 def test_help_has_examples(cli) -> None:
     r = cli("scan", "--help")
     assert r.code == 0 and "modelstore scan ~/models" in r.out and "--json" in r.out
+
+
+def test_odd_names_hostile_headers_and_manifests(cli, tmp_path: Path) -> None:
+    """A file name that is not UTF-8 is scanned and shown escaped; a safetensors header of deeply
+    nested JSON counts as plain bytes, with the reason; a manifest whose layers are not a list is
+    passed over; a real model named like x-partial-ft.gguf is counted; zero-byte files are no
+    duplication worth listing."""
+    folder = tmp_path / "odd"
+    (folder / "manifests/registry.ollama.ai/library/bad").mkdir(parents=True)
+    (folder / "manifests/registry.ollama.ai/library/bad/latest").write_text('{"layers": 5}')
+    for name in (b"bad\xffname.bin", b"bad\x1b[31mname.bin"):  # not UTF-8; a terminal escape
+        with open(os.path.join(os.fsencode(folder), name), "wb") as f:
+            f.write(b"x" * 100)
+    nested = b"[" * 5000 + b"]" * 5000
+    (folder / "deep.safetensors").write_bytes(len(nested).to_bytes(8, "little") + nested)
+    write_tiny_llama_gguf(folder / "x-partial-ft.gguf")
+    (folder / "empty-1").touch()
+    (folder / "empty-2").touch()
+
+    report = cli("scan", folder, "--json").json()
+
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert report["total"]["files"] == len(files) == 7
+    assert report["total"]["logical_bytes"] == sum(p.stat().st_size for p in files)
+    assert report["skipped"] == []
+    assert [(p["path"], p["reason"]) for p in report["problems"]] == [
+        (str(folder / "deep.safetensors"), "safetensors header is not valid JSON: JSON nested too deeply")]
+    assert [(d["kind"], d["saved_bytes"]) for d in report["duplicates"]] == [("same file", 100)]  # not the empty files
+    table = cli("scan", folder)
+    assert table.code == 0 and "bad\\xffname.bin" in table.out and "bad\\x1b[31mname.bin" in table.out
+    assert "\x1b" not in table.out
+    assert cli("scan", folder, "--top", "-1").code == 2
+
+
+def test_store_home_inside_the_folder_is_not_scanned(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store inside the scanned folder: its blobs and catalog are not more copies of the models,
+    and the same folder named twice is one row."""
+    top = tmp_path / "top"
+    (top / "models").mkdir(parents=True)
+    gguf = write_tiny_llama_gguf(top / "models" / "tiny.gguf")
+    home = top / "store"
+    monkeypatch.setenv("MODELSTORE_HOME", str(home))
+    assert cli("add", gguf, "--no-convert").code == 0
+    report = cli("scan", top, top / ".", "--json").json()
+    assert len(report["folders"]) == 1
+    assert figures(report["total"]) == expected([gguf])
+    assert report["in_store"]["new_bytes"] == 0
+
+
+def test_a_file_rewritten_with_its_mtime_put_back_is_hashed_again(cli, tmp_path: Path) -> None:
+    """Same inode, same size, the old mtime restored (cp -p, touch -r): the ctime still moved, so
+    the cache's old hashes are not used."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    a, b = folder / "a.bin", folder / "b.bin"
+    a.write_bytes(os.urandom(50_000))
+    b.write_bytes(a.read_bytes())
+    assert cli("scan", folder, "--json").json()["total"]["whole_file_dedup_bytes"] == 50_000
+    st = b.stat()
+    with open(b, "r+b") as f:
+        f.write(os.urandom(50_000))
+    os.utime(b, ns=(st.st_atime_ns, st.st_mtime_ns))
+    report = cli("scan", folder, "--json").json()
+    assert report["hashing"]["hashed_files"] == 1
+    assert report["total"]["whole_file_dedup_bytes"] == 100_000
+
+
+def test_a_damaged_cache_is_set_aside(cli, home: Path, layout: Layout) -> None:
+    """The cache is written without fsync, so a crash may leave it damaged: the scan still gives
+    the right figures, says so, removes the damaged file, and the next scan builds a new one."""
+    first = cli("scan", layout.lmstudio, "--json").json()
+    cache = home / "scan-cache.sqlite"
+    data = bytearray(cache.read_bytes())
+    data[4096 + 100:] = b"\x5a" * (len(data) - 4096 - 100)
+    cache.write_bytes(bytes(data))
+
+    second = cli("scan", layout.lmstudio, "--json").json()
+    assert second["total"] == first["total"] and second["cache_problem"] and second["cache"] is None
+    assert not cache.exists()
+    third = cli("scan", layout.lmstudio, "--json").json()
+    assert third["total"] == first["total"] and third["cache_problem"] is None and cache.is_file()
+    assert cli("scan", layout.lmstudio, "--json").json()["hashing"]["hashed_files"] == 0

@@ -12,12 +12,13 @@ from modelstore.store.records import ModelRecord, Source
 from modelstore.store.store import AddResult, Store
 
 # Names runtimes and downloaders give files that are not finished yet.
-PARTIAL_PATTERNS = ("*.incomplete", "*.part", "*.partial", "*-partial", "*-partial-*", "*sha256:*", "*.tmp",
+PARTIAL_PATTERNS = ("*.incomplete", "*.part", "*.partial", "*-partial", "*sha256:*", "*.tmp",
                     "*.downloadInProgress", "*.etag", "incomplete-*", "*.lock")
+_OLLAMA_PART = re.compile(r".*-partial-\d+")  # sha256-<hex>-partial-<n>: one of Ollama's download parts
 
 
 def is_partial(name: str) -> bool:
-    return any(fnmatch.fnmatch(name, p) for p in PARTIAL_PATTERNS)
+    return any(fnmatch.fnmatch(name, p) for p in PARTIAL_PATTERNS) or _OLLAMA_PART.fullmatch(name) is not None
 
 
 def default_name(text: str) -> str:
