@@ -377,17 +377,17 @@ def scan(folders: list[tuple[Path, str | None]], cache: ScanCache, *, progress: 
                       tuple(skipped), problems, hashed_files, hashed_bytes, cached_files, stored)
 
 
-def _look_up(walked: Walked, cache: ScanCache) -> tuple[dict[Inode, FileDigest], dict[Inode, FileKey]]:
-    """The digests the cache has, and the files (one key per inode) it does not."""
+def _look_up(walked: Walked, cache: ScanCache) -> tuple[dict[Inode, FileDigest], dict[Inode, FoundFile]]:
+    """The digests the cache has, and the files (one per inode) it does not."""
     digests: dict[Inode, FileDigest] = {}
-    to_hash: dict[Inode, FileKey] = {}
+    to_hash: dict[Inode, FoundFile] = {}
     for _, _, found in walked:
         for f in found:
             if f.inode in digests or f.inode in to_hash:
                 continue
             cached = cache.get(f.key)
             if cached is None:
-                to_hash[f.inode] = f.key
+                to_hash[f.inode] = f
             else:
                 digests[f.inode] = cached
     return digests, to_hash
@@ -409,20 +409,21 @@ def _per_folder(walked: Walked, digests: dict[Inode, FileDigest]
     return reports, list(everything.values()), places
 
 
-def _hash_all(to_hash: dict[Inode, FileKey], digests: dict[Inode, FileDigest],
+def _hash_all(to_hash: dict[Inode, FoundFile], digests: dict[Inode, FileDigest],
               cache: ScanCache, skipped: list[Skipped], progress: ProgressFactory | None) -> tuple[int, int]:
     """Hash what the cache did not know, into `digests` and the cache; returns (files, bytes) hashed."""
-    total = sum(k.size for k in to_hash.values())
+    total = sum(f.key.size for f in to_hash.values())
     tick = progress(total, f"{len(to_hash)} files") if progress and to_hash else None
     files = done = 0
-    for inode, key in to_hash.items():
+    for inode, found in to_hash.items():
+        key, shown = found.key, str(found.paths[0])  # the path scanned, not where a link leads
         try:
             digest = digest_file(key, tick)
         except SourceChanged:
-            skipped.append(Skipped(key.realpath, "changed while it was being scanned: not counted"))
+            skipped.append(Skipped(shown, "changed while it was being scanned: not counted"))
             continue
         except OSError as exc:
-            skipped.append(Skipped(key.realpath, f"not readable: {exc.strerror or exc}"))
+            skipped.append(Skipped(shown, f"not readable: {exc.strerror or exc}"))
             continue
         digests[inode] = digest
         cache.put(key, digest)

@@ -432,3 +432,22 @@ def test_a_damaged_cache_is_set_aside(cli, home: Path, layout: Layout) -> None:
     third = cli("scan", layout.lmstudio, "--json").json()
     assert third["total"] == first["total"] and third["cache_problem"] is None and cache.is_file()
     assert cli("scan", layout.lmstudio, "--json").json()["hashing"]["hashed_files"] == 0
+
+
+def test_a_file_that_cannot_be_read_is_named_as_scanned(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read error is reported under the path the scan found, not where a link leads."""
+    from modelstore.store import scan as scan_module
+
+    folder, elsewhere = tmp_path / "m", tmp_path / "elsewhere"
+    folder.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "real.bin").write_bytes(b"r" * 1000)
+    (folder / "link.bin").symlink_to(elsewhere / "real.bin")
+
+    def failing(path: str, *args: object, **kwargs: object):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(scan_module, "hash_file", failing)
+    report = cli("scan", folder, "--json").json()
+    assert report["skipped"] == [{"path": str(folder / "link.bin"), "reason": "not readable: Input/output error"}]
+    assert report["total"]["files"] == 0
