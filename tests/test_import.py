@@ -1030,3 +1030,20 @@ def test_kill_9_during_import_move(tmp_path: Path, weights: Weights) -> None:
         raise AssertionError(f"{exc} (random seed {seed})") from exc
     assert runs >= 20
     assert time.monotonic() - started < 90, "keep the kill runs short: smaller models, fewer runs"
+
+
+@requires_fuse
+@pytest.mark.fuse
+def test_the_hint_names_the_mount_of_this_store(home: Path, tmp_path: Path, weights: Weights, cli) -> None:
+    """With this store mounted (and another store mounted too), the summary's line points the
+    runtime at this store's mount; a store nobody mounted gets the default and how to mount it."""
+    root = tmp_path / "lmstudio"
+    build_lmstudio(root, weights)
+    other = tmp_path / "other-home"
+    assert run(["--home", str(other), "import", "--from", "lmstudio", str(root), "--no-convert"]) == 0
+    assert cli("import", "--from", "lmstudio", root, "--no-convert").code == 0
+    with mounted(other, tmp_path / "other-mnt"), mounted(home, tmp_path / "mnt") as m:
+        hint = cli("import", "--from", "lmstudio", root, "--json").json()["hint"]
+        assert hint.endswith(f"models folder = {m.path}/lmstudio"), hint
+    hint = cli("import", "--from", "lmstudio", root, "--json").json()["hint"]
+    assert hint.endswith("= /mnt/models/lmstudio (after `modelstore mount /mnt/models`)"), hint
