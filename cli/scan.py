@@ -67,8 +67,10 @@ def scan(app: App, folders: tuple[Path, ...], top: int, no_cache: bool, as_json:
     finally:
         cache.close()
         app.close_bars()
-    if cache.damaged:
+    if cache.damaged and cache.removed:
         cache_note = f"the hash cache was damaged and set aside ({cache.damaged}); the next scan starts a new one"
+    elif cache.damaged:
+        cache_note = f"the hash cache could not be used ({cache.damaged}): hashes kept for this run only"
     if as_json:
         emit_json({**report.to_json(), "cache": None if cache.path is None else str(cache.path),
                    "cache_problem": cache.damaged})
@@ -130,7 +132,10 @@ def _open_cache(app: App, roots: list[Path], no_cache: bool) -> tuple[ScanCache,
 def _run(app: App, targets: list[tuple[Path, str | None]], cache: ScanCache, top: int) -> ScanReport:
     from modelstore.store.scan import scan as scan_folders
 
-    exclude = [app.home]  # a store inside a scanned folder: its blobs are not more copies
+    from modelstore.fusefs.mount import running_mounts
+
+    # A store inside a scanned folder, or a mount of one: what they show are not more copies.
+    exclude = [app.home, *(where for _, where in running_mounts())]
     if not (app.home / "catalog").is_dir():
         return scan_folders(targets, cache, progress=app.progress, top=top, exclude=exclude)
     with app.store() as store:  # only read: to say how much of what was found the store holds already

@@ -51,20 +51,26 @@ def fsname(home: Path) -> str:
     return FSNAME
 
 
-def mounts_of(home: Path) -> list[Path]:
-    """Where running mounts serve the store at `home`. A store whose home cannot be named in its
-    mount's source is recognized only when its mount is the only one of that kind."""
-    wanted = fsname(home)
-    found = []
+def running_mounts() -> list[tuple[str, Path]]:
+    """(source, mount point) of every modelstore mount this process can see."""
+    out = []
     try:
         with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
             for line in f:
                 before, _, after = line.partition(" - ")
                 fields, tail = before.split(), after.split()
-                if len(fields) >= 5 and tail[:2] == [f"fuse.{FSNAME}", wanted]:
-                    found.append(Path(_OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4])))
+                if len(fields) >= 5 and len(tail) >= 2 and tail[0] == f"fuse.{FSNAME}":
+                    out.append((tail[1], Path(_OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4]))))
     except OSError:
         return []
+    return out
+
+
+def mounts_of(home: Path) -> list[Path]:
+    """Where running mounts serve the store at `home`. A store whose home cannot be named in its
+    mount's source is recognized only when its mount is the only one of that kind."""
+    wanted = fsname(home)
+    found = [where for source, where in running_mounts() if source == wanted]
     return found if wanted != FSNAME or len(found) == 1 else []
 
 

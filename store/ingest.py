@@ -243,11 +243,13 @@ class Ingest:
         self._tensor_lock = True
 
     def ingest(self, path: Path, display: str | None = None,
-               check: Callable[[FileHashes], None] | None = None, *, target_goes: bool = False) -> IngestResult:
+               check: Callable[[FileHashes], None] | None = None, *, move_by_link: bool = True) -> IngestResult:
         """Store the file at `path`. `check` sees its hashes before anything is stored and may
         raise to refuse it (a runtime's file that does not hash to the name it is kept under).
-        `target_goes`: with --move, the file a symlink `path` names is removed afterwards too, so
-        it may be hard-linked in; otherwise it would stay, sharing the store's inode, and is copied."""
+        `move_by_link`: with --move, whether `path` (or the file its symlink names) may be
+        hard-linked in. The caller says False for a file that will stay where it is (a symlink's
+        target elsewhere, a file the folder does not own): sharing its inode, an edit of it in
+        place would change a stored blob. A file with another hard link is always copied."""
         self._catalog_tensors.clear()
         header = read_weights_header(path)
         spans = [t for t in header.tensors if t.length >= MIN_SHARED_TENSOR] if header else []
@@ -288,7 +290,7 @@ class Ingest:
                 self._plan_after_hashing(plan, spans, hashes)
                 copied = feed is not None and feed.holds(plan.novel)
                 record = self._store(path, hashes, header, plan, staged, copied=copied,
-                                     may_link=not path.is_symlink() or target_goes)
+                                     may_link=move_by_link)
                 stored = True
             except OSError as exc:
                 raise no_space(exc, self.objects.home, f"storing {path}") from exc
@@ -354,7 +356,7 @@ class Ingest:
             self._make_durable(staged, blob)
             return
         staged.unlink(missing_ok=True)  # what the background copy made: only some of the file
-        if self.mode is ImportMode.LINK or (self.mode is ImportMode.MOVE and may_link):
+        if self.mode is ImportMode.LINK or (self.mode is ImportMode.MOVE and may_link and os.stat(path).st_nlink == 1):
             linked = self.objects.link_in(path, staged, fallback=self.mode is ImportMode.MOVE)
             if linked:
                 _check_unchanged(staged, hashes, source=path)  # the same inode as `path`: checked before it is placed

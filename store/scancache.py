@@ -61,6 +61,7 @@ class ScanCache:
     def __init__(self, path: Path | None, tensor_threshold: int) -> None:
         self.path = path
         self.damaged: str | None = None  # why the file was set aside during this run
+        self.removed = False  # and whether it was removed (damaged) or left (locked, unwritable)
         self.db: sqlite3.Connection | None
         self._version = f"{CACHE_VERSION}:{tensor_threshold}"
         try:
@@ -85,10 +86,11 @@ class ScanCache:
     def _set_aside(self, exc: sqlite3.DatabaseError) -> None:
         """Go on in memory. A damaged file (a crash mid-write) is removed so that the next run
         starts a new one; one that is only locked or unwritable is left as it is."""
+        self.removed = not isinstance(exc, sqlite3.OperationalError)
         self.damaged = f"{self.path}: {exc}"
         if self.db is not None:
             self.db.close()
-        if self.path is not None and not isinstance(exc, sqlite3.OperationalError):
+        if self.path is not None and self.removed:
             for leftover in (self.path, self.path.with_name(self.path.name + "-journal")):
                 try:
                     leftover.unlink()

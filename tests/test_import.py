@@ -533,6 +533,7 @@ def test_jan_never_takes_files_outside_its_folder(home: Path, tmp_path: Path, we
     assert report.skipped[0].why.endswith("../victim/notes.txt is not a .gguf file")
     assert {p.name: file_sha256(p) for p in victim.iterdir()} == before
     assert [s.what for s in report.removal.problems] == [str(victim / "kept.gguf")]
+    assert (victim / "kept.gguf").stat().st_nlink == 1  # copied in: the file stays, so the store must not share it
     assert "outside Jan's data folder" in report.removal.problems[0].why
     assert not (data / "llamacpp/models/elsewhere").exists()  # its model.yml went: the model is in the store
     assert model_files_sha(home, "elsewhere") == {"kept.gguf": file_sha256(weights.other)}
@@ -629,8 +630,22 @@ def test_reruns_dry_runs_and_the_summary_say_what_happens(home: Path, tmp_path: 
     assert r.code == 2 and "--from huggingface" in r.err
     r = cli("import", "--from", "huggingface", root)
     assert r.code == 2 and "--from ollama" in r.err
-    r = cli("import", "--from", "jan", weights.hf)
-    assert r.code == 2 and "not a Jan data folder" in r.err
+    r = cli("import", "--from", "ollama", weights.hf)
+    assert r.code == 2 and "not an Ollama models folder" in r.err
+    fresh = tmp_path / "fresh"
+    (fresh / "hub").mkdir(parents=True)
+    (fresh / "hub" / "version.txt").write_text("1")
+    (fresh / "ollama" / "blobs").mkdir(parents=True)
+    assert cli("import", "--from", "huggingface", fresh / "hub").code == 0  # a cache with nothing in it yet
+    assert cli("import", "--from", "ollama", fresh / "ollama").code == 0
+
+    assert cli("import", "--from", "huggingface", hub, "--no-convert").code == 0
+    (hub / "models--org--other-GGUF/refs/v2").write_text(COMMIT_A)  # a new ref: the model's refs change
+    plan = {m["name"]: m for m in cli("import", "--from", "huggingface", hub, "--dry-run", "--json").json()["models"]}
+    real = {m["name"]: m for m in cli("import", "--from", "huggingface", hub, "--json").json()["models"]}
+    assert plan["org/other-GGUF"]["status"] == "stored" and real["org/other-GGUF"]["status"] == "updated"
+    assert {n: m["status"] for n, m in plan.items() if n != "org/other-GGUF"} == {
+        n: m["status"] for n, m in real.items() if n != "org/other-GGUF"} == {n: "unchanged" for n in plan if n != "org/other-GGUF"}
 
     shown = cli("show", "tiny:latest", "--json")
     assert shown.code == 0, shown.err
@@ -1047,3 +1062,28 @@ def test_the_hint_names_the_mount_of_this_store(home: Path, tmp_path: Path, weig
         assert hint.endswith(f"models folder = {m.path}/lmstudio"), hint
     hint = cli("import", "--from", "lmstudio", root, "--json").json()["hint"]
     assert hint.endswith("= /mnt/models/lmstudio (after `modelstore mount /mnt/models`)"), hint
+
+
+def test_move_copies_what_stays_behind(home: Path, tmp_path: Path, weights: Weights) -> None:
+    """--move hard-links a file in only when it leaves the folder for good. A file with another
+    hard link elsewhere is copied (the other name stays, and must not share the store's inode); a
+    Jan models folder that is a link to another disk still counts as Jan's own."""
+    root, elsewhere = tmp_path / "lmstudio", tmp_path / "elsewhere"
+    folder = write_lmstudio_model(root, "pub", "tiny-GGUF", {"tiny.gguf": weights.llama})
+    elsewhere.mkdir()
+    os.link(folder / "tiny.gguf", elsewhere / "mine.gguf")
+    report = importing(home, "lmstudio", root, "move")
+    assert [m.name for m in report.models] == ["pub/tiny-GGUF"] and files_under(root) == []
+    assert (elsewhere / "mine.gguf").stat().st_nlink == 1 and inode(elsewhere / "mine.gguf") not in object_inodes(home)
+
+    data, disk = tmp_path / "jan", tmp_path / "other-disk"
+    write_jan_model(disk / "models", "tiny", weights.other)
+    (data / "llamacpp").mkdir(parents=True)
+    (data / "llamacpp/models").symlink_to(disk / "models" / "llamacpp" / "models")
+    weights_file = disk / "models/llamacpp/models/tiny/model.gguf"
+    yml = weights_file.parent / "model.yml"
+    yml.write_text(yml.read_text().replace("model_path: llamacpp/models/tiny/model.gguf", f"model_path: {weights_file}"))
+    ino = inode(weights_file)
+    report = importing(home, "jan", data, "move")
+    assert [m.name for m in report.models] == ["tiny"] and report.removal.problems == []
+    assert not weights_file.exists() and ino in object_inodes(home)  # moved in: no copy

@@ -19,6 +19,7 @@ from modelstore.store.ingest import MIN_SHARED_TENSOR
 from modelstore.store.sources.local import add_local
 
 from tests.conftest import stored_bytes
+from tests.mounting import mounted, requires_fuse
 from tests.runtime_folders import (
     write_hf_snapshot,
     write_lmstudio_model,
@@ -451,3 +452,28 @@ def test_a_file_that_cannot_be_read_is_named_as_scanned(cli, tmp_path: Path, mon
     report = cli("scan", folder, "--json").json()
     assert report["skipped"] == [{"path": str(folder / "link.bin"), "reason": "not readable: Input/output error"}]
     assert report["total"]["files"] == 0
+
+
+def test_a_cache_that_cannot_be_opened_is_left_alone(cli, home: Path, layout: Layout) -> None:
+    """Not damaged but unusable (here a folder where the file should be): the scan works, says the
+    cache could not be used, and removes nothing."""
+    (home / "scan-cache.sqlite").mkdir(parents=True)
+    r = cli("scan", layout.lmstudio)
+    assert r.code == 0 and "the hash cache could not be used" in r.err and "set aside" not in r.err
+    assert (home / "scan-cache.sqlite").is_dir()
+
+
+@requires_fuse
+@pytest.mark.fuse
+def test_a_mount_inside_the_folder_is_not_scanned(cli, home: Path, tmp_path: Path) -> None:
+    """A store mounted inside the scanned folder: its views are the store's models again, not
+    more copies, and reading them would convert what it shows converted."""
+    top = tmp_path / "top"
+    (top / "models").mkdir(parents=True)
+    gguf = write_tiny_llama_gguf(top / "models" / "tiny.gguf")
+    assert cli("add", gguf).code == 0
+    with mounted(home, top / "mnt"):
+        report = cli("scan", top, "--json").json()
+        log = top / "mnt.log"  # the test's mount writes its log beside the mount point
+        assert report["total"]["files"] == 2 and report["duplicates"] == []
+        assert report["total"]["logical_bytes"] == gguf.stat().st_size + log.stat().st_size

@@ -38,15 +38,17 @@ def open_folder(kind: str, root: Path, ignore: Iterable[Path] = ()) -> RuntimeFo
 
 
 _LABELS = {"ollama": "an Ollama models folder", "huggingface": "a Hugging Face cache", "jan": "a Jan data folder"}
-_EXPECTED = {"ollama": "manifests/ and blobs/", "huggingface": "models--<org>--<name> folders",
-             "jan": "llamacpp/models/<id>/model.yml"}
+# What must be in a folder of that kind that is not empty (Jan's data folder holds much else).
+_EXPECTED = {"ollama": "manifests/ or blobs/", "huggingface": "models--<org>--<name> folders"}
+_HF_MARKERS = ("models--*", "datasets--*", "spaces--*")
+_HF_FILES = ("CACHEDIR.TAG", "version.txt")  # what huggingface_hub writes into a cache it made
 
 
 def layout_of(root: Path) -> str | None:
     """The kind of folder `root` plainly is by its layout, if any: what `--from` should say."""
     if (root / "manifests").is_dir() or (root / "blobs").is_dir():
         return "ollama"
-    if any(root.glob("models--*")):
+    if any(any(root.glob(marker)) for marker in _HF_MARKERS):
         return "huggingface"
     if (root / "llamacpp" / "models").is_dir() or any(root.glob("*/model.yml")) or any(root.glob("*/*/model.yml")):
         return "jan"
@@ -61,7 +63,9 @@ def check_kind(kind: str, root: Path) -> None:
     shown = layout_of(root)
     if shown is not None and shown != kind and not (kind == "llamacpp" and shown == "huggingface"):
         raise UsageError(f"{root} is laid out as {_LABELS[shown]}: import it with --from {shown}")
-    if shown is None and kind in _LABELS and any(not p.name.startswith(".") for p in root.iterdir()):
+    if shown is None and kind == "huggingface" and any((root / name).is_file() for name in _HF_FILES):
+        return
+    if shown is None and kind in _EXPECTED and any(not p.name.startswith(".") for p in root.iterdir()):
         raise UsageError(f"{root} is not {_LABELS[kind]} (no {_EXPECTED[kind]} in it); give that folder, "
                          f"or import any GGUF and Hugging Face folders in it with --from path")
 

@@ -19,7 +19,7 @@ from modelstore.store.sources.runtimes.found import (
     RuntimeFolder,
     Skipped,
 )
-from modelstore.store.sources.runtimes.importer import Namer
+from modelstore.store.sources.runtimes.importer import Namer, same_identity
 from modelstore.store.store import Store
 
 
@@ -118,6 +118,7 @@ def _plan_model(found: FoundModel, known: _Known, namer: Namer) -> PlannedModel:
                    for rel in found.files)
         if found.complete:
             same = same and set(found.files) == set(current.files)
+        same = same and same_identity(found, current)
         name, status = current.name, "unchanged" if same else "stored"
     else:
         name, status = namer.fresh(found), "new"

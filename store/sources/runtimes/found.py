@@ -47,9 +47,18 @@ class FoundModel:
     # in by an interrupted --move, or a cache holding some files of a commit, must not shrink it.
     complete: bool = False
     originals: tuple[Path, ...] = ()  # what --move removes once the model is committed
-    # --move also removes the files its symlinks name (the HF cache's blobs), so they may be
-    # hard-linked in; any other symlinked file is copied, as it stays where it is.
-    removes_link_targets: bool = False
+    # Its files are blobs named by their hash that the runtime never rewrites in place (Ollama's
+    # blobs/; the HF cache's blobs/, reached through snapshot links checked to lead there): --move
+    # may hard-link them in even while another model of the folder still uses them. Other files
+    # are hard-linked only when --move removes them with this model: among `originals`, and not a
+    # symlink to a file that stays where it is.
+    content_addressed: bool = False
+    links_into_blobs: bool = False  # its symlinks lead into the runtime's own blobs/ (the HF cache)
+
+    def move_by_link(self, path: Path) -> bool:
+        if path.is_symlink():
+            return self.links_into_blobs
+        return self.content_addressed or path in self.originals
 
     @property
     def identity(self) -> tuple[str, ...]:

@@ -164,7 +164,7 @@ class HfCacheFolder(RuntimeFolder):
             return None
         return FoundModel(default_name(repo_id), commit[:8], Source(self.kind, repo_id, commit), files, where,
                           expected, {IMPORTED_FROM_KEY: str(self.root)}, originals=tuple(files.values()),
-                          removes_link_targets=True)
+                          content_addressed=True, links_into_blobs=True)
 
     # -- --move -------------------------------------------------------------------------------
 

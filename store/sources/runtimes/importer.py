@@ -113,6 +113,14 @@ class Namer:
         self.by_name[name] = model
 
 
+def same_identity(found: FoundModel, current: ModelRecord, extra: dict[str, Any] | None = None) -> bool:
+    """Whether importing `found` would leave the stored model's source and metadata (`extra`,
+    else what `found` brings) as they are; where it was imported from does not count."""
+    extra = found.metadata if extra is None else extra
+    return found.source == current.source and all(current.metadata.get(k) == v for k, v in extra.items()
+                                                  if v and k != IMPORTED_FROM_KEY)
+
+
 def stat_key(path: Path) -> StatKey:
     st = os.stat(path)
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
@@ -231,7 +239,7 @@ class Importer:
         # Checked before anything is stored: a refused file leaves no blob behind.
         result = ingest.ingest(path, f"{found.name}/{rel}",
                                check=lambda hashes: check_digest(found, rel, hashes.sha256, hashes.git_sha1, path),
-                               target_goes=found.removes_link_targets)
+                               move_by_link=found.move_by_link(path))
         if stat_key(path) == key:
             hashed[key] = result.record.b3
         return result.record, result.novel_bytes
@@ -275,8 +283,7 @@ class Importer:
         else:
             files, extra = {**current.files, **stored}, {**kept, **found_extra}
         # The same model found in another folder (a second cache) is not a change worth a commit.
-        same = (files == current.files and found.source == current.source
-                and all(current.metadata.get(k) == v for k, v in extra.items() if v and k != IMPORTED_FROM_KEY))
+        same = files == current.files and same_identity(found, current, extra)
         if same:
             return current.name, files, extra, "unchanged"
         return current.name, files, extra, "replaced" if found.complete else "updated"

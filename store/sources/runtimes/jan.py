@@ -69,6 +69,11 @@ class JanFolder(RuntimeFolder):
                 out.append((folder.relative_to(self.models).as_posix(), folder / MODEL_YML, _read_yml(folder / MODEL_YML)))
         return out
 
+    def _owns(self, path: Path) -> bool:
+        """In Jan's folder: under the data folder, or under its models folder (which may be a
+        link to another disk)."""
+        return inside(path, self.data) or inside(path, self.models)
+
     def _path(self, value: object) -> Path | None:
         if not isinstance(value, str) or not value:
             return None
@@ -117,7 +122,7 @@ class JanFolder(RuntimeFolder):
                 continue
             # Weights Jan was pointed at elsewhere (an import that kept them in place) are the user's
             # own files: --move takes only what is in Jan's folder.
-            owned = [p for p in files.values() if inside(p, self.data)]
+            owned = [p for p in files.values() if self._owns(p)]
             scan.models.append(FoundModel(default_name(model_id), "jan", Source(self.kind, model_id), files, what,
                                           expected, {IMPORTED_FROM_KEY: str(self.data)},
                                           originals=(*owned, yml)))
@@ -142,7 +147,7 @@ class JanFolder(RuntimeFolder):
             if all(p.exists() for p in named):
                 continue
             for path in named:
-                if inside(path, self.data) and path.is_file() and held.has_sha256(sha256_of(path)):
+                if self._owns(path) and path.is_file() and held.has_sha256(sha256_of(path)):
                     removal.unlink(path)
             if not any(p.exists() for p in named):
                 removal.unlink(yml)

@@ -172,7 +172,7 @@ class OllamaFolder(RuntimeFolder):
         manifest_digest = "sha256:" + manifest_sha256
         source = Source(self.kind, name.full, manifest_digest)
         return FoundModel(name.short, "ollama", source, files, what, expected, {IMPORTED_FROM_KEY: str(self.root)},
-                          complete=True,
+                          complete=True, content_addressed=True,
                           originals=(manifest, *[p for rel_path, p in files.items() if rel_path != OLLAMA_MANIFEST]))
 
     # -- --move -------------------------------------------------------------------------------
