@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -150,3 +151,89 @@ def test_fsck_reports_a_damaged_blob(cli, home: Path, models: Path, request: pyt
     blob.unlink()
     r = cli("fsck")
     assert r.code == 1 and "missing" in r.out
+
+
+def test_add_never_takes_the_store_itself(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`add --move` of a folder that holds the store's home leaves the home out (before, it moved
+    the store's own blobs and catalog into a model and deleted them); a path inside the store is
+    refused outright."""
+    top = tmp_path / "top"
+    (top / "models").mkdir(parents=True)
+    home = top / "store"
+    monkeypatch.setenv("MODELSTORE_HOME", str(home))
+    mid = write_tiny_llama_gguf(top / "models" / "mid.gguf")
+    assert cli("add", mid, "--name", "mid", "--no-convert").code == 0
+    r = cli("add", top, "--move", "--name", "everything", "--no-convert", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["files"] == 1
+    assert cli("show", "everything", "--json").json()["files"].keys() == {"models/mid.gguf"}
+    assert cli("show", "mid", "--json").code == 0
+    assert cli("fsck", "--deep", "--json").json()["clean"] is True
+    blob = next(p for p in (home / "objects").rglob("*") if p.is_file())
+    r = cli("add", blob, "--move", "--name", "again")
+    assert r.code == 2 and "inside the store" in r.err
+    assert blob.exists() and cli("fsck", "--deep", "--json").json()["clean"] is True
+
+
+def test_names_every_view_can_show(cli, models: Path) -> None:
+    """A file name that is not UTF-8, or holds a backslash, is refused when added (a view could not
+    show it); models "x" and "x/b" both stay visible in store/by-model."""
+    gguf = write_tiny_llama_gguf(models / "a.gguf")
+    odd = Path(os.fsdecode(os.path.join(os.fsencode(models), b"bad\xffname.gguf")))
+    odd.write_bytes(gguf.read_bytes())
+    r = cli("add", odd)
+    assert r.code == 4 and "not valid UTF-8" in r.err
+    folder = models / "folder"
+    folder.mkdir()
+    (folder / "back\\slash.txt").write_text("x")
+    r = cli("add", folder)
+    assert r.code == 4 and "backslash" in r.err
+
+    other = models / "x"
+    other.mkdir()
+    (other / "b").write_bytes(b"the file b of model x")
+    assert cli("add", other, "--name", "x").code == 0
+    assert cli("add", gguf, "--name", "x/b", "--no-convert").code == 0
+    shown = {v["view"]: v["paths"] for v in cli("show", "x", "--json").json()["views"]}
+    assert shown["store"] == ["store/by-model/x/b"]
+    shown = {v["view"]: v["paths"] for v in cli("show", "x/b", "--json").json()["views"]}
+    assert shown["store"] == ["store/by-model/x--b/a.gguf"]
+
+
+@pytest.mark.corrupts_store
+def test_a_damaged_catalog_and_odd_headers_in_plain_words(cli, home: Path, models: Path) -> None:
+    """A catalog that is not an LMDB file is a damaged store (6); a GGUF whose general.alignment is
+    not a UINT32 is a bad model file (4), as gguf-py and llama.cpp see it."""
+    import gguf
+
+    w = gguf.GGUFWriter(str(models / "odd.gguf"), "llama")
+    w.add_bool("general.alignment", True)
+    w.add_tensor("t", __import__("numpy").zeros(64, dtype="float32"))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    r = cli("add", models / "odd.gguf")
+    assert r.code == 4 and "general.alignment is a BOOL" in r.err
+
+    assert cli("add", write_tiny_llama_gguf(models / "a.gguf"), "--no-convert").code == 0
+    (home / "catalog" / "data.mdb").write_bytes(b"\0" * 8192)
+    r = cli("ls")
+    assert r.code == 6 and "damaged" in r.err and r.err.count("\n") == 1
+
+
+def test_du_says_what_gc_gives_back(cli, models: Path) -> None:
+    """A removed model's tensors that a remaining model still reads stay in their blob: du does not
+    promise that gc frees them."""
+    a = write_tiny_llama_gguf(models / "a.gguf")
+    b = write_tiny_llama_gguf(models / "b.gguf", changed={"output.weight": 9})
+    cli("add", a, "--name", "a", "--no-convert")
+    cli("add", b, "--name", "b", "--no-convert")
+    cli("rm", "a")
+    du = cli("du", "--json").json()
+    assert du["unreferenced_bytes"] > 0
+    freed = cli("gc", "--json").json()["bytes_freed"]
+    assert du["reclaimable_bytes"] == freed
+    after = cli("du", "--json").json()
+    assert after["reclaimable_bytes"] == 0 and after["unreferenced_bytes"] == du["unreferenced_bytes"] - freed
+    assert "stays" in cli("du").out

@@ -14,13 +14,19 @@ from modelstore.store.sources.common import default_name, finish, is_partial
 from modelstore.store.store import AddResult, Store
 
 
-def list_folder(root: Path) -> tuple[dict[str, Path], list[str]]:
-    """Regular files under `root` (following symlinks to files), minus hidden entries and
-    unfinished downloads; returns (relative path -> path, skipped names)."""
+def list_folder(root: Path, leave_out: Path | None = None) -> tuple[dict[str, Path], list[str]]:
+    """Regular files under `root` (following symlinks to files), minus hidden entries, unfinished
+    downloads and the folder `leave_out` (the store's own home); returns (relative path -> path,
+    skipped names)."""
     files: dict[str, Path] = {}
     skipped: list[str] = []
+    left_out = os.path.realpath(leave_out) if leave_out is not None else None
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for d in dirnames:
+            if os.path.realpath(Path(dirpath) / d) == left_out:
+                skipped.append(f"{(Path(dirpath) / d).relative_to(root).as_posix()} (the store's own home)")
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and os.path.realpath(Path(dirpath) / d) != left_out)
         for fn in sorted(filenames):
             path = Path(dirpath) / fn
             rel = path.relative_to(root).as_posix()
@@ -53,13 +59,16 @@ def add_local(store: Store, path: Path, *, name: str | None = None, mode: Import
               progress: ProgressFactory | None = None, on_wait: Any = None) -> AddResult:
     if not path.exists():
         raise NotFound(f"{path}: no such file or folder")
+    home = os.path.realpath(store.home)
+    if os.path.realpath(path) == home or os.path.realpath(path).startswith(home.rstrip("/") + "/"):
+        raise UsageError(f"{path} is inside the store ({store.home}): it holds nothing to add")
     if path.is_dir():
-        files, skipped = list_folder(path)
+        files, skipped = list_folder(path, store.home)
         if not files:
             raise UsageError(f"{path}: no files to add")
         default = path.resolve().name
     else:
-        files, skipped = {path.name: path}, []
+        files, skipped = {check_relpath(path.name, where=str(path.parent)): path}, []
         default = path.stem if path.suffix in (".gguf", ".safetensors") else path.name
     if mode is ImportMode.MOVE:
         links = [rel for rel, p in files.items() if p.is_symlink()]
