@@ -99,5 +99,9 @@ def du(app: App, as_json: bool) -> None:
                    f"{human_bytes(usage.derived_cache_bytes)} of converted tensors cached in <home>/derived "
                    f"(not in stored; safe to delete)")
     if usage.unreferenced_bytes:
-        click.echo(f"{human_bytes(usage.unreferenced_bytes)} is referenced by no model: `modelstore gc` frees it")
-    click.echo("UNIQUE: stored bytes no other model shares (what `rm` then `gc` gives back)")
+        kept = usage.unreferenced_bytes - usage.reclaimable_bytes
+        click.echo(f"{human_bytes(usage.unreferenced_bytes)} is referenced by no model: `modelstore gc` frees "
+                   f"{human_bytes(usage.reclaimable_bytes)} of it"
+                   + (f"; {human_bytes(kept)} lies inside blobs other models still read, and stays" if kept else ""))
+    click.echo("UNIQUE: stored bytes no other model shares (what `rm` then `gc` gives back, but for the parts of "
+               "blobs another model still reads)")

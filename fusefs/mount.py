@@ -143,7 +143,13 @@ async def _watch(store: Store, ops: object, options: MountOptions, generation: i
             continue
         if current == generation:
             continue
-        new_generation, tree = build_tree(store, options)
+        try:
+            new_generation, tree = build_tree(store, options)
+        except Exception:  # a model no view can show must not end the mount: keep showing the last tree
+            log.exception("catalog generation %d: the views could not be rebuilt; still showing generation %d",
+                          current, generation)
+            generation = current
+            continue
         old = ops.tree  # type: ignore[attr-defined]
         ops.replace_tree(tree)  # type: ignore[attr-defined]
         entries, dirs = changed_entries(old, tree)

@@ -8,6 +8,7 @@ from modelstore.fusefs.snapshot import Snapshot, conversion_of
 from modelstore.fusefs.tree import Dir, File, Link, Literal, StoredContent
 from modelstore.fusefs.views import VIEWS, ViewOptions
 from modelstore.fusefs.views.common import gguf_units
+from modelstore.fusefs.views.store import folder_of
 from modelstore.store.records import ModelRecord
 
 
@@ -102,6 +103,7 @@ def renditions(snapshot: Snapshot, model: ModelRecord, options: ViewOptions = Vi
     not attributed to them (a name another model already took would get a suffix in the mount)."""
     model = next((m for m in snapshot.models if m.name == model.name), model)  # with its converted files
     digests = set(model.files.values())
+    names = [m.name for m in snapshot.models]
     alone = replace(snapshot, models=(model,))
     out = []
     for view, render in VIEWS.items():
@@ -115,6 +117,9 @@ def renditions(snapshot: Snapshot, model: ModelRecord, options: ViewOptions = Vi
                            ) if isinstance(manifests, Dir) else []
         else:
             paths = _paths_of(tree, digests, view, snapshot.objects_root)
+        if view == "store":  # rendered alone, the model sits at its name; among the others, maybe not
+            alone_at, shown_at = f"store/by-model/{model.name}/", f"store/by-model/{folder_of(model.name, names)}/"
+            paths = [shown_at + p[len(alone_at):] if p.startswith(alone_at) else p for p in paths]
         if view == "huggingface":  # blobs are shared by content: name the repo folders instead
             paths = sorted({"/".join(p.split("/")[:2]) for p in paths})
         out.append(Rendition(view, paths, None if paths else _why_absent(view, model, snapshot),

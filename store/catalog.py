@@ -8,6 +8,7 @@ transaction bumps `meta/generation`, which a running mount watches.
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,11 +17,12 @@ from typing import Any
 
 import lmdb
 
-from modelstore.store.errors import ModelstoreError, OutOfSpace, SchemaMismatch
+from modelstore.store.errors import ModelstoreError, OutOfSpace, SchemaMismatch, StoreCorrupt
 from modelstore.store.records import Extent, FileRecord, ModelRecord
 
 SCHEMA_VERSION = 1
 MAP_SIZE = 1 << 40  # address space only: the file grows as records are written
+LOW_SPACE = 64 << 20  # a failed commit with less free than this is taken for a full disk
 
 DATABASES = (
     "meta",
@@ -66,6 +68,9 @@ def _open_env(path: Path, create: bool) -> _SharedEnv:
             try:
                 env = lmdb.open(str(path), map_size=MAP_SIZE, max_dbs=len(DATABASES) + 1,
                                 create=create, max_readers=256)
+            except (lmdb.InvalidError, lmdb.CorruptedError, lmdb.VersionMismatchError, lmdb.PageNotFoundError) as exc:
+                raise StoreCorrupt(f"the catalog at {path} is damaged or not an LMDB file ({exc}); "
+                                   f"restore it from a backup (the blobs in objects/ are intact)") from None
             except lmdb.Error as exc:
                 raise ModelstoreError(f"cannot open the catalog at {path}: {exc}") from None
             dbs: dict[str, Any] = {}
@@ -127,6 +132,12 @@ class Catalog:
             raise OutOfSpace(f"the catalog at {self.path} is full (map size {MAP_SIZE})") from None
         except lmdb.DiskError as exc:
             raise OutOfSpace(f"no space left for the catalog at {self.path}: {exc}") from None
+        except lmdb.Error as exc:  # a failed commit writes nothing: the catalog is as it was
+            if shutil.disk_usage(self.path).free < LOW_SPACE:  # LMDB may report a full disk as an I/O error
+                raise OutOfSpace(f"no space left for the catalog at {self.path} ({exc}); nothing was committed, "
+                                 f"free some space and run it again") from None
+            raise ModelstoreError(f"the catalog at {self.path} could not be written ({exc}); "
+                                  f"nothing was committed") from None
 
     def generation(self) -> int:
         with self.read() as r:

@@ -162,6 +162,8 @@ def parse_gguf(path: str, buf: Any, file_size: int | None = None) -> WeightsHead
         vtype = _value_type(cur, cur.unpack(_U32, f"type of {key!r}"), key)
         if key in metadata:
             raise cur.fail(f"metadata key {key!r} appears twice")
+        if key == "general.alignment" and vtype != GGUFValueType.UINT32:  # as gguf-py and llama.cpp require
+            raise cur.fail(f"general.alignment is a {vtype.name}, not a UINT32")
         metadata[key] = _read_value(cur, vtype, key)
 
     alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from modelstore.store.errors import UnsafeName
 
@@ -17,6 +18,18 @@ def check_model_name(name: str) -> str:
     return name
 
 
+def check_file_tree(paths: Iterable[str], *, where: str) -> None:
+    """The paths of one model make a tree: no path is also a folder of another ('a' and 'a/b'),
+    which no view could show."""
+    paths = set(paths)
+    for path in paths:
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in paths:
+                raise UnsafeName(f"{where}: {'/'.join(parts[:i])!r} is both a file and the folder of {path!r}; "
+                                 f"refusing it")
+
+
 def looks_like_repo_id(text: str) -> bool:
     return bool(_REPO_ID.fullmatch(text)) and ".." not in text
 
@@ -27,13 +40,26 @@ def check_repo_id(repo_id: str) -> str:
     return repo_id
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()  # a name that was not UTF-8 on disk holds surrogates here, which do not encode
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_relpath(path: str, *, where: str) -> str:
-    """A relative path inside a model: no absolute paths, no '..', no NUL, no empty parts."""
+    """A relative path inside a model: UTF-8, no absolute paths, no '..', no backslash, no NUL,
+    no empty parts (every runtime's view must be able to show it, under the same name)."""
     problem = None
     if not path or "\0" in path:
         problem = "is empty or holds a NUL byte"
-    elif path.startswith("/") or "\\" in path or re.match(r"[A-Za-z]:", path):
+    elif not _is_utf8(path):
+        problem = "is not valid UTF-8"
+    elif path.startswith("/") or re.match(r"[A-Za-z]:", path):
         problem = "is absolute"
+    elif "\\" in path:
+        problem = "holds a backslash (a Windows path separator)"
     elif any(part in ("", ".", "..") for part in path.split("/")):
         problem = "has an empty, '.' or '..' part"
     elif len(path.encode()) > 1024:

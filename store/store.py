@@ -15,7 +15,7 @@ from modelstore.store.errors import NotFound, StoreCorrupt
 from modelstore.store.ingest import ImportMode, Ingest, ProgressFactory
 from modelstore.store.locks import store_lock
 from modelstore.store.metadata import model_metadata
-from modelstore.store.names import check_model_name
+from modelstore.store.names import check_file_tree, check_model_name
 from modelstore.store.objects import Objects, no_space
 from modelstore.store.records import FileRecord, ModelRecord, Source
 
@@ -145,6 +145,7 @@ class Store:
         """Commit a model whose files are all in the catalog or staged in `ingest`. `extra_metadata`
         (what a source knows beyond the files, such as an imported snapshot's refs) is committed with it."""
         check_model_name(name)
+        check_file_tree(files, where=name)
         ingest.settle()
         records = {rel: ingest.new_files.get(b3) or self.file(b3) for rel, b3 in files.items()}
         weights = {rel: r.weights for rel, r in records.items() if r.weights}

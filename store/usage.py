@@ -24,9 +24,12 @@ class Usage:
     models: tuple[ModelUsage, ...]
     logical_bytes: int
     stored_bytes: int  # every catalogued blob
-    unreferenced_bytes: int  # blob bytes no model references now (gc frees whole blobs of it)
+    unreferenced_bytes: int  # blob bytes no model references now
     conversion_bytes: int = 0  # planned conversions' own blobs (headers, config and tokenizer files)
     derived_cache_bytes: int = 0  # converted slices kept in <home>/derived (disposable)
+    # Of `unreferenced_bytes`, those in blobs no model uses at all: what gc gives back. The rest
+    # lies inside blobs other models still read from, and stays.
+    reclaimable_bytes: int = 0
 
     @property
     def saved_bytes(self) -> int:
@@ -39,7 +42,8 @@ class Usage:
     def to_json(self) -> dict[str, Any]:
         return {"logical_bytes": self.logical_bytes, "stored_bytes": self.stored_bytes,
                 "saved_bytes": self.saved_bytes, "dedup_ratio": round(self.ratio, 4),
-                "unreferenced_bytes": self.unreferenced_bytes, "conversion_bytes": self.conversion_bytes,
+                "unreferenced_bytes": self.unreferenced_bytes, "reclaimable_bytes": self.reclaimable_bytes,
+                "conversion_bytes": self.conversion_bytes,
                 "derived_cache_bytes": self.derived_cache_bytes,
                 "models": [m.__dict__ for m in self.models]}
 
@@ -80,6 +84,7 @@ def compute_usage(store: Store) -> Usage:
             previous = pos
     stored = sum(blob_sizes.values())
     conversion = sum(blob_sizes.get(b, 0) for b in {b for blobs in owned.values() for b in blobs})
+    reclaimable = sum(size for blob, size in blob_sizes.items() if blob not in ranges)
     return Usage(tuple(ModelUsage(n, c, lg, unique[n]) for n, c, lg in per_model),
                  sum(lg for _, _, lg in per_model), stored, stored - referenced, conversion,
-                 DerivedCache(store.home / "derived", 0).used_bytes())
+                 DerivedCache(store.home / "derived", 0).used_bytes(), reclaimable)

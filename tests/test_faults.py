@@ -758,3 +758,26 @@ def test_source_changed_cli(home: Path, models: Path, pair: tuple[Path, Path], m
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and "changed" in err, err
     assert models_in(home) == {} and blob_files(home) == [] and src.exists()
     check_store(home, notes=False)
+
+
+def test_a_catalog_commit_that_fails_says_why_and_writes_nothing(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LMDB may report a full disk at commit as a plain I/O error: with little space left it is
+    taken for what it is (out of space, exit 7), otherwise reported in one line; either way the
+    catalog is as it was."""
+    import lmdb
+    from modelstore.store import catalog as catalog_module
+    from modelstore.store.errors import ModelstoreError, OutOfSpace
+
+    def failing_write(writer: object) -> None:
+        raise lmdb.Error("mdb_txn_commit: Input/output error")
+
+    before = store.catalog.generation()
+    for free, expected in ((1 << 20, OutOfSpace), (1 << 40, ModelstoreError)):
+        monkeypatch.setattr(catalog_module.shutil, "disk_usage", lambda path, free=free: shutil._ntuple_diskusage(1, 1, free))
+        with pytest.raises(expected) as raised:
+            with store.catalog.write() as w:
+                w._bump_generation()
+                failing_write(w)
+        assert "nothing was committed" in str(raised.value)
+        assert (expected is OutOfSpace) == isinstance(raised.value, OutOfSpace)
+    assert store.catalog.generation() == before

@@ -413,3 +413,61 @@ def test_fake_hub_answers_like_the_hub(fake_hub: FakeHub) -> None:
         assert response.status == 206
         assert response.headers["Content-Range"] == f"bytes 100-{len(data) - 1}/{len(data)}"
         assert response.read() == data[100:]
+
+
+def test_a_file_that_is_also_a_folder_is_refused(cli: Cli, home: Path, fake_hub: FakeHub) -> None:
+    """'a' and 'a/b' in one repo: no view could show both, so the repo is refused before any
+    download (before, the mount died on it)."""
+    fake_hub.repo("org/conflict", {"a": b"one", "a/b": b"two"})
+    r = cli("add", "org/conflict")
+    assert_refused(r, "'a' is both a file and the folder of 'a/b'")
+    assert r.code == 4 and fake_hub.downloads() == []
+    assert_nothing_left(cli, home)
+
+
+@pytest.mark.parametrize("broken", ["not json", "no path", "negative size"])
+def test_a_hub_reply_that_cannot_be_read_is_a_hub_error(cli: Cli, home: Path, models: Path, fake_hub: FakeHub,
+                                                        monkeypatch: pytest.MonkeyPatch, broken: str) -> None:
+    """A reply that is not what the API promises is the Hub's fault (exit 5), in one line."""
+    import json as json_module
+
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoFile
+
+    hf_repo(fake_hub, models)
+    if broken == "not json":
+        def model_info(self: object, *args: object, **kwargs: object) -> object:
+            raise json_module.JSONDecodeError("Expecting value", "<html>", 0)
+        monkeypatch.setattr(HfApi, "model_info", model_info)
+    else:
+        real = HfApi.list_repo_tree
+
+        def list_repo_tree(self: object, *args: object, **kwargs: object):
+            entries = list(real(self, *args, **kwargs))
+            if broken == "no path":
+                raise KeyError("path")
+            return [RepoFile(path=e.path, size=-5, oid=e.blob_id) if isinstance(e, RepoFile) else e for e in entries]
+        monkeypatch.setattr(HfApi, "list_repo_tree", list_repo_tree)
+    r = cli("add", "org/tiny")
+    assert_refused(r, "org/tiny", *{"not json": ["cannot be read", "JSONDecodeError"], "no path": ["cannot be read"],
+                                    "negative size": ["with size -5"]}[broken])
+    assert r.code == 5, r.err
+    assert_nothing_left(cli, home)
+
+
+def test_a_full_disk_while_downloading_is_out_of_space(cli: Cli, home: Path, models: Path, fake_hub: FakeHub,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import huggingface_hub
+
+    hf_repo(fake_hub, models)
+
+    def full(*args: object, **kwargs: object) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", full)
+    r = cli("add", "org/tiny")
+    assert_refused(r, "no space left", "nothing was committed")
+    assert r.code == 7
+    assert_nothing_left(cli, home)

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from modelstore.fusefs.snapshot import Snapshot
 from modelstore.fusefs.tree import Dir
 from modelstore.fusefs.views.common import ViewOptions, mtime_ns, stored_files, stored_node
 
 
+def folder_of(name: str, names: Iterable[str]) -> str:
+    """Where model `name` is shown under by-model/. Models "x" and "x/b": one folder inside the
+    other would mix their files (or hide x's file b), so the inner one is shown flat, as "x--b"."""
+    if "/" in name and any(name.startswith(other + "/") for other in names if other != name):
+        return name.replace("/", "--")
+    return name
+
+
 def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
     root = Dir()
     by_model = root.dir("by-model")
+    names = {model.name for model in snapshot.models}
     for model in snapshot.models:
         folder = Dir(mtime_ns=mtime_ns(model))
         for path, b3 in stored_files(model, snapshot).items():
             folder.add(path, stored_node(snapshot, b3, mtime_ns(model), options))
-        try:
-            by_model.add(model.name, folder)
-        except ValueError:  # "a" is a file of one model and a folder of another ("a/b")
-            by_model.children[model.name.replace("/", "--")] = folder
+        by_model.add(folder_of(model.name, names), folder)
     return root

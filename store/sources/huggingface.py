@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from modelstore.store.digests import git_blob_header
-from modelstore.store.errors import SourceError, UsageError
+from modelstore.store.errors import ModelstoreError, SourceError, UsageError
 from modelstore.store.hashing import CHUNK
 from modelstore.store.ingest import ImportMode, ProgressFactory
-from modelstore.store.names import check_relpath, check_repo_id
+from modelstore.store.names import check_file_tree, check_relpath, check_repo_id
+from modelstore.store.objects import no_space
 from modelstore.store.records import FileRecord, Source
 from modelstore.store.sources.common import default_name, finish, is_partial
 from modelstore.store.sources.local import ingest_all, list_folder
@@ -80,9 +81,14 @@ def hub_errors(repo_id: str, revision: str | None, path: str | None = None) -> I
         if exc.errno is not None:  # the local disk: permissions, no space
             raise
         raise SourceError(f"{repo_id}: downloading {path or 'the repo'} failed: {_first_line(exc)}") from None
-    except Exception as exc:  # httpx transport errors: no connection, DNS, TLS
+    except ModelstoreError:
+        raise
+    except Exception as exc:
         if type(exc).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore", "requests", "urllib3"):
-            raise SourceError(f"cannot reach {endpoint}: {_first_line(exc)}") from None
+            raise SourceError(f"cannot reach {endpoint}: {_first_line(exc)}") from None  # no connection, DNS, TLS
+        if isinstance(exc, (ValueError, KeyError, TypeError, AttributeError)):  # a reply that is not what the API says
+            raise SourceError(f"{repo_id}: {endpoint} gave an answer that cannot be read "
+                              f"({type(exc).__name__}: {_first_line(exc)})") from None
         raise
 
 
@@ -110,6 +116,9 @@ def add_from_hub(store: Store, repo_id: str, *, name: str | None = None, revisio
         listing = [e for e in api.list_repo_tree(repo_id, revision=commit, recursive=True) if isinstance(e, RepoFile)]
     for entry in listing:
         check_relpath(entry.path, where=f"{repo_id}@{commit[:8]}")
+        if not isinstance(entry.size, int) or entry.size < 0:
+            raise SourceError(f"{repo_id}@{commit[:8]}: the Hub lists {entry.path} with size {entry.size!r}")
+    check_file_tree((e.path for e in listing), where=f"{repo_id}@{commit[:8]}")
     chosen = list(filter_repo_objects(listing, allow_patterns=list(include) or None,
                                       ignore_patterns=list(exclude) or None, key=lambda e: e.path))
     chosen = [e for e in chosen if not is_partial(Path(e.path).name)]
@@ -134,9 +143,12 @@ def add_from_hub(store: Store, repo_id: str, *, name: str | None = None, revisio
                 logical += entry.size
                 reused += 1
                 continue
-            with hub_errors(repo_id, commit, entry.path):
-                snapshot = Path(hf_hub_download(repo_id, entry.path, revision=commit,
-                                                cache_dir=ingest.staging / "hub", endpoint=endpoint, token=token))
+            try:
+                with hub_errors(repo_id, commit, entry.path):
+                    snapshot = Path(hf_hub_download(repo_id, entry.path, revision=commit,
+                                                    cache_dir=ingest.staging / "hub", endpoint=endpoint, token=token))
+            except OSError as exc:
+                raise no_space(exc, store.home, f"downloading {entry.path}") from exc
             # The cache names the bytes by hash, behind a symlink; give them back their name (the
             # suffix tells a safetensors file apart) as a regular file.
             local = ingest.staging / "files" / str(i) / Path(entry.path).name
