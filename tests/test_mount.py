@@ -248,3 +248,43 @@ def test_links_option_points_into_the_store(filled: Store, home: Path, tmp_path:
         layers = json.loads(manifest.read_text())["layers"]
         blob = m.path / "ollama/blobs" / layers[0]["digest"].replace(":", "-")
         assert blob.read_bytes() == (models / "tiny.gguf").read_bytes()
+
+
+def test_a_catalog_no_view_can_show_does_not_end_the_mount(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the views cannot be rebuilt for a new catalog generation, the mount keeps serving its
+    last tree (and tries again at the next generation) instead of ending."""
+    import trio
+    from modelstore.fusefs import mount as mount_module
+
+    class Catalog:
+        generation_now = 1
+
+        def generation(self) -> int:
+            return self.generation_now
+
+    class FakeStore:
+        catalog = Catalog()
+
+    class Ops:
+        tree = object()
+        replaced: list[object] = []
+
+        def replace_tree(self, tree: object) -> None:
+            self.replaced.append(tree)
+
+    attempts: list[int] = []
+
+    def build_tree(store: object, options: object) -> tuple[int, object]:
+        attempts.append(store.catalog.generation_now)  # type: ignore[attr-defined]
+        raise ValueError("'a' is a file and a folder")
+
+    monkeypatch.setattr(mount_module, "POLL_SECONDS", 0.01)
+    monkeypatch.setattr(mount_module, "build_tree", build_tree)
+    ops, store = Ops(), FakeStore()
+
+    async def main() -> None:
+        with trio.move_on_after(0.3):
+            await mount_module._watch(store, ops, object(), 0)  # type: ignore[arg-type]
+
+    trio.run(main)
+    assert attempts == [1] and ops.replaced == []  # one try per generation, the old tree kept
