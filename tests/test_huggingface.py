@@ -471,3 +471,30 @@ def test_a_full_disk_while_downloading_is_out_of_space(cli: Cli, home: Path, mod
     assert_refused(r, "no space left", "nothing was committed")
     assert r.code == 7
     assert_nothing_left(cli, home)
+
+
+def test_each_revision_added_keeps_its_ref(cli: Cli, home: Path, models: Path, fake_hub: FakeHub) -> None:
+    """main, a tag and another branch of one repo added as three models: the huggingface/ view's
+    refs/main names main's commit whichever was added last, and refs/v1.0 and refs/dev name theirs,
+    so transformers asking for a revision gets that model."""
+    from modelstore.fusefs.snapshot import take_snapshot
+    from modelstore.fusefs.tree import File
+    from modelstore.fusefs.views import render_root
+    from modelstore.store import Store
+
+    repo = hf_repo(fake_hub, models)
+    main = repo.refs["main"]
+    v1 = repo.update({"README.md": b"# v1.0\n"}, branch="main")
+    repo.refs["v1.0"], repo.refs["main"] = v1, main
+    dev = repo.publish({**repo.files("main"), "README.md": b"# dev\n"}, branch="dev")
+    assert len({main, v1, dev}) == 3
+    add_json(cli, "org/tiny", "--no-convert")
+    add_json(cli, "org/tiny", "--revision", "v1.0", "--name", "tiny-v1", "--no-convert")
+    add_json(cli, "org/tiny", "--revision", dev, "--name", "tiny-by-commit", "--no-convert")  # a commit: no ref
+    add_json(cli, "org/tiny", "--revision", "dev", "--name", "tiny-dev", "--no-convert")
+
+    with Store(home) as store:
+        tree = render_root(take_snapshot(store.catalog, str(store.objects.root)))
+    refs = tree.children["huggingface"].children["models--org--tiny"].children["refs"].children  # type: ignore[union-attr]
+    served = {ref: node.content.data.decode() for ref, node in refs.items() if isinstance(node, File)}
+    assert served == {"main": main, "v1.0": v1, "dev": dev}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from pathlib import Path
+from typing import Any
 
 from modelstore.store.ingest import ImportMode, Ingest
 from modelstore.store.errors import NotFound
@@ -29,14 +30,17 @@ def default_name(text: str) -> str:
 
 def finish(store: Store, ingest: Ingest, name: str, source: Source, files: dict[str, str],
            readable: dict[str, Path], logical: int, novel: int, reused: int,
-           downloaded: int = 0, skipped: list[str] | None = None) -> AddResult:
+           downloaded: int = 0, skipped: list[str] | None = None,
+           extra_metadata: dict[str, Any] | None = None) -> AddResult:
     try:
         current: ModelRecord | None = store.model(name)
     except NotFound:
         current = None
+    extra = extra_metadata or {}
     finishing_a_move = (ingest.mode is ImportMode.MOVE and source.kind == "local" and current is not None
                         and current.source == source and files.items() <= current.files.items())
-    if finishing_a_move or (current is not None and current.files == files and current.source == source):
+    if finishing_a_move or (current is not None and current.files == files and current.source == source
+                            and all(current.metadata.get(k) == v for k, v in extra.items())):
         # An unchanged model; or a --move that was interrupted after its commit, while it was
         # removing the originals: the files still there are the rest of the stored model, and
         # replacing the model with them alone would let gc delete the ones already moved.
@@ -44,5 +48,5 @@ def finish(store: Store, ingest: Ingest, name: str, source: Source, files: dict[
         for path in ingest.sources_to_remove:  # --move of what the store already holds
             path.unlink(missing_ok=True)
         return AddResult(current, logical, 0, reused, downloaded, None, True, skipped or [])
-    model, replaced = store.commit_model(ingest, name, source, files, readable)
+    model, replaced = store.commit_model(ingest, name, source, files, readable, extra)
     return AddResult(model, logical, novel, reused, downloaded, replaced, False, skipped or [])

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from modelstore.store.digests import git_blob_header
-from modelstore.store.errors import ModelstoreError, SourceError, UsageError
+from modelstore.store.errors import ModelstoreError, NotFound, SourceError, UsageError
 from modelstore.store.hashing import CHUNK
 from modelstore.store.ingest import ImportMode, ProgressFactory
 from modelstore.store.names import check_file_tree, check_relpath, check_repo_id
@@ -26,6 +26,7 @@ from modelstore.store.objects import no_space
 from modelstore.store.records import FileRecord, Source
 from modelstore.store.sources.common import default_name, finish, is_partial
 from modelstore.store.sources.local import ingest_all, list_folder
+from modelstore.store.sources.runtimes.identity import REFS_KEY, hf_refs, valid_ref
 from modelstore.store.store import SMALL_FILE, AddResult, Store
 
 
@@ -169,7 +170,24 @@ def add_from_hub(store: Store, repo_id: str, *, name: str | None = None, revisio
             novel += result.novel_bytes
             reused += result.reused_file
         ingest.sources_to_remove.clear()  # downloads live in staging, which goes away by itself
-        return finish(store, ingest, name, source, stored, readable, logical, novel, reused, downloaded)
+        return finish(store, ingest, name, source, stored, readable, logical, novel, reused, downloaded,
+                      extra_metadata=_refs(store, name, source, revision))
+
+
+def _refs(store: Store, name: str, source: Source, revision: str | None) -> dict[str, Any]:
+    """The branch or tag asked for ("main" when none was), with the refs the model already had at
+    that commit: the huggingface/ view points refs/<ref> at it, as the Hub's own cache would."""
+    refs = set()
+    try:
+        current = store.model(name)
+        if current.source == source:
+            refs.update(hf_refs(current))
+    except NotFound:
+        pass
+    asked = revision or "main"
+    if not re.fullmatch(r"[0-9a-f]{40}", asked) and valid_ref(asked):
+        refs.add(asked)
+    return {REFS_KEY: sorted(refs)} if refs else {}
 
 
 def _matches_listing(record: FileRecord, path: Path, lfs_sha: str | None, git_sha1: str) -> bool:
@@ -204,4 +222,5 @@ def _add_from_hf_cache(store: Store, repo_id: str, name: str, revision: str | No
     source = Source("huggingface", repo_id, commit)
     with store.adding(ImportMode.COPY, progress, on_wait) as ingest:
         stored, logical, novel, reused = ingest_all(ingest, files)
-        return finish(store, ingest, name, source, stored, files, logical, novel, reused, skipped=skipped)
+        return finish(store, ingest, name, source, stored, files, logical, novel, reused, skipped=skipped,
+                      extra_metadata=_refs(store, name, source, revision))
