@@ -290,3 +290,49 @@ def test_show_says_where_a_model_is_and_why_not(populated: tuple[Store, Snapshot
     hf_only = {r.view: r for r in renditions(snap, store.model("my:hf-model"))}
     assert hf_only["huggingface"].present and not hf_only["ollama"].present
     assert "no GGUF" in str(hf_only["ollama"].reason) and "no GGUF" in str(hf_only["llamacpp"].reason)
+
+
+def test_clashing_names_keep_gguf_at_the_end_and_plain_names_win(store: Store, models: Path) -> None:
+    """foo+bar, foo-bar, foo:bar and foo@bar all sanitise to foo-bar: the model really named foo-bar
+    gets it (whatever order they were added in), the others get foo-bar-2.gguf ... (still *.gguf,
+    which llama-server and LM Studio list), and a llama.cpp file and folder never share a name,
+    as llama-server names both by it."""
+    gguf = write_tiny_llama_gguf(models / "tiny.gguf")
+    for seed, name in enumerate(("foo+bar", "foo@bar", "foo-bar"), start=10):
+        add_local(store, write_tiny_llama_gguf(models / f"{seed}.gguf", seed=seed), name=name)
+    split = models / "split"
+    split.mkdir()
+    write_tiny_llama_gguf(split / "x-Q8_0-00001-of-00002.gguf", seed=2)
+    write_tiny_llama_gguf(split / "x-Q8_0-00002-of-00002.gguf", seed=3)
+    (split / "x-Q8_0.gguf").write_bytes(gguf.read_bytes())
+    add_local(store, split, name="x")
+    dup = models / "dup"
+    for sub, seed in (("a", 20), ("b", 21)):
+        (dup / sub).mkdir(parents=True)
+        write_tiny_llama_gguf(dup / sub / "model.gguf", seed=seed)
+    add_local(store, dup, name="dup")
+    snap = take_snapshot(store.catalog, str(store.objects.root))
+    root = render_root(snap)
+    llamacpp = walk(root.children["llamacpp"])  # type: ignore[arg-type]
+    tops = sorted(p for p in llamacpp if "/" not in p)
+    assert {"foo-bar.gguf", "foo-bar-2.gguf", "foo-bar-3.gguf"} <= set(tops)
+    assert all(t.endswith(".gguf") or isinstance(llamacpp[t], Dir) for t in tops)
+    router_names = [t.removesuffix(".gguf") for t in tops]
+    assert len(router_names) == len(set(router_names)), tops
+    plain = next(m for m in snap.models if m.name == "foo-bar").files["12.gguf"]
+
+    def b3(node: object) -> str:
+        assert isinstance(node, File) and isinstance(node.content, StoredContent), node
+        return node.content.b3
+
+    assert b3(llamacpp["foo-bar.gguf"]) == plain
+    lmstudio = walk(root.children["lmstudio"])  # type: ignore[arg-type]
+    assert b3(lmstudio["local/foo-bar/12.gguf"]) == plain
+    assert {p for p in lmstudio if p.startswith("local/dup/")} == {"local/dup/model.gguf", "local/dup/model-2.gguf"}
+    hf = walk(root.children["huggingface"])  # type: ignore[arg-type]
+    assert {"models--local--foo-bar", "models--local--foo-bar-2", "models--local--foo-bar-3"} <= set(hf)
+    assert any(b3(n) == plain for p, n in hf.items() if p.startswith("models--local--foo-bar/blobs/"))
+    ollama = walk(root.children["ollama"])  # type: ignore[arg-type]
+    manifest = ollama["manifests/registry.ollama.ai/library/foo-bar/latest"]
+    assert isinstance(manifest, File) and isinstance(manifest.content, Literal)
+    assert snap.file(plain).sha256 in manifest.content.data.decode()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -97,11 +98,24 @@ def safe_part(text: str, allowed: str = r"A-Za-z0-9._-", limit: int = 80) -> str
     return cleaned[:limit]
 
 
+_GGUF_END = re.compile(r"(-\d{5}-of-\d{5})?\.gguf$", re.I)
+
+
 def unique(name: str, taken: set[str]) -> str:
-    """`name`, or `name-2`, `name-3`...: two models never hide each other."""
+    """`name`, or `name-2`, `name-3`...: two models never hide each other. A GGUF file keeps its
+    .gguf (and a shard its -0000N-of-0000M.gguf) at the end, where runtimes look for it."""
+    m = _GGUF_END.search(name)
+    stem, end = (name[:m.start()], name[m.start():]) if m else (name, "")
     candidate, n = name, 2
     while candidate in taken:
-        candidate = f"{name}-{n}"
+        candidate = f"{stem}-{n}{end}"
         n += 1
     taken.add(candidate)
     return candidate
+
+
+def plain_names_first(models: Iterable[ModelRecord]) -> list[ModelRecord]:
+    """Models whose names a view shows without replacing a character come first, so a model named
+    foo-bar keeps "foo-bar" over foo+bar (which a view also shows as foo-bar), whatever is added
+    or removed later."""
+    return sorted(models, key=lambda m: re.search(r"[^A-Za-z0-9._:/-]", m.name) is not None)

@@ -19,7 +19,15 @@ from pathlib import PurePosixPath
 
 from modelstore.fusefs.snapshot import Snapshot, conversion_of
 from modelstore.fusefs.tree import Dir, File, Link, Literal
-from modelstore.fusefs.views.common import ViewOptions, mtime_ns, safe_part, stored_files, stored_node, unique
+from modelstore.fusefs.views.common import (
+    ViewOptions,
+    mtime_ns,
+    plain_names_first,
+    safe_part,
+    stored_files,
+    stored_node,
+    unique,
+)
 from modelstore.store.records import FileRecord, ModelRecord
 from modelstore.store.sources.runtimes.identity import hf_refs
 
@@ -57,7 +65,7 @@ def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
     root = Dir()
     taken_local: set[str] = set()
     by_repo: dict[str, list[ModelRecord]] = {}
-    for model in snapshot.models:
+    for model in plain_names_first(snapshot.models):
         by_repo.setdefault(repo_id(model, taken_local), []).append(model)
     for rid, models in sorted(by_repo.items()):
         repo = root.dir("models--" + rid.replace("/", "--"))

@@ -11,23 +11,31 @@ from pathlib import PurePosixPath
 
 from modelstore.fusefs.snapshot import Snapshot
 from modelstore.fusefs.tree import Dir
-from modelstore.fusefs.views.common import ViewOptions, gguf_units, mtime_ns, safe_part, stored_node, unique
+from modelstore.fusefs.views.common import (
+    ViewOptions,
+    gguf_units,
+    mtime_ns,
+    plain_names_first,
+    safe_part,
+    stored_node,
+    unique,
+)
 
 
 def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
     root = Dir()
     taken: set[str] = set()
-    for model in snapshot.models:
+    for model in plain_names_first(snapshot.models):
         units = gguf_units(model, snapshot)
         base = safe_part(model.name.replace("/", "--").replace(":", "-"), limit=120)
         mtime = mtime_ns(model)
         for unit in units:
             name = base if len(units) == 1 else f"{base}-{unit.quant or PurePosixPath(unit.files[0]).stem}"
+            name = unique(name, taken)  # llama-server names a file by its stem and a folder by its name: one namespace
             if not unit.split and not unit.mmproj:
-                entry = unique(f"{name}.gguf", taken)
-                root.children[entry] = stored_node(snapshot, model.files[unit.files[0]], mtime, options)
+                root.children[f"{name}.gguf"] = stored_node(snapshot, model.files[unit.files[0]], mtime, options)
                 continue
-            folder = root.dir(unique(name, taken), mtime)
+            folder = root.dir(name, mtime)
             for path in unit.files + ([unit.mmproj] if unit.mmproj else []):
                 folder.children[PurePosixPath(path).name] = stored_node(snapshot, model.files[path], mtime, options)
     return root

@@ -13,6 +13,7 @@ from modelstore.fusefs.views.common import (
     ViewOptions,
     gguf_units,
     mtime_ns,
+    plain_names_first,
     safe_part,
     stored_files,
     stored_node,
@@ -41,7 +42,7 @@ def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
     root = Dir()
     taken: set[str] = set()
     generated = [m for m in snapshot.models if not _render_imported(m, snapshot, options, root, taken)]
-    for model in generated:
+    for model in plain_names_first(generated):
         units = gguf_units(model, snapshot)
         if not units:
             continue

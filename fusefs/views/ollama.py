@@ -25,6 +25,7 @@ from modelstore.fusefs.views.common import (
     ViewOptions,
     gguf_units,
     mtime_ns,
+    plain_names_first,
     safe_part,
     stored_files,
     stored_node,
@@ -104,7 +105,7 @@ def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
     manifests, blobs = root.dir("manifests"), root.dir("blobs")
     tags: dict[str, set[str]] = {}  # host/namespace/model -> tags in use
     generated = [m for m in snapshot.models if not _render_imported(m, snapshot, options, manifests, blobs, tags)]
-    for model in generated:
+    for model in plain_names_first(generated):
         units = [u for u in gguf_units(model, snapshot, merged=True) if not u.split]
         for unit in units:
             record = snapshot.file(model.files[unit.files[0]])
