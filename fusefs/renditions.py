@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from modelstore.fusefs.snapshot import Snapshot, conversion_of
+from modelstore.fusefs.snapshot import Snapshot
 from modelstore.fusefs.tree import Dir, File, Link, Literal, StoredContent
 from modelstore.fusefs.views import VIEWS, ViewOptions
 from modelstore.fusefs.views.common import gguf_units
@@ -80,8 +80,8 @@ def _contents(node: Dir) -> set[str]:
 def _how(model: ModelRecord, snapshot: Snapshot, tree: Dir) -> str | None:
     """How the converted files a view shows were made."""
     shown = _contents(tree)
-    hows = {str(c["how"]) for b3 in model.files.values()
-            if b3 in shown and (c := conversion_of(snapshot.file(b3)))}
+    hows = {str(c["how"]) for path, b3 in model.files.items()
+            if b3 in shown and (c := snapshot.conversion(model, path)) and "from" in c}
     return "; ".join(sorted(hows)) or None
 
 

@@ -22,14 +22,28 @@ class Snapshot:
     files: dict[str, FileRecord]
     objects_root: str  # where blobs live, for views that link to them
     conversions: dict[str, dict[str, Any]] = field(default_factory=dict)  # model name -> catalog entry
+    # model name -> path -> {"kind", "from", "how"}: which files of a model are its converted ones.
+    # Kept by path, not by content: the same bytes may be one model's stored file and another's
+    # converted one.
+    converted: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def file(self, b3: str) -> FileRecord:
         return self.files[b3]
 
+    def conversion(self, model: ModelRecord, path: str) -> dict[str, Any] | None:
+        """How `path` of `model` was converted; None for a file the model stores."""
+        return self.converted.get(model.name, {}).get(path)
+
 
 def conversion_of(record: FileRecord) -> dict[str, Any] | None:
-    """{"kind", "from", "how"} for a converted file; None for a stored one."""
+    """{"kind", "from", "how"} recorded in a converted weights file's record."""
     return (record.weights or {}).get("conversion")
+
+
+def _conversion_info(record: FileRecord) -> dict[str, Any]:
+    # A converted file without weights is a config or tokenizer file made with a safetensors
+    # rendition of a GGUF (the only conversion that writes them).
+    return conversion_of(record) or {"kind": "safetensors", "how": "generated beside the converted safetensors"}
 
 
 def take_snapshot(catalog: Catalog, objects_root: str, *, convert: bool = True) -> Snapshot:
@@ -39,6 +53,7 @@ def take_snapshot(catalog: Catalog, objects_root: str, *, convert: bool = True) 
         models = []
         files: dict[str, FileRecord] = {}
         conversions: dict[str, dict[str, Any]] = {}
+        converted: dict[str, dict[str, dict[str, Any]]] = {}
         for model in sorted(r.models(), key=lambda m: m.name):
             for b3 in model.files.values():
                 if b3 not in files:
@@ -49,7 +64,9 @@ def take_snapshot(catalog: Catalog, objects_root: str, *, convert: bool = True) 
             if entry is not None and entry.get("model_files") == model.files:
                 conversions[model.name] = entry
                 extra = {p: rec for p, rec in converted_files(entry).items() if p not in model.files}
-                files.update({rec.b3: rec for rec in extra.values()})
+                for rec in extra.values():
+                    files.setdefault(rec.b3, rec)  # a stored file with the same bytes keeps its record
+                converted[model.name] = {p: _conversion_info(rec) for p, rec in extra.items()}
                 model = replace(model, files={**model.files, **{p: rec.b3 for p, rec in extra.items()}})
             models.append(model)
-        return Snapshot(r.generation(), tuple(models), files, objects_root, conversions)
+        return Snapshot(r.generation(), tuple(models), files, objects_root, conversions, converted)

@@ -504,3 +504,43 @@ def test_a_gguf_key_of_the_wrong_type_is_refused_with_the_reason() -> None:
           "llama.block_count": 2, "llama.context_length": "long"}
     with pytest.raises(ConversionUnsupported, match="cannot use"):
         archs.hf_config(archs.LLAMA, kv, set(), "float16")
+
+
+def test_converted_files_are_never_taken_for_stored_ones(store: Store, hf_folder: Path, models: Path) -> None:
+    """A GGUF's safetensors rendition brings generated config and tokenizer files: they are not the
+    model's own (store/by-model shows only what it stores). A stored file whose bytes equal another
+    model's converted file stays that model's own file in every view."""
+    gguf_path = write_tiny_llama_gguf(models / "g.gguf")
+    add_local(store, gguf_path, name="g")
+    assert plan_conversions(store, "g", "F16").files  # a safetensors repo made from the GGUF
+    add_local(store, hf_folder, name="tiny")
+    converted = plan_conversions(store, "tiny", "F16").files["tiny-F16.gguf"]
+    copy = models / "copy" / "copy.gguf"
+    copy.parent.mkdir()
+    copy.write_bytes(converted_bytes(store, converted))
+    add_local(store, copy, name="copyconv")
+
+    snap = take_snapshot(store.catalog, str(store.objects.root))
+    tree = render_root(snap)
+
+    def paths(view: str, prefix: str) -> set[str]:
+        out: set[str] = set()
+
+        def walk(node: object, at: str) -> None:
+            for name, child in node.children.items():  # type: ignore[attr-defined]
+                path = f"{at}/{name}" if at else name
+                if hasattr(child, "children"):
+                    walk(child, path)
+                elif path.startswith(prefix):
+                    out.add(path)
+        walk(tree.children[view], "")
+        return out
+
+    assert paths("store", "by-model/g/") == {"by-model/g/g.gguf"}
+    assert paths("store", "by-model/copyconv/") == {"by-model/copyconv/copy.gguf"}
+    copyconv = next(m for m in snap.models if m.name == "copyconv")
+    assert snap.conversion(copyconv, "copy.gguf") is None
+    hf = paths("huggingface", "models--local--copyconv/snapshots/")
+    assert [p.rsplit("/", 1)[1] for p in hf] == ["copy.gguf"]
+    shown = {r.view: r for r in renditions(snap, copyconv)}
+    assert shown["huggingface"].converted is None

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from modelstore.fusefs.snapshot import Snapshot, conversion_of
+from modelstore.fusefs.snapshot import Snapshot
 from modelstore.fusefs.tree import File, Link, StoredContent
 from modelstore.store.records import Extent, ModelRecord
 
@@ -57,7 +57,7 @@ def quant_of(path: str, file_type: str | None) -> str | None:
 
 def stored_files(model: ModelRecord, snapshot: Snapshot) -> dict[str, str]:
     """The model's own files, without its converted ones."""
-    return {p: b3 for p, b3 in model.files.items() if conversion_of(snapshot.file(b3)) is None}
+    return {p: b3 for p, b3 in model.files.items() if snapshot.conversion(model, p) is None}
 
 
 def gguf_units(model: ModelRecord, snapshot: Snapshot, *, merged: bool = False) -> list[GgufUnit]:
@@ -65,13 +65,13 @@ def gguf_units(model: ModelRecord, snapshot: Snapshot, *, merged: bool = False) 
     needs one file; llama.cpp and LM Studio read the shards themselves)."""
     from modelstore.store.metadata import gguf_file_type_name
 
-    def wanted(b3: str) -> bool:
+    def wanted(path: str, b3: str) -> bool:
         record = snapshot.file(b3)
-        conversion = conversion_of(record) or {}
+        conversion = snapshot.conversion(model, path) or {}
         return ((record.weights or {}).get("format") == "gguf"
                 and (merged or conversion.get("kind") != "merged-gguf"))
 
-    ggufs = {p: snapshot.file(b3) for p, b3 in model.files.items() if wanted(b3)}
+    ggufs = {p: snapshot.file(b3) for p, b3 in model.files.items() if wanted(p, b3)}
     projectors = [p for p, r in ggufs.items() if "mmproj" in PurePosixPath(p).name.lower()
                   or (r.weights or {}).get("metadata", {}).get("general.type") in ("mmproj", "projector")]
     units: dict[str, GgufUnit] = {}

@@ -17,7 +17,7 @@ import re
 from dataclasses import replace
 from pathlib import PurePosixPath
 
-from modelstore.fusefs.snapshot import Snapshot, conversion_of
+from modelstore.fusefs.snapshot import Snapshot
 from modelstore.fusefs.tree import Dir, File, Link, Literal
 from modelstore.fusefs.views.common import (
     ViewOptions,
@@ -70,17 +70,24 @@ def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
     for rid, models in sorted(by_repo.items()):
         repo = root.dir("models--" + rid.replace("/", "--"))
         newest = max(models, key=lambda m: m.added_at)
-        for model in models:
-            commit = commit_of(replace(model, files=stored_files(model, snapshot)))
-            mtime = mtime_ns(model)
-            for path, b3 in model.files.items():
-                record = snapshot.file(b3)
-                if (conversion_of(record) or {}).get("kind", "safetensors") != "safetensors":
-                    continue  # a GGUF made for the GGUF views: the repo shows what the model is
-                tag = etag(path, record)
-                repo.dir("blobs").children[tag] = stored_node(snapshot, b3, mtime, options)
-                depth = path.count("/")
-                repo.dir("snapshots").dir(commit).add(path, Link("../" * (depth + 2) + f"blobs/{tag}", mtime))
+        # Stored files first: where two models of one commit have a file at the same path (one
+        # stored, one converted, or converted from another quantization), the stored one is shown.
+        placed: set[tuple[str, str]] = set()
+        for stored_pass in (True, False):
+            for model in models:
+                commit = commit_of(replace(model, files=stored_files(model, snapshot)))
+                mtime = mtime_ns(model)
+                for path, b3 in model.files.items():
+                    conversion = snapshot.conversion(model, path)
+                    if (conversion is None) != stored_pass or (commit, path) in placed:
+                        continue
+                    if (conversion or {}).get("kind", "safetensors") != "safetensors":
+                        continue  # a GGUF made for the GGUF views: the repo shows what the model is
+                    placed.add((commit, path))
+                    tag = etag(path, snapshot.file(b3))
+                    repo.dir("blobs").children[tag] = stored_node(snapshot, b3, mtime, options)
+                    depth = path.count("/")
+                    repo.dir("snapshots").dir(commit).add(path, Link("../" * (depth + 2) + f"blobs/{tag}", mtime))
         refs = {"main": newest}
         for model in sorted(models, key=lambda m: m.added_at):  # a ref two snapshots claim: the newer one
             refs.update(dict.fromkeys(hf_refs(model), model))
