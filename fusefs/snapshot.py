@@ -54,12 +54,14 @@ def take_snapshot(catalog: Catalog, objects_root: str, *, convert: bool = True) 
         files: dict[str, FileRecord] = {}
         conversions: dict[str, dict[str, Any]] = {}
         converted: dict[str, dict[str, dict[str, Any]]] = {}
-        for model in sorted(r.models(), key=lambda m: m.name):
+        stored_models = sorted(r.models(), key=lambda m: m.name)
+        for model in stored_models:  # every stored record first: bytes a model stores are read as stored
             for b3 in model.files.values():
                 if b3 not in files:
                     record = r.file(b3)
                     if record is not None:
                         files[b3] = record
+        for model in stored_models:
             entry = r.conversions(model.name) if convert else None
             if entry is not None and entry.get("model_files") == model.files:
                 conversions[model.name] = entry

@@ -518,7 +518,7 @@ def test_converted_files_are_never_taken_for_stored_ones(store: Store, hf_folder
     copy = models / "copy" / "copy.gguf"
     copy.parent.mkdir()
     copy.write_bytes(converted_bytes(store, converted))
-    add_local(store, copy, name="copyconv")
+    add_local(store, copy, name="zz-copy")  # after "tiny": its converted record is seen first
 
     snap = take_snapshot(store.catalog, str(store.objects.root))
     tree = render_root(snap)
@@ -537,10 +537,12 @@ def test_converted_files_are_never_taken_for_stored_ones(store: Store, hf_folder
         return out
 
     assert paths("store", "by-model/g/") == {"by-model/g/g.gguf"}
-    assert paths("store", "by-model/copyconv/") == {"by-model/copyconv/copy.gguf"}
-    copyconv = next(m for m in snap.models if m.name == "copyconv")
+    assert paths("store", "by-model/zz-copy/") == {"by-model/zz-copy/copy.gguf"}
+    copyconv = next(m for m in snap.models if m.name == "zz-copy")
     assert snap.conversion(copyconv, "copy.gguf") is None
-    hf = paths("huggingface", "models--local--copyconv/snapshots/")
+    # read as it is stored (blob extents), not converted again through the other model's recipe
+    assert all(isinstance(piece, Extent) for piece in snap.file(copyconv.files["copy.gguf"]).recipe)
+    hf = paths("huggingface", "models--local--zz-copy/snapshots/")
     assert [p.rsplit("/", 1)[1] for p in hf] == ["copy.gguf"]
     shown = {r.view: r for r in renditions(snap, copyconv)}
     assert shown["huggingface"].converted is None
