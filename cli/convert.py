@@ -6,8 +6,9 @@ import click
 
 from modelstore.cli.app import App, emit_json, human_bytes, pass_app
 
+GGUF_TYPES = ["F16", "BF16", "F32", "Q8_0", "Q4_0"]
 GGUF_TYPE_OPTION = click.option(
-    "--gguf-type", type=click.Choice(["F16", "BF16", "F32", "Q8_0", "Q4_0"], case_sensitive=False), default="F16",
+    "--gguf-type", type=click.Choice(GGUF_TYPES, case_sensitive=False), default="F16",
     show_default=True, help="Type of the GGUF made from a safetensors model (norms stay F32).")
 
 EPILOG = """\b
@@ -40,13 +41,24 @@ def report(result: object) -> None:
         click.echo(f"  no {target} rendition: {reason}")
 
 
+def _planned_type(store: object, name: str) -> str:
+    """The GGUF type the model's conversions were planned with, so that re-planning (as fsck and
+    the mount advise after an upgrade) does not change them; F16 for a model never planned."""
+    with store.catalog.read() as r:  # type: ignore[attr-defined]
+        entry = r.conversions(name) or {}
+    planned = entry.get("gguf_type")
+    return planned if planned in GGUF_TYPES else "F16"
+
+
 @click.command(epilog=EPILOG)
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_models", is_flag=True, help="Every model in the store.")
-@GGUF_TYPE_OPTION
+@click.option("--gguf-type", type=click.Choice(GGUF_TYPES, case_sensitive=False), default=None,
+              help="Type of the GGUF made from a safetensors model (norms stay F32). "
+                   "[default: the type it was planned with before, else F16]")
 @click.option("--json", "as_json", is_flag=True, help="Print what was planned as JSON.")
 @pass_app
-def convert(app: App, names: tuple[str, ...], all_models: bool, gguf_type: str, as_json: bool) -> None:
+def convert(app: App, names: tuple[str, ...], all_models: bool, gguf_type: str | None, as_json: bool) -> None:
     """Plan the converted renditions of stored models (GGUF <-> safetensors, split GGUF -> one file)."""
     from modelstore.converters.planner import plan_conversions
     from modelstore.store.errors import UsageError
@@ -58,7 +70,8 @@ def convert(app: App, names: tuple[str, ...], all_models: bool, gguf_type: str, 
         targets = [m.name for m in store.models()] if all_models else list(names)
         try:
             for name in targets:
-                results.append(plan_conversions(store, name, gguf_type.upper(), progress=app.progress, force=True))
+                chosen = gguf_type.upper() if gguf_type else _planned_type(store, name)
+                results.append(plan_conversions(store, name, chosen, progress=app.progress, force=True))
                 if not as_json:
                     click.echo(name)
                     report(results[-1])

@@ -123,7 +123,16 @@ def _rope(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def head_dim(config: Mapping[str, Any]) -> int:
-    return int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
+    """The attention head size config.json gives, checked: the rotary permutation needs it even."""
+    try:
+        dim = int(config.get("head_dim") or int(config["hidden_size"]) // int(config["num_attention_heads"]))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        raise ConversionUnsupported(f"config.json gives no usable head size (head_dim, or hidden_size / "
+                                    f"num_attention_heads): {type(exc).__name__}: {exc}") from None
+    if dim <= 0 or dim % 2:
+        raise ConversionUnsupported(f"config.json gives a head size of {dim}: rotary embeddings need an even, "
+                                    f"positive one")
+    return dim
 
 
 ROPE_FREQS = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"  # Llama 3.1's rope scaling, in GGUF

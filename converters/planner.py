@@ -67,6 +67,18 @@ def _gguf_groups(stored: StoredModel) -> tuple[list[list[str]], list[str]]:
     return [sorted(s) for _, s in sorted(splits.items())], singles
 
 
+def why_not(exc: Exception, target: str, name: str) -> str:
+    """The reason a conversion is not made, from what planning or recording it raised; a disk
+    error or lack of memory is raised on, as it is not about the model."""
+    if isinstance(exc, ConversionUnsupported):
+        return str(exc)
+    if isinstance(exc, (OSError, MemoryError)):
+        raise exc
+    # a converter bug must not fail the add that stored the model
+    log.debug("the %s conversion of %s failed", target, name, exc_info=exc)  # the traceback with --debug
+    return f"the converter failed ({type(exc).__name__}: {exc}); please report this"
+
+
 def make_plans(stored: StoredModel, gguf_type: str = "F16") -> tuple[list[Plan], dict[str, str]]:
     """Every conversion the model should get, and the reason for each it cannot."""
     plans: list[Plan] = []
@@ -76,13 +88,8 @@ def make_plans(stored: StoredModel, gguf_type: str = "F16") -> tuple[list[Plan],
     def attempt(target: str, make: Callable[[], Plan]) -> None:
         try:
             plans.append(make())
-        except ConversionUnsupported as exc:
-            unsupported[target] = str(exc)
-        except (OSError, MemoryError):
-            raise
-        except Exception as exc:  # a converter bug must not fail the add that stored the model
-            log.exception("planning the %s conversion of %s failed", target, stored.model.name)
-            unsupported[target] = f"the converter failed ({type(exc).__name__}: {exc}); please report this"
+        except Exception as exc:
+            unsupported[target] = why_not(exc, target, stored.model.name)
 
     if not splits and not singles:
         if stored.paths("safetensors"):
@@ -222,8 +229,12 @@ def plan_conversions(store: Store, name: str, gguf_type: str = "F16", progress: 
         with BlobReader(store) as read:
             committer = _Committer(store, staging, progress, read)
             for plan in plans:
-                for planned in plan.files:
-                    result.files[planned.path] = committer.record(planned)
+                try:  # each derived piece runs once here: a shape the plan did not foresee fails now
+                    files = {planned.path: committer.record(planned) for planned in plan.files}
+                except Exception as exc:
+                    result.unsupported[plan.target] = why_not(exc, plan.target, name)
+                    continue
+                result.files.update(files)
                 result.plans.append({"target": plan.target, "how": plan.how, "from": plan.sources,
                                      "files": [f.path for f in plan.files]})
         value = {"model_files": model.files, "gguf_type": gguf_type, "plans": result.plans,

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import gguf
 from modelstore.store import jsontext
-from modelstore.converters.errors import ConversionUnsupported
+from modelstore.converters.errors import ConversionUnsupported, malformed_input
 from tokenizers import (
     AddedToken,
     Regex,
@@ -75,6 +75,7 @@ SPECIAL_TYPES = (gguf.TokenType.CONTROL, gguf.TokenType.UNKNOWN)
 # --- Hugging Face -> GGUF ------------------------------------------------------------------------
 
 
+@malformed_input("the tokenizer files (tokenizer.json, tokenizer_config.json, ...)")
 def write_gguf_tokenizer(writer: gguf.GGUFWriter, files: dict[str, bytes], arch: str) -> None:
     """Add the tokenizer keys for the HF repo `files` (file name -> bytes) to `writer`, as llama.cpp's
     converter would for architecture `arch`. Needs `tokenizer.json`, else a SentencePiece
@@ -440,6 +441,7 @@ def _write_sentencepiece_tokenizer(writer: gguf.GGUFWriter, files: dict[str, byt
 # --- GGUF -> Hugging Face ------------------------------------------------------------------------
 
 
+@malformed_input("the GGUF's tokenizer keys")
 def hf_tokenizer_files(kv: Mapping[str, Any]) -> dict[str, bytes]:
     """tokenizer.json, tokenizer_config.json and special_tokens_map.json for a GGUF's metadata
     (`kv`: key -> plain value, arrays as lists). The same metadata always gives the same bytes."""

@@ -485,7 +485,7 @@ def test_llama3_rope_scaling_is_found_again_from_its_rope_freqs(theta: float, di
 
 @pytest.mark.parametrize(("bad", "word"), [({"partial_rotary_factor": "abc"}, "cannot use"),
                                            ({"model_type": "phi3", "sliding_window": "x"}, "cannot use"),
-                                           ({"num_attention_heads": 0}, "cannot use"),
+                                           ({"num_attention_heads": 0}, "no usable head size"),
                                            ({"rope_scaling": {"rope_type": "linear"}}, "lacks 'factor'")])
 def test_odd_config_values_are_refused_with_the_reason(bad: dict[str, object], word: str) -> None:
     from modelstore.converters import archs
@@ -546,3 +546,48 @@ def test_converted_files_are_never_taken_for_stored_ones(store: Store, hf_folder
     assert [p.rsplit("/", 1)[1] for p in hf] == ["copy.gguf"]
     shown = {r.view: r for r in renditions(snap, copyconv)}
     assert shown["huggingface"].converted is None
+
+
+def test_odd_configs_and_tokenizers_are_reasons_not_crashes(cli, models: Path) -> None:
+    """A config.json or tokenizer.json a converter cannot use: add succeeds and show gives the
+    reason, with no traceback and no "please report this" (it is the model's files, not a bug)."""
+    odd_heads = write_hf_model(models / "odd-heads", hidden=60, heads=4, kv_heads=2)  # head size 15
+    no_heads = write_hf_model(models / "no-heads")
+    config = json.loads((no_heads / "config.json").read_text())
+    config["num_attention_heads"] = 0
+    (no_heads / "config.json").write_text(json.dumps(config))
+    bad_tok = write_hf_model(models / "bad-tok")
+    tok = json.loads((bad_tok / "tokenizer.json").read_text())
+    tok["model"] = "not a tokenizer model"
+    (bad_tok / "tokenizer.json").write_text(json.dumps(tok))
+    expected = {"odd-heads": "head size of 15", "no-heads": "config.json", "bad-tok": "tokenizer files"}
+    for name, folder in (("odd-heads", odd_heads), ("no-heads", no_heads), ("bad-tok", bad_tok)):
+        r = cli("add", folder, "--name", name)
+        assert r.code == 0 and "Traceback" not in r.err, r.err
+        views = {v["view"]: v for v in cli("show", name, "--json").json()["views"]}
+        reason = views["llamacpp"]["reason"]
+        assert expected[name] in reason and "please report" not in reason, reason
+        assert cli("convert", name).code == 0
+
+
+def test_a_conversion_failing_while_recorded_is_a_reason(store: Store, hf_folder: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planning runs each derived piece once to hash the file: a failure there (a shape the plan
+    did not foresee) leaves that rendition out, with the reason, instead of failing the add."""
+    add_local(store, hf_folder, name="tiny")
+
+    def failing(op: dict, length: int, read: object) -> bytes:
+        raise ValueError("cannot reshape array of size 960 into shape (4,2,15,64)")
+
+    monkeypatch.setattr(tensorops, "run", failing)
+    result = plan_conversions(store, "tiny", "F16", force=True)
+    assert result.files == {} and result.plans == []
+    assert "cannot reshape" in result.unsupported["gguf"]
+
+
+def test_convert_keeps_the_type_a_model_was_planned_with(cli, hf_folder: Path) -> None:
+    assert cli("add", hf_folder, "--name", "tiny", "--gguf-type", "Q8_0").code == 0
+    r = cli("convert", "tiny", "--json")
+    assert r.code == 0
+    assert [f for f in r.json()[0]["files"]] == ["tiny-Q8_0.gguf"]
+    assert list(cli("convert", "tiny", "--gguf-type", "F16", "--json").json()[0]["files"]) == ["tiny-F16.gguf"]
