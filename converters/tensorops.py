@@ -50,7 +50,8 @@ def _decode(raw: bytes, src: str, rows: int, cols: int) -> np.ndarray:
 def _encode(values: np.ndarray, dst: str) -> bytes:
     if dst in PLAIN:
         return values.astype(PLAIN[dst]).tobytes()
-    return np.ascontiguousarray(quants.quantize(values, GGMLQuantizationType[dst])).tobytes()
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # inf or NaN weights: as gguf-py makes them
+        return np.ascontiguousarray(quants.quantize(values, GGMLQuantizationType[dst])).tobytes()
 
 
 def _bf16_to_f16(bits: np.ndarray) -> np.ndarray:
