@@ -90,6 +90,8 @@ def test_errors_are_one_line_with_exit_codes(cli, models: Path) -> None:
         (("add", a, "--name", "../x"), 4, "not allowed"),
         (("add", a, "--revision", "main"), 2, "for Hub repos"),
         (("add", "org/name", "--link"), 2, "for local files"),
+        (("convert", "a", "--gguf-type", "Q9"), 2, "'Q9' is not one of"),  # click's own usage errors too
+        (("add",), 2, "Missing argument"),
     ]
     cli("add", a, "--name", "a")
     for args, code, words in cases:
