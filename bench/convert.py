@@ -216,8 +216,8 @@ def converted(case: Case, gguf_type: str) -> Converted:
     with Store(case.home, create=False) as store:
         snapshot = take_snapshot(store.catalog, str(store.objects.root))
         model = next(m for m in snapshot.models if m.name == case.name)
-        records = [snapshot.file(b3) for b3 in model.files.values()
-                   if ((snapshot.file(b3).weights or {}).get("conversion") or {}).get("kind") == "gguf"]
+        records = [snapshot.file(b3) for path, b3 in model.files.items()
+                   if (snapshot.conversion(model, path) or {}).get("kind") == "gguf"]
         if len(records) != 1:
             raise SystemExit(f"{case.name}: {len(records)} converted GGUF files planned, expected one")
         record: FileRecord = records[0]

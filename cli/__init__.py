@@ -59,8 +59,8 @@ def run(argv: list[str] | None = None) -> int:
         click.echo("interrupted; nothing was committed", err=True)
         return 130
     except click.UsageError as exc:  # one line, like every other error
-        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
-        click.echo(f"modelstore: error: {exc.format_message()}{hint}", err=True)
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else " (see `modelstore --help`)"
+        click.echo(f"modelstore: error: {' '.join(exc.format_message().split())}{hint}", err=True)
         return exc.exit_code
     except click.ClickException as exc:
         exc.show()

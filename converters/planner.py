@@ -229,10 +229,12 @@ def plan_conversions(store: Store, name: str, gguf_type: str = "F16", progress: 
         with BlobReader(store) as read:
             committer = _Committer(store, staging, progress, read)
             for plan in plans:
+                blobs_before = dict(committer.new_blobs)
                 try:  # each derived piece runs once here: a shape the plan did not foresee fails now
                     files = {planned.path: committer.record(planned) for planned in plan.files}
                 except Exception as exc:
                     result.unsupported[plan.target] = why_not(exc, plan.target, name)
+                    committer.new_blobs = blobs_before  # its headers are owned by no plan: gc takes them
                     continue
                 result.files.update(files)
                 result.plans.append({"target": plan.target, "how": plan.how, "from": plan.sources,

@@ -348,6 +348,15 @@ class Ingest:
         return FileRecord(check_b3(hashes.b3), hashes.size, hashes.sha256, hashes.git_sha1, recipe,
                           weights_summary(header))
 
+    def _sole_link(self, path: Path, blob: B3) -> bool:
+        """Whether `path` has no other name than, perhaps, this blob's own object (left by an
+        interrupted --move, or a --link whose model was removed): --move may then take its inode."""
+        links = os.stat(path).st_nlink
+        if links == 1:
+            return True
+        own = self.objects.path(blob)
+        return links == 2 and own.exists() and os.path.samefile(own, path)
+
     def _put_whole(self, path: Path, hashes: FileHashes, blob: B3, staged: Path, copied: bool, may_link: bool) -> None:
         if self._trusted(blob):
             return
@@ -356,7 +365,7 @@ class Ingest:
             self._make_durable(staged, blob)
             return
         staged.unlink(missing_ok=True)  # what the background copy made: only some of the file
-        if self.mode is ImportMode.LINK or (self.mode is ImportMode.MOVE and may_link and os.stat(path).st_nlink == 1):
+        if self.mode is ImportMode.LINK or (self.mode is ImportMode.MOVE and may_link and self._sole_link(path, blob)):
             linked = self.objects.link_in(path, staged, fallback=self.mode is ImportMode.MOVE)
             if linked:
                 _check_unchanged(staged, hashes, source=path)  # the same inode as `path`: checked before it is placed

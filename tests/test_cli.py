@@ -92,6 +92,7 @@ def test_errors_are_one_line_with_exit_codes(cli, models: Path) -> None:
         (("add", "org/name", "--link"), 2, "for local files"),
         (("convert", "a", "--gguf-type", "Q9"), 2, "'Q9' is not one of"),  # click's own usage errors too
         (("add",), 2, "Missing argument"),
+        (("import",), 2, "Missing option '--from'"),
     ]
     cli("add", a, "--name", "a")
     for args, code, words in cases:
@@ -200,6 +201,11 @@ def test_names_every_view_can_show(cli, models: Path) -> None:
     assert shown["store"] == ["store/by-model/x/b"]
     shown = {v["view"]: v["paths"] for v in cli("show", "x/b", "--json").json()["views"]}
     assert shown["store"] == ["store/by-model/x--b/a.gguf"]
+    assert cli("add", gguf, "--name", "x--b", "--no-convert").code == 0  # a model really named so keeps it
+    shown = {v["view"]: v["paths"] for v in cli("show", "x--b", "--json").json()["views"]}
+    assert shown["store"] == ["store/by-model/x--b/a.gguf"]
+    shown = {v["view"]: v["paths"] for v in cli("show", "x/b", "--json").json()["views"]}
+    assert shown["store"] == ["store/by-model/x--b-2/a.gguf"]
 
 
 @pytest.mark.corrupts_store
@@ -239,3 +245,25 @@ def test_du_says_what_gc_gives_back(cli, models: Path) -> None:
     after = cli("du", "--json").json()
     assert after["reclaimable_bytes"] == 0 and after["unreferenced_bytes"] == du["unreferenced_bytes"] - freed
     assert "stays" in cli("du").out
+
+
+def test_move_takes_the_inode_a_store_object_already_shares(cli, home: Path, models: Path) -> None:
+    """A file whose only other name is its own blob in the store (an orphan an interrupted --move
+    left) is still moved in by link, not copied; a symlink into the store (as `mount --links`
+    shows files) can be added like any file."""
+    import blake3
+    from modelstore.store import Store
+
+    a = write_tiny_llama_gguf(models / "a.gguf")
+    ino = a.stat().st_ino
+    assert cli("add", write_tiny_llama_gguf(models / "other.gguf", seed=5), "--no-convert").code == 0
+    with Store(home) as store:
+        orphan = store.objects.path(blake3.blake3(a.read_bytes()).hexdigest())
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    os.link(a, orphan)  # in objects/, not in the catalog: what a --move killed before its commit leaves
+    assert cli("add", a, "--move", "--name", "second", "--no-convert").code == 0
+    assert not a.exists()
+    assert ino in {p.stat().st_ino for p in (home / "objects").rglob("*") if p.is_file()}
+    blob = next(p for p in (home / "objects").rglob("*") if p.is_file())
+    (models / "link.gguf").symlink_to(blob)
+    assert cli("add", models / "link.gguf", "--name", "alias", "--no-convert").code == 0

@@ -311,6 +311,12 @@ def test_clashing_names_keep_gguf_at_the_end_and_plain_names_win(store: Store, m
         (dup / sub).mkdir(parents=True)
         write_tiny_llama_gguf(dup / sub / "model.gguf", seed=seed)
     add_local(store, dup, name="dup")
+    quants = models / "quants"
+    quants.mkdir()
+    write_tiny_llama_gguf(quants / "m-Q8_0.gguf", seed=30)
+    write_tiny_llama_gguf(quants / "m-F16.gguf", seed=31, f16=True)
+    write_tiny_llama_gguf(quants / "mmproj-m.gguf", seed=32, n_embd=32, name="projector")
+    add_local(store, quants, name="quants")
     snap = take_snapshot(store.catalog, str(store.objects.root))
     root = render_root(snap)
     llamacpp = walk(root.children["llamacpp"])  # type: ignore[arg-type]
@@ -329,6 +335,9 @@ def test_clashing_names_keep_gguf_at_the_end_and_plain_names_win(store: Store, m
     lmstudio = walk(root.children["lmstudio"])  # type: ignore[arg-type]
     assert b3(lmstudio["local/foo-bar/12.gguf"]) == plain
     assert {p for p in lmstudio if p.startswith("local/dup/")} == {"local/dup/model.gguf", "local/dup/model-2.gguf"}
+    # two quants and one projector beside them: one projector file, not one per quant
+    assert sorted(p.rsplit("/", 1)[1] for p in lmstudio if p.startswith("local/quants/")) == [
+        "m-F16.gguf", "m-Q8_0.gguf", "mmproj-m.gguf"]
     hf = walk(root.children["huggingface"])  # type: ignore[arg-type]
     assert {"models--local--foo-bar", "models--local--foo-bar-2", "models--local--foo-bar-3"} <= set(hf)
     assert any(b3(n) == plain for p, n in hf.items() if p.startswith("models--local--foo-bar/blobs/"))

@@ -54,8 +54,12 @@ def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
         folder = root.dir(folder_path.split("/")[0]).dir(folder_path.split("/", 1)[1])
         mtime = mtime_ns(model)
         names: set[str] = set()
+        placed: set[str] = set()  # a projector goes with every quant beside it, but is one file
         for unit in units:
             for path in unit.files + ([unit.mmproj] if unit.mmproj else []):
+                if path in placed:
+                    continue
+                placed.add(path)
                 base = unique(PurePosixPath(path).name, names)
                 folder.children[base] = stored_node(snapshot, model.files[path], mtime, options)
     return root

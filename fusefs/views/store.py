@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection
 
 from modelstore.fusefs.snapshot import Snapshot
 from modelstore.fusefs.tree import Dir
 from modelstore.fusefs.views.common import ViewOptions, mtime_ns, stored_files, stored_node
 
 
-def folder_of(name: str, names: Iterable[str]) -> str:
+def folder_of(name: str, names: Collection[str]) -> str:
     """Where model `name` is shown under by-model/. Models "x" and "x/b": one folder inside the
     other would mix their files (or hide x's file b), so the inner one is shown flat, as "x--b"."""
     if "/" in name and any(name.startswith(other + "/") for other in names if other != name):
-        return name.replace("/", "--")
+        flat, n = name.replace("/", "--"), 2
+        while flat in names:  # a model really named x--b keeps its folder
+            flat = f"{name.replace('/', '--')}-{n}"
+            n += 1
+        return flat
     return name
 
 
