@@ -104,10 +104,13 @@ def _mount_in_background(app: App, mountpoint: Path, allow_other: bool, links: b
 @click.option("--lazy", is_flag=True, help="Detach now even if files are open; finish when they close.")
 def umount(mountpoint: Path, lazy: bool) -> None:
     """Unmount a modelstore mount (the serving process then exits)."""
-    from modelstore.store.errors import ModelstoreError, UsageError
+    from modelstore.fusefs.mount import running_mounts
+    from modelstore.store.errors import Busy, ModelstoreError, UsageError
 
     if not os.path.ismount(mountpoint):
         raise UsageError(f"{mountpoint} is not mounted")
+    if os.path.realpath(mountpoint) not in {os.path.realpath(where) for _, where in running_mounts()}:
+        raise UsageError(f"{mountpoint} is not a modelstore mount; leaving it alone")
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
     cmd = [tool, "-u"] + (["-z"] if lazy else []) + [str(mountpoint)] if tool else \
         ["umount"] + (["-l"] if lazy else []) + [str(mountpoint)]
@@ -115,7 +118,7 @@ def umount(mountpoint: Path, lazy: bool) -> None:
     if result.returncode != 0:
         reason = result.stderr.strip() or f"{cmd[0]} failed"
         if "busy" in reason.lower():
-            reason += " (files are open; close them or use --lazy)"
+            raise Busy(f"cannot unmount {mountpoint}: {reason} (files are open; close them or use --lazy)")
         raise ModelstoreError(f"cannot unmount {mountpoint}: {reason}")
     for _ in range(50):
         if not os.path.ismount(mountpoint):

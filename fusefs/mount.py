@@ -100,7 +100,7 @@ def check_mountpoint(mountpoint: Path, allow_other: bool) -> None:
 
 
 def build_tree(store: Store, options: MountOptions) -> tuple[int, Indexed]:
-    snapshot = take_snapshot(store.catalog, str(store.objects.root))
+    snapshot = take_snapshot(store.catalog, os.path.abspath(store.objects.root))  # --links: absolute targets
     return snapshot.generation, index_tree(render_root(snapshot, ViewOptions(links=options.links)))
 
 

@@ -111,6 +111,9 @@ class Operations(pyfuse3.Operations):
             assert isinstance(content, StoredContent)
             try:
                 handle = OpenFile.open(content, self.blob_path, self.derived)
+            except FileNotFoundError:  # the file is listed: its blob missing is damage, not absence
+                log.error("inode %d: a blob of the file is missing from the store (run `modelstore fsck`)", inode)
+                raise pyfuse3.FUSEError(errno.EIO) from None
             except OSError as exc:
                 raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
         fh = next(self._next_fh)

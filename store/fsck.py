@@ -51,15 +51,25 @@ def fsck(store: Store, *, deep: bool = False, progress: Callable[[int], None] | 
     report.checked = {"models": len(models), "files": len(files), "blobs": len(blobs), "tensors": len(tensors),
                       "conversions": len(conversions)}
 
+    def remedy(blob: str) -> str:
+        users = sorted({name for b, f in blob_files if b == blob for f2, name in file_models if f2 == f})
+        if not users:
+            return "no model uses it; `modelstore gc` removes it"
+        return (f"models that read it: {', '.join(users)}; `modelstore rm` them, `modelstore gc`, then add them "
+                f"again from their source")
+
+    broken: set[str] = set()  # blobs the cheap checks found missing or cut: not re-hashed
     for blob, size in blobs.items():
         path = store.objects.path(blob)
         try:
             actual = path.stat().st_size
         except FileNotFoundError:
-            problem(f"blob {blob} is in the catalog but missing from {path.parent}")
+            problem(f"blob {blob} is in the catalog but missing from {path.parent} ({remedy(blob)})")
+            broken.add(blob)
             continue
         if actual != size:
-            problem(f"blob {blob} is {actual} bytes on disk, the catalog says {size}")
+            problem(f"blob {blob} is {actual} bytes on disk, the catalog says {size} ({remedy(blob)})")
+            broken.add(blob)
 
     for f in files.values():
         total = 0
@@ -90,7 +100,7 @@ def fsck(store: Store, *, deep: bool = False, progress: Callable[[int], None] | 
 
     _check_conversions(conversions, {m.name: m for m in models}, blobs, problem)
 
-    orphans = [name for name, _ in store.objects.iter_blobs() if name not in blobs]
+    orphans = list(store.objects.strays(blobs))
     if orphans:
         report.notes.append(f"{len(orphans)} object(s) not in the catalog (left by an interrupted add); "
                             f"`modelstore gc` removes them")
@@ -101,8 +111,9 @@ def fsck(store: Store, *, deep: bool = False, progress: Callable[[int], None] | 
     if stale:
         report.notes.append(f"{len(stale)} staging folder(s) left by a stopped process; the next add or gc removes them")
 
-    if deep and not report.problems:
-        _deep(store, blobs, files, tensors, report, progress)
+    if deep:  # the other blobs are re-hashed too: one problem must not hide another
+        _deep(store, {b: s for b, s in blobs.items() if b not in broken}, files, tensors, report, progress,
+              remedy, broken)
     return report
 
 
@@ -133,8 +144,9 @@ def _check_conversions(conversions: dict[str, Any], models: dict[str, Any], blob
 
 
 def _deep(store: Store, blobs: dict[str, int], files: dict[str, Any], tensors: list[Any],
-          report: FsckReport, progress: Callable[[int], None] | None) -> None:
-    bad_blobs: set[str] = set()
+          report: FsckReport, progress: Callable[[int], None] | None, remedy: Callable[[str], str],
+          broken: set[str]) -> None:
+    bad_blobs: set[str] = set(broken)
     for blob in blobs:
         h = blake3.blake3(max_threads=blake3.blake3.AUTO)
         with open(store.objects.path(blob), "rb") as f:
@@ -143,7 +155,8 @@ def _deep(store: Store, blobs: dict[str, int], files: dict[str, Any], tensors: l
                 if progress:
                     progress(len(chunk))
         if h.hexdigest() != blob:
-            report.problems.append(f"blob {blob} no longer hashes to its name (its bytes changed on disk)")
+            report.problems.append(f"blob {blob} no longer hashes to its name (its bytes changed on disk; "
+                                   f"{remedy(blob)})")
             bad_blobs.add(blob)
     for f in files.values():
         if f.blobs & bad_blobs:

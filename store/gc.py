@@ -16,7 +16,7 @@ from modelstore.store.store import Store
 class GcPlan:
     files: tuple[str, ...]  # file records no model names
     blobs: tuple[tuple[str, int], ...]  # catalogued blobs no remaining file uses
-    orphans: tuple[tuple[str, int], ...]  # blob files on disk the catalog does not know
+    orphans: tuple[tuple[str, int], ...]  # (path, size) of files in objects/ that are no catalogued blob
     stale_staging: int = 0
 
     @property
@@ -45,7 +45,7 @@ def plan_gc(store: Store) -> GcPlan:
             if users <= dead_set and blob not in converted:
                 dead_blobs.append((blob, size))
         known = {b for b, _ in r.blobs()}
-    orphans = [(name, p.stat().st_size) for name, p in store.objects.iter_blobs() if name not in known]
+    orphans = [(str(p), p.stat().st_size) for p in store.objects.strays(known)]
     return GcPlan(tuple(f.b3 for f in dead_files), tuple(dead_blobs), tuple(orphans),
                   len(store.objects.stale_staging()))
 
@@ -68,10 +68,10 @@ def run_gc(store: Store, *, dry_run: bool = False, on_wait: Callable[[], None] |
             for digest, ext in list(w.tensors()):
                 if ext.blob in dead_blobs:
                     w.remove_tensor(digest)
-        for blob in sorted(dead_blobs | {b for b, _ in plan.orphans}):
+        for path in sorted([str(store.objects.path(b)) for b in dead_blobs] + [p for p, _ in plan.orphans]):
             try:
-                os.unlink(store.objects.path(blob))
-                result.removed_blobs.append(blob)
+                os.unlink(path)
+                result.removed_blobs.append(os.path.basename(path))
             except FileNotFoundError:
                 pass
         store.objects.clean_stale_staging()

@@ -19,7 +19,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -48,6 +48,13 @@ class Objects:
 
     def exists(self, blob: str) -> bool:
         return self.path(blob).is_file()
+
+    def strays(self, known: Collection[str]) -> Iterator[Path]:
+        """Files in objects/ that are not a blob of `known` at its own place: orphans an
+        interrupted add left, and anything else put there (a misplaced or misnamed file)."""
+        for name, path in self.iter_blobs():
+            if not (name in known and self.path(name) == path):  # a known name is a valid BLAKE3 digest
+                yield path
 
     def iter_blobs(self) -> Iterator[tuple[str, Path]]:
         if not self.root.is_dir():

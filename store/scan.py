@@ -129,12 +129,12 @@ def _file_key(path: Path, skipped: list[Skipped]) -> FileKey | None:
 
 # -- hashing ---------------------------------------------------------------------------------------
 
-def digest_file(key: FileKey, progress: Callable[[int], None] | None = None) -> FileDigest:
+def digest_file(key: FileKey, progress: Callable[[int], None] | None = None, name: str | None = None) -> FileDigest:
     """Header and one hashing pass, as `add` does them. Raises SourceChanged if the file is not
     the one `key` describes any more, OSError if it cannot be read."""
     path = Path(key.realpath)
     try:
-        header = read_weights_header(path)
+        header = read_weights_header(path, name)
         problem = None
     except BadModelFile as exc:  # counted as plain bytes and listed: add would refuse this file
         header, problem = None, exc.problem
@@ -417,8 +417,10 @@ def _hash_all(to_hash: dict[Inode, FoundFile], digests: dict[Inode, FileDigest],
     files = done = 0
     for inode, found in to_hash.items():
         key, shown = found.key, str(found.paths[0])  # the path scanned, not where a link leads
+        # a link's name says the format of a blob named by hash (the HF cache's snapshots)
+        name = next((p.name for p in found.paths if p.suffix in (".gguf", ".safetensors")), None)
         try:
-            digest = digest_file(key, tick)
+            digest = digest_file(key, tick, name)
         except SourceChanged:
             skipped.append(Skipped(shown, "changed while it was being scanned: not counted"))
             continue

@@ -20,7 +20,7 @@ from pathlib import Path
 CACHE_NAME = "scan-cache.sqlite"
 # Bump when what is cached changes meaning (the tensor size threshold, the digest kinds): every
 # row written under another version is dropped on open.
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 @dataclass(frozen=True)

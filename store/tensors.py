@@ -71,8 +71,10 @@ def check_spans(path: str, spans: list[TensorSpan], data_start: int, file_size: 
         previous = span
 
 
-def sniff_format(path: Path) -> str | None:
-    """'gguf', 'safetensors' or None, by magic first (Ollama blobs have no extension)."""
+def sniff_format(path: Path, name: str | None = None) -> str | None:
+    """'gguf', 'safetensors' or None, by magic first (Ollama blobs have no extension), else by
+    the suffix of `name` (the name a link gives the file, as the HF cache's snapshots do for
+    blobs named by hash), or of the path."""
     try:
         with open(path, "rb") as f:
             magic = f.read(4)
@@ -80,16 +82,18 @@ def sniff_format(path: Path) -> str | None:
         return None
     if magic == GGUF_MAGIC:
         return "gguf"
-    if path.suffix == ".gguf":
+    suffix = Path(name).suffix if name is not None else path.suffix
+    if suffix == ".gguf":
         raise BadModelFile(str(path), "not a GGUF file (no 'GGUF' magic at the start)")
-    if path.suffix == ".safetensors":
+    if suffix == ".safetensors":
         return "safetensors"
     return None
 
 
-def read_weights_header(path: Path) -> WeightsHeader | None:
-    """Parse the header of a GGUF or safetensors file; None for any other file."""
-    fmt = sniff_format(path)
+def read_weights_header(path: Path, name: str | None = None) -> WeightsHeader | None:
+    """Parse the header of a GGUF or safetensors file; None for any other file. `name`: the
+    file's name where `path` (a blob named by hash) does not say its format."""
+    fmt = sniff_format(path, name)
     if fmt is None:
         return None
     size = os.path.getsize(path)

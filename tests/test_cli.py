@@ -267,3 +267,31 @@ def test_move_takes_the_inode_a_store_object_already_shares(cli, home: Path, mod
     blob = next(p for p in (home / "objects").rglob("*") if p.is_file())
     (models / "link.gguf").symlink_to(blob)
     assert cli("add", models / "link.gguf", "--name", "alias", "--no-convert").code == 0
+
+
+@pytest.mark.corrupts_store
+def test_fsck_finds_every_damage_and_says_what_to_do(cli, home: Path, models: Path) -> None:
+    """A cut blob must not hide a changed one (--deep re-hashes the rest), and each problem names
+    the models that read the blob and the way back; gc removes whatever else lies in objects/."""
+    cli("add", write_tiny_llama_gguf(models / "a.gguf"), "--name", "a", "--no-convert")
+    cli("add", write_tiny_llama_gguf(models / "b.gguf", seed=7), "--name", "b", "--no-convert")
+    blobs = sorted(p for p in (home / "objects").rglob("*") if p.is_file())
+    assert len(blobs) == 2
+    for blob in blobs:
+        blob.chmod(0o644)
+    with open(blobs[0], "r+b") as f:
+        f.truncate(1000)
+    with open(blobs[1], "r+b") as f:
+        f.seek(5000)
+        f.write(b"\xff\xff")
+    problems = cli("fsck", "--deep", "--json").json()["problems"]
+    assert len(problems) == 2, problems
+    assert any("bytes on disk" in p for p in problems) and any("no longer hashes" in p for p in problems)
+    assert all("`modelstore rm` them" in p and ("a" in p or "b" in p) for p in problems)
+
+    (blobs[0].parent / "junk.txt").write_bytes(b"x")  # things that are no blob at all
+    (home / "objects" / "zz").mkdir()
+    (home / "objects" / "zz" / ("0" * 64)).write_bytes(b"yy")
+    r = cli("gc", "--json")
+    assert r.code == 0, r.err
+    assert not (blobs[0].parent / "junk.txt").exists() and not (home / "objects" / "zz" / ("0" * 64)).exists()

@@ -3,6 +3,7 @@ live updates, open files across rm + gc, unmounting and remounting."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import mmap
@@ -230,7 +231,7 @@ def test_background_mount_and_umount_commands(filled: Store, home: Path, tmp_pat
         assert os.path.ismount(mnt) and "mounted" in r.stdout
         with open(mnt / "llamacpp/tiny-f32.gguf", "rb") as f:
             busy = subprocess.run(cmd + ["umount", str(mnt)], env=env, capture_output=True, text=True)
-            assert busy.returncode != 0 and "busy" in busy.stderr
+            assert busy.returncode == 8 and "busy" in busy.stderr
             lazy = subprocess.run(cmd + ["umount", "--lazy", str(mnt)], env=env, capture_output=True, text=True)
             assert lazy.returncode == 0, lazy.stderr
             assert f.read() == (models / "tiny.gguf").read_bytes()  # an open file reads on after a lazy unmount
@@ -288,3 +289,43 @@ def test_a_catalog_no_view_can_show_does_not_end_the_mount(monkeypatch: pytest.M
 
     trio.run(main)
     assert attempts == [1] and ops.replaced == []  # one try per generation, the old tree kept
+
+
+def test_umount_leaves_other_mounts_alone(home: Path, tmp_path: Path, cli) -> None:
+    other = tmp_path / "tmpfs"
+    other.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "none", str(other)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        r = cli("umount", other)
+        assert r.code == 2 and "not a modelstore mount" in r.err
+        assert os.path.ismount(other)
+    finally:
+        subprocess.run(["umount", str(other)], capture_output=True)
+
+
+@requires_fuse
+@pytest.mark.corrupts_store
+def test_links_from_a_relative_home_and_a_missing_blob(filled: Store, home: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """--links with a relative --home still links to the blob (an absolute target); a file whose
+    blob went missing opens with EIO, not ENOENT (it is listed: the store is damaged)."""
+    monkeypatch.chdir(home.parent)
+    mnt = tmp_path / "rel"
+    mnt.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "modelstore.cli", "--home", home.name, "mount", "-f", "--links",
+                             str(mnt)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: os.path.ismount(mnt))
+        path = mnt / "llamacpp/tiny-f32.gguf"
+        assert os.readlink(path).startswith("/") and path.read_bytes()[:4] == b"GGUF"
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+        proc.wait(10)
+    with mounted(home, tmp_path / "mnt") as m:
+        victim = m.path / "llamacpp/tiny-f32.gguf"
+        record = filled.file(filled.model("tiny:f32").files["tiny.gguf"])
+        filled.objects.path(record.recipe[0].blob).unlink()
+        with pytest.raises(OSError) as raised:
+            open(victim, "rb").close()
+        assert raised.value.errno == errno.EIO

@@ -477,3 +477,17 @@ def test_a_mount_inside_the_folder_is_not_scanned(cli, home: Path, tmp_path: Pat
         log = top / "mnt.log"  # the test's mount writes its log beside the mount point
         assert report["total"]["files"] == 2 and report["duplicates"] == []
         assert report["total"]["logical_bytes"] == gguf.stat().st_size + log.stat().st_size
+
+
+def test_hf_cache_blobs_are_read_by_their_links_names(cli, tmp_path: Path) -> None:
+    """An HF cache names a safetensors blob by its hash, with no extension; the snapshot's link
+    says what it is, so scan reads its tensors as add does (a fine-tune shares most of them)."""
+    base = write_tiny_hf_folder(tmp_path / "made" / "base", hidden=128, vocab=512)
+    tuned = write_tiny_hf_folder(tmp_path / "made" / "tuned", hidden=128, vocab=512,
+                                 changed={"model.layers.0.mlp.up_proj.weight": 7})
+    hub = tmp_path / "hub"
+    write_hf_snapshot(hub, "org/base", COMMIT, {p.name: p.read_bytes() for p in base.iterdir()}, refs=("main",))
+    write_hf_snapshot(hub, "org/tuned", COMMIT, {p.name: p.read_bytes() for p in tuned.iterdir()}, refs=("main",))
+    total = cli("scan", hub, "--json").json()["total"]
+    weights = (tuned / "model.safetensors").stat().st_size
+    assert total["whole_file_dedup_bytes"] - total["tensor_dedup_bytes"] > weights * 0.5

@@ -13,6 +13,11 @@ for pkg in fuse3 libfuse3-dev pkg-config; do
 done
 python=${PYTHON:-python3}
 "$python" -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
+# pyfuse3 has no binary wheel, and llama-cpp-python compiles llama.cpp: a C/C++ compiler and
+# the Python headers (a minimal Debian image has neither)
+command -v gcc >/dev/null && command -v g++ >/dev/null && command -v make >/dev/null || missing+=(build-essential)
+"$python" -c "import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h'))" \
+    2>/dev/null || missing+=(python3-dev)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing system packages: ${missing[*]}"
     $sudo apt-get update -qq
@@ -24,8 +29,11 @@ fi
 export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF}"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 log=.venv/install.log
-echo "installing modelstore [${EXTRAS:-test,runtimes}] into .venv (log: $log; a first llama-cpp-python build takes ~11 min)"
-if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[${EXTRAS:-test,runtimes}]"; } >"$log" 2>&1; then
+extras=${EXTRAS:-test,runtimes}
+note=""
+[[ ",$extras," == *",runtimes,"* ]] && note="; a first llama-cpp-python build takes ~11 min"
+echo "installing modelstore [$extras] into .venv (log: $log$note)"
+if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[$extras]"; } >"$log" 2>&1; then
     tail -40 "$log" >&2
     echo "setup failed: pip install did not succeed (whole log in $log)" >&2
     exit 1
