@@ -12,13 +12,16 @@ from modelstore.cli.app import App, emit_json, pass_app
                       "  modelstore fsck --conversions   # after upgrading numpy or gguf")
 @click.option("--deep", is_flag=True, help="Also re-hash every blob, file and tensor extent (reads everything).")
 @click.option("--conversions", is_flag=True,
-              help="Also convert every planned file again and check it still gives the bytes planned.")
+              help="Also convert every planned file again and check it still gives the bytes planned "
+                   "(implies --deep: the source bytes are checked first, so a damaged blob is not "
+                   "taken for a changed converter).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_app
 def fsck(app: App, deep: bool, conversions: bool, as_json: bool) -> None:
     """Check that the catalog and the blobs agree. Exit status 1 when a problem is found."""
     from modelstore.store.fsck import fsck as run_fsck
 
+    deep = deep or conversions
     with app.store() as store:
         with store.catalog.read() as r:
             total = sum(size for _, size in r.blobs()) if deep else 0

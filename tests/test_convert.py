@@ -593,3 +593,20 @@ def test_convert_keeps_the_type_a_model_was_planned_with(cli, hf_folder: Path) -
     assert r.code == 0
     assert [f for f in r.json()[0]["files"]] == ["tiny-Q8_0.gguf"]
     assert list(cli("convert", "tiny", "--gguf-type", "F16", "--json").json()[0]["files"]) == ["tiny-F16.gguf"]
+
+
+@pytest.mark.corrupts_store
+def test_fsck_conversions_blames_a_damaged_source_blob_not_the_converter(cli, home: Path, hf_folder: Path) -> None:
+    """A flipped byte in the source safetensors changes what a conversion gives too: fsck
+    --conversions checks the source bytes first and reports the blob, not "run convert" (which
+    would re-plan from the damaged bytes and hide the damage)."""
+    assert cli("add", hf_folder, "--name", "tiny").code == 0
+    source = max((p for p in (home / "objects").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    source.chmod(0o644)
+    with open(source, "r+b") as f:
+        f.seek(source.stat().st_size - 100)
+        f.write(b"\x55\xaa")
+    r = cli("fsck", "--conversions", "--json")
+    assert r.code == 1
+    problems = r.json()["problems"]
+    assert any("no longer hashes" in p for p in problems) and not any("modelstore convert" in p for p in problems)
