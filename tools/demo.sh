@@ -51,4 +51,4 @@ echo
 echo "The demo store is $MODELSTORE_HOME, mounted at $mnt. Try for example:"
 echo "  HF_HUB_OFFLINE=1 HF_HUB_CACHE=$mnt/huggingface python -c \"import transformers; ...\""
 echo "  OLLAMA_MODELS=$mnt/ollama OLLAMA_NOPRUNE=1 ollama list"
-echo "Unmount with: MODELSTORE_HOME=$MODELSTORE_HOME .venv/bin/modelstore umount $mnt"
+echo "Unmount with: $PWD/.venv/bin/modelstore umount $mnt"
