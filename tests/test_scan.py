@@ -474,9 +474,9 @@ def test_a_mount_inside_the_folder_is_not_scanned(cli, home: Path, tmp_path: Pat
     assert cli("add", gguf).code == 0
     with mounted(home, top / "mnt"):
         report = cli("scan", top, "--json").json()
-        log = top / "mnt.log"  # the test's mount writes its log beside the mount point
+        log = top / "mnt.log"  # the test's mount writes its log beside the mount point, as it goes
         assert report["total"]["files"] == 2 and report["duplicates"] == []
-        assert report["total"]["logical_bytes"] == gguf.stat().st_size + log.stat().st_size
+        assert gguf.stat().st_size <= report["total"]["logical_bytes"] <= gguf.stat().st_size + log.stat().st_size
 
 
 def test_hf_cache_blobs_are_read_by_their_links_names(cli, tmp_path: Path) -> None:
