@@ -46,6 +46,19 @@ for command in (add, convert, ls, show, rm, du, gc, fsck, mount, umount, scan, i
     cli.add_command(command)
 
 
+MODE_FLAGS = ("--copy", "--reflink", "--link", "--move")
+
+
+def _one_mode(args: list[str]) -> None:
+    """`add` and `import` take one of the mode flags: click would let the last of several win
+    (`--link --move` moved the file), which is never what was meant."""
+    given = [a for a in args[: args.index("--")] if a in MODE_FLAGS] if "--" in args else \
+        [a for a in args if a in MODE_FLAGS]
+    if len(set(given)) > 1:
+        raise click.UsageError(f"{' and '.join(dict.fromkeys(given))} contradict each other: choose one of "
+                               f"{', '.join(MODE_FLAGS)}")
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the command line and return its exit status; the one place errors become messages."""
     from modelstore.store.errors import ModelstoreError
@@ -53,6 +66,7 @@ def run(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
+        _one_mode(args)
         rc = cli.main(args=args, prog_name="modelstore", standalone_mode=False)
         return rc if isinstance(rc, int) else 0
     except (click.exceptions.Abort, KeyboardInterrupt):

@@ -93,6 +93,7 @@ def test_errors_are_one_line_with_exit_codes(cli, models: Path) -> None:
         (("convert", "a", "--gguf-type", "Q9"), 2, "'Q9' is not one of"),  # click's own usage errors too
         (("add",), 2, "Missing argument"),
         (("import",), 2, "Missing option '--from'"),
+        (("add", a, "--link", "--move"), 2, "--link and --move contradict each other"),
     ]
     cli("add", a, "--name", "a")
     for args, code, words in cases:
