@@ -107,9 +107,10 @@ def umount(mountpoint: Path, lazy: bool) -> None:
     from modelstore.fusefs.mount import running_mounts
     from modelstore.store.errors import Busy, ModelstoreError, UsageError
 
+    mountpoint = Path(os.path.realpath(mountpoint))  # a link to the mount point, a trailing slash
     if not os.path.ismount(mountpoint):
         raise UsageError(f"{mountpoint} is not mounted")
-    if os.path.realpath(mountpoint) not in {os.path.realpath(where) for _, where in running_mounts()}:
+    if str(mountpoint) not in {os.path.realpath(where) for _, where in running_mounts()}:
         raise UsageError(f"{mountpoint} is not a modelstore mount; leaving it alone")
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
     cmd = [tool, "-u"] + (["-z"] if lazy else []) + [str(mountpoint)] if tool else \

@@ -112,7 +112,8 @@ class Operations(pyfuse3.Operations):
             try:
                 handle = OpenFile.open(content, self.blob_path, self.derived)
             except FileNotFoundError:  # the file is listed: its blob missing is damage, not absence
-                log.error("inode %d: a blob of the file is missing from the store (run `modelstore fsck`)", inode)
+                log.error("inode %d: a blob of the file is missing (removed by a gc just now, or damage: "
+                          "run `modelstore fsck`)", inode)
                 raise pyfuse3.FUSEError(errno.EIO) from None
             except OSError as exc:
                 raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None

@@ -45,7 +45,7 @@ def plan_gc(store: Store) -> GcPlan:
             if users <= dead_set and blob not in converted:
                 dead_blobs.append((blob, size))
         known = {b for b, _ in r.blobs()}
-    orphans = [(str(p), p.stat().st_size) for p in store.objects.strays(known)]
+    orphans = [(str(p), p.lstat().st_size) for p in store.objects.strays(known)]
     return GcPlan(tuple(f.b3 for f in dead_files), tuple(dead_blobs), tuple(orphans),
                   len(store.objects.stale_staging()))
 

@@ -52,9 +52,16 @@ class Objects:
     def strays(self, known: Collection[str]) -> Iterator[Path]:
         """Files in objects/ that are not a blob of `known` at its own place: orphans an
         interrupted add left, and anything else put there (a misplaced or misnamed file)."""
-        for name, path in self.iter_blobs():
-            if not (name in known and self.path(name) == path):  # a known name is a valid BLAKE3 digest
-                yield path
+        if not self.root.is_dir():
+            return
+        for sub in sorted(self.root.iterdir()):
+            if sub.is_symlink() or not sub.is_dir():  # never follow a link out of the store
+                continue
+            for path in sorted(sub.iterdir()):
+                if path.is_dir() and not path.is_symlink():
+                    continue  # not ours to empty
+                if not (path.name in known and self.path(path.name) == path):  # a known name is valid BLAKE3
+                    yield path  # a file, or a link (removing a link leaves its target alone)
 
     def iter_blobs(self) -> Iterator[tuple[str, Path]]:
         if not self.root.is_dir():

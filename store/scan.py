@@ -377,6 +377,14 @@ def scan(folders: list[tuple[Path, str | None]], cache: ScanCache, *, progress: 
                       tuple(skipped), problems, hashed_files, hashed_bytes, cached_files, stored)
 
 
+def _weights_name(found: FoundFile) -> str | None:
+    """A name among the file's paths that says its format (a GGUF says it by its magic as well,
+    so a .safetensors name is taken first)."""
+    names = sorted((p.name for p in found.paths if p.suffix in (".safetensors", ".gguf")),
+                   key=lambda n: not n.endswith(".safetensors"))
+    return names[0] if names else None
+
+
 def _look_up(walked: Walked, cache: ScanCache) -> tuple[dict[Inode, FileDigest], dict[Inode, FoundFile]]:
     """The digests the cache has, and the files (one per inode) it does not."""
     digests: dict[Inode, FileDigest] = {}
@@ -386,6 +394,8 @@ def _look_up(walked: Walked, cache: ScanCache) -> tuple[dict[Inode, FileDigest],
             if f.inode in digests or f.inode in to_hash:
                 continue
             cached = cache.get(f.key)
+            if cached is not None and cached.format is None and _weights_name(f) is not None:
+                cached = None  # hashed before, by a path that did not say it holds weights
             if cached is None:
                 to_hash[f.inode] = f
             else:
@@ -418,7 +428,7 @@ def _hash_all(to_hash: dict[Inode, FoundFile], digests: dict[Inode, FileDigest],
     for inode, found in to_hash.items():
         key, shown = found.key, str(found.paths[0])  # the path scanned, not where a link leads
         # a link's name says the format of a blob named by hash (the HF cache's snapshots)
-        name = next((p.name for p in found.paths if p.suffix in (".gguf", ".safetensors")), None)
+        name = _weights_name(found)
         try:
             digest = digest_file(key, tick, name)
         except SourceChanged:

@@ -296,3 +296,44 @@ def test_fsck_finds_every_damage_and_says_what_to_do(cli, home: Path, models: Pa
     r = cli("gc", "--json")
     assert r.code == 0, r.err
     assert not (blobs[0].parent / "junk.txt").exists() and not (home / "objects" / "zz" / ("0" * 64)).exists()
+
+
+@pytest.mark.corrupts_store
+def test_fsck_and_gc_on_a_catalog_and_objects_folder_out_of_step(cli, home: Path, models: Path, tmp_path: Path) -> None:
+    """A blob the catalog lost (and its object moved away) is reported by fsck --deep, not a crash;
+    a damaged converted header names the model it belongs to; gc never follows a link out of
+    objects/ and leaves folders it finds there alone."""
+    from modelstore.store import Store
+
+    cli("add", write_tiny_llama_gguf(models / "a.gguf"), "--name", "a", "--no-convert")
+    from modelstore.converters.synth import write_hf_model
+
+    cli("add", write_hf_model(models / "hf"), "--name", "hf")  # plans a GGUF: a converted header blob
+    with Store(home) as store:
+        with store.catalog.read() as r:
+            header = r.conversions("hf")["blobs"][0]
+            a_blob = store.file(store.model("a").files["a.gguf"]).recipe[0].blob
+        path = store.objects.path(header)
+        with store.catalog.write() as w:
+            w.remove_blob(a_blob)
+        store.objects.path(a_blob).rename(tmp_path / "moved-away")
+    path.chmod(0o644)
+    with open(path, "r+b") as f:
+        f.seek(10)
+        f.write(b"\xff\xff")
+    r = cli("fsck", "--deep", "--json")
+    assert r.code == 1 and "Traceback" not in r.err, r.err
+    problems = r.json()["problems"]
+    assert any(header in p and "no longer hashes" in p and "hf" in p for p in problems), problems
+    assert any(a_blob in p for p in problems)
+
+    user = tmp_path / "user-files"
+    user.mkdir()
+    (user / ("1" * 64)).write_bytes(b"keep me")
+    (home / "objects" / "zz").symlink_to(user)
+    (path.parent / "a-folder").mkdir()
+    (path.parent / "dangling").symlink_to(tmp_path / "nothing")
+    r = cli("gc", "--json")
+    assert r.code == 0, r.err
+    assert (user / ("1" * 64)).read_bytes() == b"keep me" and (path.parent / "a-folder").is_dir()
+    assert not (path.parent / "dangling").is_symlink()
