@@ -123,8 +123,7 @@ def fsck(store: Store, *, deep: bool = False, progress: Callable[[int], None] | 
         report.notes.append(f"{len(stale)} staging folder(s) left by a stopped process; the next add or gc removes them")
 
     if deep:  # the other blobs are re-hashed too: one problem must not hide another
-        _deep(store, {b: s for b, s in blobs.items() if b not in broken}, files, tensors, report, progress,
-              remedy, broken)
+        _deep(store, {b: s for b, s in blobs.items() if b not in broken}, files, tensors, report, progress, remedy)
     return report
 
 
@@ -155,9 +154,9 @@ def _check_conversions(conversions: dict[str, Any], models: dict[str, Any], blob
 
 
 def _deep(store: Store, blobs: dict[str, int], files: dict[str, Any], tensors: list[Any],
-          report: FsckReport, progress: Callable[[int], None] | None, remedy: Callable[[str], str],
-          broken: set[str]) -> None:
-    bad_blobs: set[str] = set(broken)
+          report: FsckReport, progress: Callable[[int], None] | None, remedy: Callable[[str], str]) -> None:
+    """Re-hash `blobs` (the sound ones by the cheap checks), then what lies in them."""
+    bad_blobs: set[str] = set()
     for blob in blobs:
         h = blake3.blake3(max_threads=blake3.blake3.AUTO)
         with open(store.objects.path(blob), "rb") as f:

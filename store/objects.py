@@ -63,15 +63,6 @@ class Objects:
                 if not (path.name in known and self.path(path.name) == path):  # a known name is valid BLAKE3
                     yield path  # a file, or a link (removing a link leaves its target alone)
 
-    def iter_blobs(self) -> Iterator[tuple[str, Path]]:
-        if not self.root.is_dir():
-            return
-        for sub in sorted(self.root.iterdir()):
-            if not sub.is_dir():
-                continue
-            for f in sorted(sub.iterdir()):
-                yield f.name, f
-
     # -- committing -------------------------------------------------------------------------
 
     def commit_staged(self, staged: Path, blob: B3, *, read_only: bool = True) -> Path:

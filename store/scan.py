@@ -65,12 +65,6 @@ class FoundFile:
         return (self.key.dev, self.key.ino)
 
 
-def is_unfinished(name: str) -> bool:
-    """Partial downloads: the shared patterns (Ollama's chunk files `sha256-<hex>-partial-0` and
-    blob names with a colon, which Ollama renames at start, among them)."""
-    return is_partial(name)
-
-
 def walk_folder(root: Path, exclude: Iterable[Path] = ()) -> tuple[list[FoundFile], list[Skipped]]:
     """The regular files under `root` (or `root` itself if it is a file), one per inode, and what
     was left out and why. Hidden entries below `root` (.locks, .cache, .no_exist) are ignored, and
@@ -86,7 +80,7 @@ def walk_folder(root: Path, exclude: Iterable[Path] = ()) -> tuple[list[FoundFil
 
 def _candidate_paths(root: Path, skipped: list[Skipped], exclude: set[str]) -> Iterator[Path]:
     if not root.is_dir():
-        if is_unfinished(root.name):
+        if is_partial(root.name):
             skipped.append(Skipped(str(root), "an unfinished download"))
         else:
             yield root
@@ -105,7 +99,7 @@ def _candidate_paths(root: Path, skipped: list[Skipped], exclude: set[str]) -> I
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
-            if is_unfinished(name):
+            if is_partial(name):
                 skipped.append(Skipped(str(folder / name), "an unfinished download"))
                 continue
             yield folder / name

@@ -30,6 +30,9 @@ from modelstore.store.sources.runtimes.identity import REFS_KEY, hf_refs, valid_
 from modelstore.store.store import SMALL_FILE, AddResult, Store
 
 
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
 
@@ -111,7 +114,7 @@ def add_from_hub(store: Store, repo_id: str, *, name: str | None = None, revisio
     with hub_errors(repo_id, revision):
         info = api.model_info(repo_id, revision=revision)
         commit = info.sha
-        if not isinstance(commit, str) or not re.fullmatch(r"[0-9a-f]{40}", commit):
+        if not isinstance(commit, str) or not _COMMIT.fullmatch(commit):
             raise SourceError(f"{repo_id}: the Hub gave no commit (40 hex digits) for revision "
                               f"{revision or 'main'}, but {commit!r}")
         listing = [e for e in api.list_repo_tree(repo_id, revision=commit, recursive=True) if isinstance(e, RepoFile)]
@@ -185,7 +188,7 @@ def _refs(store: Store, name: str, source: Source, revision: str | None) -> dict
     except NotFound:
         pass
     asked = revision or "main"
-    if not re.fullmatch(r"[0-9a-f]{40}", asked) and valid_ref(asked):
+    if not _COMMIT.fullmatch(asked) and valid_ref(asked):
         refs.add(asked)
     return {REFS_KEY: sorted(refs)} if refs else {}
 

@@ -59,11 +59,10 @@ def add_local(store: Store, path: Path, *, name: str | None = None, mode: Import
               progress: ProgressFactory | None = None, on_wait: Any = None) -> AddResult:
     if not path.exists():
         raise NotFound(f"{path}: no such file or folder")
-    home = os.path.realpath(store.home)
     # A folder by where it leads; a file by where it is (a symlink into the store, as `mount
     # --links` shows files, is a file like any other)
-    where = os.path.realpath(path) if path.is_dir() else os.path.join(os.path.realpath(path.parent), path.name)
-    if where == home or where.startswith(home.rstrip("/") + "/"):
+    where = Path(os.path.realpath(path)) if path.is_dir() else Path(os.path.realpath(path.parent), path.name)
+    if where.is_relative_to(os.path.realpath(store.home)):
         raise UsageError(f"{path} is inside the store ({store.home}): it holds nothing to add")
     if path.is_dir():
         files, skipped = list_folder(path, store.home)

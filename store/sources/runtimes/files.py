@@ -43,8 +43,7 @@ def usable(path: Path, scan: Scan, what: str) -> bool:
 
 def inside(path: Path, folder: Path) -> bool:
     """Whether `path` (the entry itself, a symlink not followed) is in `folder` or below it."""
-    parent, root = os.path.realpath(path.parent), os.path.realpath(folder)
-    return parent == root or parent.startswith(root.rstrip("/") + "/")
+    return Path(os.path.realpath(path.parent)).is_relative_to(os.path.realpath(folder))
 
 
 def is_gguf_name(path: Path) -> bool:

@@ -252,7 +252,7 @@ class Importer:
             logical = novel = 0
             for rel, path in found.files.items():
                 record, added = self._ingest(ingest, found, rel, path, hashed)
-                check_digest(found, rel, record.sha256, record.git_sha1, path)
+                check_digest(found, rel, record.sha256, record.git_sha1, path)  # also bytes the store held already
                 stored[rel] = record.b3
                 logical += record.size
                 novel += added
