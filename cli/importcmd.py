@@ -8,6 +8,7 @@ from typing import Any
 import click
 from modelstore.cli.app import App, emit_json, human_bytes, pass_app, printable
 from modelstore.cli.convert import GGUF_TYPE_OPTION, report as report_conversions
+from modelstore.cli.where import where_table
 
 KINDS = ("ollama", "lmstudio", "huggingface", "llamacpp", "gpt4all", "jan", "path")
 
@@ -19,15 +20,7 @@ Examples:
   modelstore import --from gpt4all ~/models/gpt4all
   modelstore import --from path ~/Downloads/models # any GGUF files and HF-format folders
 
-\b
-Where each runtime keeps its models, unless PATH says otherwise:
-  ollama       $OLLAMA_MODELS, ~/.ollama/models, /usr/share/ollama/.ollama/models
-  lmstudio     the models folder in LM Studio's settings, ~/.lmstudio/models, ~/.cache/lm-studio/models
-  huggingface  $HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub
-  llamacpp     $LLAMA_CACHE, ~/.cache/llama.cpp (flat GGUF files or the Hugging Face layout)
-  gpt4all      modelPath in GPT4All.ini, ~/.local/share/nomic.ai/GPT4All
-  jan          ~/.local/share/Jan/data (llamacpp/models/<id>/model.yml)
-
+{where}
 \b
 Each model keeps its identity: an Ollama model its name:tag and manifest (the ollama/ view shows
 the same manifest digest), a Hugging Face snapshot its repo id, commit and refs, an LM Studio
@@ -48,7 +41,8 @@ Modes (as for `add`):
 \b
 Skipped, with a warning: unfinished downloads, dangling links, manifests naming missing blobs,
 files whose bytes do not match the hash they are named by, files that change while being read.
-"""
+""".format(
+    where=where_table("Where each runtime keeps its models, unless PATH says otherwise:"))
 
 
 @click.command("import", epilog=EPILOG)
@@ -125,7 +119,7 @@ def _to_convert(store: Any, report: Any, kind: str) -> list[str]:
 
 def _folders(kind: str, path: Path | None) -> list[Path]:
     from modelstore.store.errors import NotFound, UsageError
-    from modelstore.store.sources.locations import default_folders, existing_folders
+    from modelstore.store.sources.locations import default_folders, existing_folders, unreadable_folders
 
     if path is not None:
         path = path.expanduser()
@@ -144,8 +138,15 @@ def _folders(kind: str, path: Path | None) -> list[Path]:
     found = existing_folders(kind)
     if kind == "jan":  # the data folder holds llamacpp/models/
         found = [f.parent.parent if f.name == "models" and f.parent.name == "llamacpp" else f for f in found]
+    locked = unreadable_folders(kind)
+    if locked and found:
+        for folder in locked:
+            click.echo(printable(f"warning: skipped {folder}: this user may not read it"), err=True)
     if not found:
         looked = ", ".join(str(f) for f in default_folders(kind))
+        if locked:
+            raise NotFound(f"{kind}'s models folder {locked[0]} cannot be read by this user; import as a user "
+                           f"who can, or give a folder: modelstore import --from {kind} PATH")
         raise NotFound(f"no {kind} models folder here (looked in {looked}); give its path: "
                        f"modelstore import --from {kind} PATH")
     return found

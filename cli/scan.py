@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 from modelstore.cli.app import App, emit_json, human_bytes, pass_app, print_table, printable
+from modelstore.cli.where import where_table
 
 if TYPE_CHECKING:  # the store's modules load lmdb and gguf: only inside the command
     from modelstore.store.scan import Duplicate, Figures, ScanReport
@@ -27,17 +29,13 @@ Per folder and over all of them, scan reports:
 and the largest duplications: the same file in several places, files that share tensors (a
 fine-tune and its base, the same weights sharded another way, a GGUF export of safetensors).
 
-Without FOLDERS, scan looks where each runtime keeps its models: $OLLAMA_MODELS or
-~/.ollama/models; LM Studio's models folder (its settings, ~/.lmstudio/models); $HF_HUB_CACHE,
-$HF_HOME/hub or ~/.cache/huggingface/hub; $LLAMA_CACHE or ~/.cache/llama.cpp; GPT4All's
-modelPath or ~/.local/share/nomic.ai/GPT4All; ~/.local/share/Jan/data/llamacpp/models.
-A FOLDER may also be a single file.
+{where}A FOLDER may also be a single file.
 
 \b
 Scan only reads the folders: it never writes into them. It keeps the hashes it computed in the
 store home (scan-cache.sqlite), keyed by path, inode, size, mtime and ctime, so a second scan reads only
 the files that changed. Unfinished downloads and dangling links are listed, not counted.
-"""
+""".format(where=where_table("Without FOLDERS, scan looks where each runtime keeps its models:"))
 
 SHOWN_SKIPPED = 10
 SHOWN_NAMES = 3
@@ -84,7 +82,11 @@ def _named_folders(folders: tuple[Path, ...]) -> list[tuple[Path, str | None]]:
     out: list[tuple[Path, str | None]] = []
     seen: set[Path] = set()
     for folder in (f.expanduser() for f in folders):
-        if not folder.exists():
+        try:
+            exists = folder.exists()
+        except PermissionError:  # another user's: the scan lists it as not readable
+            exists = True
+        if not exists:
             if folder.is_symlink():
                 raise NotFound(f"{folder}: a symlink to nothing (dangling, or a loop)")
             raise NotFound(f"{folder}: no such file or folder")
@@ -95,12 +97,13 @@ def _named_folders(folders: tuple[Path, ...]) -> list[tuple[Path, str | None]]:
 
 
 def _runtime_folders() -> list[tuple[Path, str | None]]:
-    from modelstore.store.sources.locations import RUNTIMES, existing_folders
+    """Each runtime's folders that exist; those we may not read too, so the report says so."""
+    from modelstore.store.sources.locations import RUNTIMES, existing_folders, unreadable_folders
 
     seen: set[Path] = set()
     out: list[tuple[Path, str | None]] = []
     for runtime in RUNTIMES:
-        for folder in existing_folders(runtime):
+        for folder in existing_folders(runtime) + unreadable_folders(runtime):
             if folder.resolve() not in seen:
                 seen.add(folder.resolve())
                 out.append((folder, runtime))
@@ -117,7 +120,7 @@ def _open_cache(app: App, roots: list[Path], no_cache: bool) -> tuple[ScanCache,
     from modelstore.store.scancache import CACHE_NAME, ScanCache
 
     home = app.home.expanduser().resolve()
-    inside = [r for r in roots if r.is_dir() and home.is_relative_to(r.resolve())]
+    inside = [r for r in roots if os.path.isdir(r) and home.is_relative_to(r.resolve())]
     if no_cache:
         return ScanCache(None, MIN_SHARED_TENSOR), "no hash cache (--no-cache)"
     if inside:

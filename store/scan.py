@@ -79,7 +79,12 @@ def walk_folder(root: Path, exclude: Iterable[Path] = ()) -> tuple[list[FoundFil
 
 
 def _candidate_paths(root: Path, skipped: list[Skipped], exclude: set[str]) -> Iterator[Path]:
-    if not root.is_dir():
+    try:
+        is_folder = root.is_dir()
+    except PermissionError as exc:  # a folder on the way is another user's
+        skipped.append(Skipped(str(root), f"not readable: {exc.strerror}"))
+        return
+    if not is_folder:
         if is_partial(root.name):
             skipped.append(Skipped(str(root), "an unfinished download"))
         else:
@@ -361,7 +366,7 @@ def scan(folders: list[tuple[Path, str | None]], cache: ScanCache, *, progress: 
     cached_files = len(digests)
     hashed_files, hashed_bytes = _hash_all(to_hash, digests, cache, skipped, progress)
     for root, _, found in walked:
-        if root.is_dir():
+        if os.path.isdir(root):
             cache.forget_missing(os.path.realpath(root), {f.key.realpath for f in found})
 
     reports, items, places = _per_folder(walked, digests)
@@ -404,7 +409,7 @@ def _per_folder(walked: Walked, digests: dict[Inode, FileDigest]
     reports: list[FolderReport] = []
     everything: dict[Inode, Scanned] = {}
     for root, runtime, found in walked:
-        names = ollama_names(root) if root.is_dir() else {}
+        names = ollama_names(root) if os.path.isdir(root) else {}
         items = [Scanned(f, digests[f.inode]) for f in found if f.inode in digests]
         for s in items:
             places.setdefault(s.found.inode, place_of(s.found, root, names))
