@@ -8,7 +8,6 @@ from modelstore.fusefs.snapshot import Snapshot
 from modelstore.fusefs.tree import Dir, File, Link, Literal, StoredContent
 from modelstore.fusefs.views import VIEWS, ViewOptions
 from modelstore.fusefs.views.common import gguf_units
-from modelstore.fusefs.views.store import folder_of
 from modelstore.store.records import ModelRecord
 
 
@@ -98,16 +97,42 @@ def _manifests_naming(node: Dir, sha256s: set[str], prefix: str) -> list[str]:
     return out
 
 
+def _leaves(node: Dir, prefix: str = "") -> dict[str, File | Link]:
+    out: dict[str, File | Link] = {}
+    for name, child in node.children.items():
+        path = f"{prefix}/{name}" if prefix else name
+        if isinstance(child, Dir):
+            out.update(_leaves(child, path))
+        else:
+            out[path] = child
+    return out
+
+
+def _same(a: File | Link | None, b: File | Link) -> bool:
+    if isinstance(a, File) and isinstance(b, File):
+        return a.content == b.content
+    return isinstance(a, Link) and isinstance(b, Link) and a.target == b.target
+
+
+def _placed_by(full: Dir, without: Dir, view: str) -> set[str]:
+    """Paths (as `view/...`) the model puts into the mount: those the tree shows with it and not,
+    or not the same, without it. A name it shares with another model, the other one may hold."""
+    before = _leaves(without)
+    return {f"{view}/{path}" for path, node in _leaves(full).items() if not _same(before.get(path), node)}
+
+
 def renditions(snapshot: Snapshot, model: ModelRecord, options: ViewOptions = ViewOptions()) -> list[Rendition]:
-    """Rendered from a snapshot of this model alone, so files it shares with other models are
-    not attributed to them (a name another model already took would get a suffix in the mount)."""
+    """Where the mount shows `model`: the paths that hold its bytes in the tree of every model, and
+    that the tree of every other model does not have the same (a file it shares with another
+    model is that model's too; a name two models want, the view gives one of them with a suffix)."""
     model = next((m for m in snapshot.models if m.name == model.name), model)  # with its converted files
     digests = set(model.files.values())
-    names = [m.name for m in snapshot.models]
+    others = replace(snapshot, models=tuple(m for m in snapshot.models if m.name != model.name))
     alone = replace(snapshot, models=(model,))
     out = []
     for view, render in VIEWS.items():
-        tree = render(alone, options)
+        tree = render(snapshot, options)
+        placed = _placed_by(tree, render(others, options), view)
         if view == "ollama":  # a model is its manifest; blobs are shared by content
             manifests = tree.children.get("manifests")
             sha256s = {snapshot.file(b3).sha256 for b3 in digests}
@@ -117,11 +142,9 @@ def renditions(snapshot: Snapshot, model: ModelRecord, options: ViewOptions = Vi
                            ) if isinstance(manifests, Dir) else []
         else:
             paths = _paths_of(tree, digests, view, snapshot.objects_root)
-        if view == "store":  # rendered alone, the model sits at its name; among the others, maybe not
-            alone_at, shown_at = f"store/by-model/{model.name}/", f"store/by-model/{folder_of(model.name, names)}/"
-            paths = [shown_at + p[len(alone_at):] if p.startswith(alone_at) else p for p in paths]
+        paths = [p for p in paths if p in placed]
         if view == "huggingface":  # blobs are shared by content: name the repo folders instead
             paths = sorted({"/".join(p.split("/")[:2]) for p in paths})
         out.append(Rendition(view, paths, None if paths else _why_absent(view, model, snapshot),
-                             _how(model, snapshot, tree) if paths else None))
+                             _how(model, snapshot, render(alone, options)) if paths else None))
     return out

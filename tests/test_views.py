@@ -292,6 +292,31 @@ def test_show_says_where_a_model_is_and_why_not(populated: tuple[Store, Snapshot
     assert "no GGUF" in str(hf_only["ollama"].reason) and "no GGUF" in str(hf_only["llamacpp"].reason)
 
 
+def test_show_gives_the_path_that_holds_the_model_when_names_clash(store: Store, models: Path) -> None:
+    """a:b and a-b want llamacpp/a-b.gguf and lmstudio/local/a-b/; x and x:latest want the tag
+    x:latest. Each path `show` gives must hold that model's own bytes in the tree the mount serves,
+    not the other model's (a script would load the wrong weights)."""
+    from modelstore.fusefs.renditions import renditions
+
+    for seed, name in enumerate(("a:b", "a-b", "x", "x:latest")):
+        add_local(store, write_tiny_llama_gguf(models / f"m{seed}.gguf", seed=seed), name=name)
+    snap = take_snapshot(store.catalog, str(store.objects.root))
+    tree = walk(render_root(snap, ViewOptions()))
+    for name in ("a:b", "a-b", "x", "x:latest"):
+        own = {store.file(b3).sha256 for b3 in store.model(name).files.values()}
+        shown = {r.view: r.paths for r in renditions(snap, store.model(name))}
+        for view in ("ollama", "lmstudio", "llamacpp"):
+            assert len(shown[view]) == 1, (name, view)
+            node = tree[shown[view][0]]
+            assert isinstance(node, File)
+            data = content_bytes(store, node)
+            held = {layer["digest"][7:] for layer in json.loads(data)["layers"]} if view == "ollama" \
+                else {hashlib.sha256(data).hexdigest()}
+            assert held & own, (name, view, shown[view][0])
+    assert {r.view: r.paths for r in renditions(snap, store.model("x:latest"))}["ollama"] == \
+        ["ollama/manifests/registry.ollama.ai/library/x/latest-2"]
+
+
 def test_clashing_names_keep_gguf_at_the_end_and_plain_names_win(store: Store, models: Path) -> None:
     """foo+bar, foo-bar, foo:bar and foo@bar all sanitise to foo-bar: the model really named foo-bar
     gets it (whatever order they were added in), the others get foo-bar-2.gguf ... (still *.gguf,
