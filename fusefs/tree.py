@@ -57,12 +57,14 @@ Content = StoredContent | Literal
 class File:
     content: Content
     mtime_ns: int = 0
+    owner: str = field(default="", compare=False)  # the model a view placed it for, if one
 
 
 @dataclass
 class Link:
     target: str
     mtime_ns: int = 0
+    owner: str = field(default="", compare=False)
 
 
 @dataclass

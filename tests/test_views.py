@@ -315,6 +315,15 @@ def test_show_gives_the_path_that_holds_the_model_when_names_clash(store: Store,
             assert held & own, (name, view, shown[view][0])
     assert {r.view: r.paths for r in renditions(snap, store.model("x:latest"))}["ollama"] == \
         ["ollama/manifests/registry.ollama.ai/library/x/latest-2"]
+    # The same bytes under two clashing names: each model still has a place of its own.
+    twin = write_tiny_llama_gguf(models / "twin.gguf", seed=9)
+    add_local(store, twin, name="t:1")
+    add_local(store, twin, name="t-1")
+    snap = take_snapshot(store.catalog, str(store.objects.root))
+    places = [{r.view: r.paths for r in renditions(snap, store.model(name))} for name in ("t-1", "t:1")]
+    for view, plain in (("llamacpp", ["llamacpp/t-1.gguf"]), ("lmstudio", ["lmstudio/local/t-1/twin.gguf"]),
+                        ("store", ["store/by-model/t-1/twin.gguf"])):
+        assert places[0][view] == plain and places[1][view] and places[1][view] != plain, view
 
 
 def test_clashing_names_keep_gguf_at_the_end_and_plain_names_win(store: Store, models: Path) -> None:

@@ -24,13 +24,14 @@ def mtime_ns(model: ModelRecord) -> int:
     return int(model.added_at * 1e9)
 
 
-def stored_node(snapshot: Snapshot, b3: str, mtime: int, options: ViewOptions) -> File | Link:
+def stored_node(snapshot: Snapshot, b3: str, model: ModelRecord, options: ViewOptions) -> File | Link:
+    """The file `b3` as `model`'s: its bytes, or with --links a symlink to its one blob."""
     record = snapshot.file(b3)
     first = record.recipe[0] if len(record.recipe) == 1 else None
     if options.links and isinstance(first, Extent) and first.length == record.size:
         blob = first.blob
-        return Link(f"{snapshot.objects_root}/{blob[:2]}/{blob}", mtime)
-    return File(StoredContent(record.b3, record.size, record.recipe), mtime)
+        return Link(f"{snapshot.objects_root}/{blob[:2]}/{blob}", mtime_ns(model), model.name)
+    return File(StoredContent(record.b3, record.size, record.recipe), mtime_ns(model), model.name)
 
 
 @dataclass

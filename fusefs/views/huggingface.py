@@ -85,16 +85,16 @@ def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
                         continue  # a GGUF made for the GGUF views: the repo shows what the model is
                     placed.add((commit, path))
                     tag = etag(path, snapshot.file(b3))
-                    repo.dir("blobs").children[tag] = stored_node(snapshot, b3, mtime, options)
+                    repo.dir("blobs").children[tag] = stored_node(snapshot, b3, model, options)
                     depth = path.count("/")
-                    repo.dir("snapshots").dir(commit).add(path, Link("../" * (depth + 2) + f"blobs/{tag}", mtime))
+                    repo.dir("snapshots").dir(commit).add(path, Link("../" * (depth + 2) + f"blobs/{tag}", mtime, model.name))
         refs = {"main": newest}
         for model in sorted(models, key=lambda m: m.added_at):  # a ref two snapshots claim: the newer one
             refs.update(dict.fromkeys(hf_refs(model), model))
         for ref, model in sorted(refs.items()):
             try:
                 commit = commit_of(replace(model, files=stored_files(model, snapshot)))
-                repo.dir("refs").add(ref, File(Literal(commit.encode()), mtime_ns(model)))
+                repo.dir("refs").add(ref, File(Literal(commit.encode()), mtime_ns(model), model.name))
             except ValueError:  # "a" and "a/b" both claimed: the first one placed stays
                 continue
     return root

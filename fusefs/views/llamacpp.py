@@ -33,9 +33,9 @@ def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
             name = base if len(units) == 1 else f"{base}-{unit.quant or PurePosixPath(unit.files[0]).stem}"
             name = unique(name, taken)  # llama-server names a file by its stem and a folder by its name: one namespace
             if not unit.split and not unit.mmproj:
-                root.children[f"{name}.gguf"] = stored_node(snapshot, model.files[unit.files[0]], mtime, options)
+                root.children[f"{name}.gguf"] = stored_node(snapshot, model.files[unit.files[0]], model, options)
                 continue
             folder = root.dir(name, mtime)
             for path in unit.files + ([unit.mmproj] if unit.mmproj else []):
-                folder.children[PurePosixPath(path).name] = stored_node(snapshot, model.files[path], mtime, options)
+                folder.children[PurePosixPath(path).name] = stored_node(snapshot, model.files[path], model, options)
     return root

@@ -12,7 +12,6 @@ from modelstore.fusefs.tree import Dir
 from modelstore.fusefs.views.common import (
     ViewOptions,
     gguf_units,
-    mtime_ns,
     plain_names_first,
     safe_part,
     stored_files,
@@ -32,7 +31,7 @@ def _render_imported(model: ModelRecord, snapshot: Snapshot, options: ViewOption
     folder = root.dir(publisher).dir(folder_path.split("/", 1)[1])
     for path, b3 in stored_files(model, snapshot).items():
         try:
-            folder.add(path, stored_node(snapshot, b3, mtime_ns(model), options))
+            folder.add(path, stored_node(snapshot, b3, model, options))
         except ValueError:  # "a" is a file and "a/b" another: the first one placed stays
             continue
     return True
@@ -52,7 +51,6 @@ def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
             publisher, name = "local", model.name.replace("/", "--").replace(":", "-")
         folder_path = unique(f"{safe_part(publisher)}/{safe_part(name, limit=120)}", taken)
         folder = root.dir(folder_path.split("/")[0]).dir(folder_path.split("/", 1)[1])
-        mtime = mtime_ns(model)
         names: set[str] = set()
         placed: set[str] = set()  # a projector goes with every quant beside it, but is one file
         for unit in units:
@@ -61,5 +59,5 @@ def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
                     continue
                 placed.add(path)
                 base = unique(PurePosixPath(path).name, names)
-                folder.children[base] = stored_node(snapshot, model.files[path], mtime, options)
+                folder.children[base] = stored_node(snapshot, model.files[path], model, options)
     return root

@@ -90,13 +90,12 @@ def _render_imported(model: ModelRecord, snapshot: Snapshot, options: ViewOption
     name = imported_ollama_name(model)
     if name is None:
         return False
-    mtime = mtime_ns(model)
     repo = f"{name.host}/{name.namespace}/{name.model}"
     tag = unique(name.tag, tags.setdefault(repo, set()))
     for path, b3 in stored_files(model, snapshot).items():
         if path != OLLAMA_MANIFEST:  # every other file is a blob the manifest names, by its SHA-256
-            blobs.children[f"sha256-{snapshot.file(b3).sha256}"] = stored_node(snapshot, b3, mtime, options)
-    manifests.add(f"{repo}/{tag}", stored_node(snapshot, model.files[OLLAMA_MANIFEST], mtime, options))
+            blobs.children[f"sha256-{snapshot.file(b3).sha256}"] = stored_node(snapshot, b3, model, options)
+    manifests.add(f"{repo}/{tag}", stored_node(snapshot, model.files[OLLAMA_MANIFEST], model, options))
     return True
 
 
@@ -113,11 +112,11 @@ def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
             kv = weights.get("metadata", {})
             mtime = mtime_ns(model)
             layers: list[dict[str, object]] = [_layer("model", "sha256:" + record.sha256, record.size)]
-            blobs.children[f"sha256-{record.sha256}"] = stored_node(snapshot, record.b3, mtime, options)
+            blobs.children[f"sha256-{record.sha256}"] = stored_node(snapshot, record.b3, model, options)
             if unit.mmproj:
                 proj = snapshot.file(model.files[unit.mmproj])
                 layers.append(_layer("projector", "sha256:" + proj.sha256, proj.size))
-                blobs.children[f"sha256-{proj.sha256}"] = stored_node(snapshot, proj.b3, mtime, options)
+                blobs.children[f"sha256-{proj.sha256}"] = stored_node(snapshot, proj.b3, model, options)
             license_text = kv.get("general.license") or model.metadata.get("license")
             if isinstance(license_text, str) and license_text:
                 data = license_text.encode()
@@ -142,5 +141,6 @@ def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
             name = ollama_name(model, unit, len(units) > 1)
             repo = f"{name.host}/{name.namespace}/{name.model}"
             tag = unique(name.tag, tags.setdefault(repo, set()))
-            manifests.add(f"{repo}/{tag}", File(Literal(json.dumps(manifest, separators=(",", ":")).encode() + b"\n"), mtime))
+            manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode() + b"\n"
+            manifests.add(f"{repo}/{tag}", File(Literal(manifest_bytes), mtime, model.name))
     return root

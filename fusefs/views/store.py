@@ -28,6 +28,6 @@ def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
     for model in snapshot.models:
         folder = Dir(mtime_ns=mtime_ns(model))
         for path, b3 in stored_files(model, snapshot).items():
-            folder.add(path, stored_node(snapshot, b3, mtime_ns(model), options))
+            folder.add(path, stored_node(snapshot, b3, model, options))
         by_model.add(folder_of(model.name, names), folder)
     return root
