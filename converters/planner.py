@@ -13,10 +13,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import blake3
@@ -30,12 +29,12 @@ from modelstore.converters.to_safetensors import plan_safetensors
 from modelstore.store.digests import GIT_SHA1_LIMIT, git_blob_header
 from modelstore.store.errors import NotFound, UsageError
 from modelstore.store.locks import store_lock
+from modelstore.store.metadata import SPLIT_GGUF, is_projector
 from modelstore.store.objects import fsync_path, no_space
 from modelstore.store.records import Derived, Extent, FileRecord
 from modelstore.store.store import Store
 
 log = logging.getLogger(__name__)
-_SPLIT = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 Progress = Callable[[int, str], Callable[[int], None]]
 HASH_CHUNK = 8 << 20
 
@@ -54,17 +53,22 @@ class ConversionResult:
 
 def _gguf_groups(stored: StoredModel) -> tuple[list[list[str]], list[str]]:
     """(split GGUFs as lists of shards, single GGUF files); projectors left out."""
-    splits: dict[str, list[str]] = {}
+    splits: dict[tuple[str, str], list[str]] = {}
     singles = []
     for path in stored.paths("gguf"):
-        if "mmproj" in PurePosixPath(path).name.lower():
+        if is_projector(path, (stored.record(path).weights or {}).get("metadata", {})):
             continue
-        m = _SPLIT.match(path)
+        m = SPLIT_GGUF.match(path)
         if m:
-            splits.setdefault(m.group("prefix"), []).append(path)
+            splits.setdefault(m.group("prefix", "count"), []).append(path)
         else:
             singles.append(path)
     return [sorted(s) for _, s in sorted(splits.items())], singles
+
+
+def _whole(shards: list[str]) -> bool:
+    m = SPLIT_GGUF.match(shards[0])
+    return m is not None and len(shards) == int(m.group("count"))
 
 
 def why_not(exc: Exception, target: str, name: str) -> str:
@@ -96,11 +100,14 @@ def make_plans(stored: StoredModel, gguf_type: str = "F16") -> tuple[list[Plan],
             attempt("gguf", lambda: plan_gguf(stored, gguf_type))
         return plans, unsupported
     for shards in splits:
-        merged = _SPLIT.match(shards[0]).group("prefix") + ".gguf"  # type: ignore[union-attr]
+        merged = SPLIT_GGUF.match(shards[0]).group("prefix") + ".gguf"  # type: ignore[union-attr]
         if merged not in stored.model.files:
             attempt("merged-gguf", lambda shards=shards, merged=merged: plan_merge(stored, shards, merged))
-    if not stored.paths("safetensors"):
-        units = splits + [[p] for p in singles]
+    units = [s for s in splits if _whole(s)] + [[p] for p in singles]
+    if not stored.paths("safetensors") and not units:
+        unsupported["safetensors"] = "the split GGUF misses shards: " + ", ".join(
+            f"{len(s)} of {int(SPLIT_GGUF.match(s[0]).group('count'))} stored" for s in splits)  # type: ignore[union-attr]
+    elif not stored.paths("safetensors"):
         best = max(units, key=lambda unit: _bits_per_weight(stored, unit))  # a repo of quants: the finest
         attempt("safetensors", lambda: plan_safetensors(stored, best))
     return plans, unsupported

@@ -41,14 +41,16 @@ def write_tiny_llama_gguf(path: Path, *, n_embd: int = 64, n_layer: int = 2, n_h
                           n_ff: int = 128, n_ctx: int = 256, seed: int = 0, f16: bool = False,
                           name: str = "tiny-random-llama", changed: dict[str, int] | None = None,
                           chat_template: str | None = None, license: str | None = None,
-                          extra_kv: dict[str, str] | None = None, quant: str | None = None) -> Path:
+                          extra_kv: dict[str, str] | None = None, quant: str | None = None,
+                          split_max_tensors: int = 0) -> Path:
     """A llama GGUF that llama.cpp loads (a SentencePiece vocab with all byte tokens). `quant`
-    ("Q8_0", "Q4_0", ...) stores the 2-D weights in that ggml type.
+    ("Q8_0", "Q4_0", ...) stores the 2-D weights in that ggml type. With `split_max_tensors`, it
+    is written as gguf-split writes shards, and the first shard's path is returned.
 
     `changed` maps tensor names to another seed: the same model with those tensors different, as a
     fine-tune that touched only them."""
     rng = np.random.default_rng(seed)
-    w = gguf.GGUFWriter(str(path), "llama")
+    w = gguf.GGUFWriter(str(path), "llama", split_max_tensors=split_max_tensors)
     w.add_name(name)
     w.add_context_length(n_ctx)
     w.add_embedding_length(n_embd)
@@ -87,6 +89,24 @@ def write_tiny_llama_gguf(path: Path, *, n_embd: int = 64, n_layer: int = 2, n_h
             w.add_tensor(tensor_name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
         else:
             w.add_tensor(tensor_name, data if norm or not f16 else data.astype(np.float16))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    if split_max_tensors:
+        return path.with_name(f"{path.stem}-00001-of-{len(w.tensors):05d}.gguf")
+    return path
+
+
+def write_tiny_projector(path: Path, *, seed: int = 1) -> Path:
+    """A vision projector as llama.cpp's mmproj files are: arch "clip", general.type "mmproj"."""
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(str(path), "clip")
+    w.add_string("general.type", "mmproj")
+    w.add_bool("clip.has_vision_encoder", True)
+    w.add_uint32("clip.vision.embedding_length", 32)
+    w.add_tensor("v.patch_embd.weight", (rng.standard_normal((32, 16)) * 0.02).astype(np.float32))
+    w.add_tensor("mm.0.weight", (rng.standard_normal((64, 32)) * 0.02).astype(np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -38,6 +38,9 @@ def _why_absent(view: str, model: ModelRecord, snapshot: Snapshot) -> str:
     else:
         not_planned = "nothing to convert"
     units = gguf_units(model, snapshot, merged=view == "ollama")
+    broken = [u for u in gguf_units(model, snapshot, whole=False) if not u.whole]
+    if view in ("ollama", "lmstudio", "llamacpp") and not units and broken:
+        return "the split GGUF misses shards: " + ", ".join(f"{len(u.files)} of {u.shards} stored" for u in broken)
     if view in ("ollama", "lmstudio", "llamacpp") and not units:
         if "gguf" in unsupported:
             return f"no GGUF file, and no GGUF conversion: {unsupported['gguf']}"

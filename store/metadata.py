@@ -7,14 +7,22 @@ JSON/README files of the model folder.
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from modelstore.store import jsontext
 
 
-_SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
+SPLIT_GGUF = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")  # as gguf-split names shards
 _SMALL_JSON = 16 << 20
+
+
+def is_projector(path: str, kv: Mapping[str, Any]) -> bool:
+    """A vision or audio projector (mmproj) rather than a language model: by its name, as llama.cpp
+    and LM Studio find one, or by its header (general.type; older files only say arch "clip")."""
+    return ("mmproj" in PurePosixPath(path).name.lower() or kv.get("general.type") in ("mmproj", "projector")
+            or kv.get("general.architecture") == "clip")
 
 
 def gguf_file_type_name(value: Any) -> str | None:
@@ -32,8 +40,8 @@ def gguf_file_type_name(value: Any) -> str | None:
 def _primary_gguf(weights: dict[str, dict[str, Any]]) -> str | None:
     """The main weights of a GGUF model: not a projector, the first shard of a split, the largest."""
     ggufs = [p for p, w in weights.items() if w["format"] == "gguf"
-             and w["metadata"].get("general.type", "model") == "model" and "mmproj" not in p.lower()]
-    firsts = [p for p in ggufs if (m := _SPLIT.search(p)) is None or m.group(1) == "00001"]
+             and w["metadata"].get("general.type", "model") == "model" and not is_projector(p, w["metadata"])]
+    firsts = [p for p in ggufs if (m := SPLIT_GGUF.match(p)) is None or m.group("no") == "00001"]
     return max(firsts or ggufs, key=lambda p: weights[p]["parameter_count"], default=None)
 
 
@@ -68,12 +76,11 @@ def model_metadata(files: dict[str, Path], weights: dict[str, dict[str, Any]]) -
     if primary is not None:
         kv = weights[primary]["metadata"]
         arch = kv.get("general.architecture")
-        split = _SPLIT.search(primary)
+        split = SPLIT_GGUF.match(primary)
         params = weights[primary]["parameter_count"]
         if split:
-            prefix = primary[: split.start()]
             params = sum(w["parameter_count"] for p, w in weights.items()
-                         if p.startswith(prefix + "-") and _SPLIT.search(p))
+                         if (m := SPLIT_GGUF.match(p)) and m.group("prefix", "count") == split.group("prefix", "count"))
         meta.update({
             "format": "gguf",
             "primary_file": primary,

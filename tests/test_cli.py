@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -337,3 +338,23 @@ def test_fsck_and_gc_on_a_catalog_and_objects_folder_out_of_step(cli, home: Path
     assert r.code == 0, r.err
     assert (user / ("1" * 64)).read_bytes() == b"keep me" and (path.parent / "a-folder").is_dir()
     assert not (path.parent / "dangling").is_symlink()
+
+
+def test_add_one_shard_adds_the_split_model(cli, models: Path) -> None:
+    """`add x-00001-of-00003.gguf` (what llama.cpp's -m takes for a split) adds every shard, as one
+    model named without the shard suffix; with a shard missing it stores nothing and says which."""
+    first = write_tiny_llama_gguf(models / "tiny-Q8_0.gguf", quant="Q8_0", split_max_tensors=8)
+    shards = sorted(p.name for p in models.glob("tiny-Q8_0-*-of-00003.gguf"))
+    assert len(shards) == 3
+    second = models / shards[1]
+    r = cli("add", second, "--json")
+    assert r.code == 0, r.err
+    shown = cli("show", "tiny-Q8_0", "--json").json()
+    assert sorted(shown["files"]) == shards
+    assert {f: v["sha256"] for f, v in shown["files"].items()} == {
+        name: hashlib.sha256((models / name).read_bytes()).hexdigest() for name in shards}
+    second.unlink()
+    r = cli("add", first, "--name", "other")
+    assert r.code == 2
+    assert f"one of the 3 shards of a split GGUF, and 1 of them are missing ({shards[1]})" in r.err
+    assert cli("show", "other").code == 3

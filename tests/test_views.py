@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from modelstore.converters.synth import write_tiny_hf_folder, write_tiny_llama_gguf
+from modelstore.converters.synth import write_tiny_hf_folder, write_tiny_llama_gguf, write_tiny_projector
 from modelstore.fusefs.snapshot import Snapshot, take_snapshot
 from modelstore.fusefs.tree import Dir, File, Link, Literal, StoredContent, index_tree
 from modelstore.fusefs.views import ViewOptions, render_root
@@ -324,6 +324,72 @@ def test_show_gives_the_path_that_holds_the_model_when_names_clash(store: Store,
     for view, plain in (("llamacpp", ["llamacpp/t-1.gguf"]), ("lmstudio", ["lmstudio/local/t-1/twin.gguf"]),
                         ("store", ["store/by-model/t-1/twin.gguf"])):
         assert places[0][view] == plain and places[1][view] and places[1][view] != plain, view
+
+
+def test_projectors_found_by_header_named_for_llama_server_and_paired_as_llama_cpp_does(store: Store,
+                                                                                         models: Path) -> None:
+    """A projector named without "mmproj" is still one (general.type): the llama.cpp and LM Studio
+    views show it with "mmproj" in its name (llama-server tells it from the model by that word
+    alone), Ollama gets a projector layer, and the safetensors rendition is made of the model. A
+    projector at the repo's root goes with the shards in a subfolder, the one nearest in bits."""
+    from modelstore.converters.planner import plan_conversions
+
+    odd = models / "odd"
+    odd.mkdir()
+    write_tiny_llama_gguf(odd / "model-Q8_0.gguf", quant="Q8_0")
+    projector = write_tiny_projector(odd / "vision-projector-f16.gguf")
+    add_local(store, odd, name="odd")
+    vl = models / "vl"
+    (vl / "Q8_0").mkdir(parents=True)
+    write_tiny_llama_gguf(vl / "Q8_0" / "tiny-Q8_0.gguf", quant="Q8_0", seed=5, split_max_tensors=8)
+    write_tiny_projector(vl / "mmproj-F16.gguf", seed=2)
+    nearest = write_tiny_projector(vl / "mmproj-Q8_0.gguf", seed=3)
+    add_local(store, vl, name="vl")
+    assert plan_conversions(store, "odd").unsupported == {}
+    snap = take_snapshot(store.catalog, str(store.objects.root))
+    tree = walk(render_root(snap, ViewOptions()))
+
+    def shown(path: str) -> bytes:
+        node = tree[path]
+        assert isinstance(node, File)
+        return content_bytes(store, node)
+
+    assert shown("llamacpp/odd/mmproj-vision-projector-f16.gguf") == projector.read_bytes()
+    assert shown("lmstudio/local/odd/mmproj-vision-projector-f16.gguf") == projector.read_bytes()
+    assert sorted(n for n in tree if n.startswith("llamacpp/odd/")) == [
+        "llamacpp/odd/mmproj-vision-projector-f16.gguf", "llamacpp/odd/model-Q8_0.gguf"]
+    layers = json.loads(shown("ollama/manifests/registry.ollama.ai/library/odd/latest"))["layers"]
+    assert [(layer["mediaType"].rsplit(".", 1)[1], layer["digest"]) for layer in layers] == [
+        ("model", "sha256:" + hashlib.sha256((odd / "model-Q8_0.gguf").read_bytes()).hexdigest()),
+        ("projector", "sha256:" + hashlib.sha256(projector.read_bytes()).hexdigest())]
+    made = [p for p in tree if p.startswith("huggingface/models--local--odd/snapshots/") and p.endswith(".safetensors")]
+    assert len(made) == 1, made
+    assert shown("llamacpp/vl/mmproj-Q8_0.gguf") == nearest.read_bytes()
+    assert sorted(n.rsplit("/", 1)[1] for n in tree if n.startswith("llamacpp/vl/")) == [
+        "mmproj-Q8_0.gguf", *(f"tiny-Q8_0-{i:05d}-of-00003.gguf" for i in (1, 2, 3))]
+
+
+def test_a_split_missing_shards_is_shown_nowhere_and_show_says_why(store: Store, models: Path) -> None:
+    """A split GGUF with a shard missing cannot be loaded: no view offers it (before, the lone first
+    shard was Ollama's whole model and the source of a safetensors file missing most tensors)."""
+    from modelstore.converters.planner import plan_conversions
+    from modelstore.fusefs.renditions import renditions
+
+    folder = models / "part"
+    folder.mkdir()
+    first = write_tiny_llama_gguf(folder / "tiny-Q8_0.gguf", quant="Q8_0", split_max_tensors=8)
+    (folder / "tiny-Q8_0-00002-of-00003.gguf").unlink()
+    add_local(store, folder, name="part")
+    assert plan_conversions(store, "part").unsupported == {
+        "merged-gguf": "split.count is 3, but 2 shards are stored",
+        "safetensors": "the split GGUF misses shards: 2 of 3 stored"}
+    snap = take_snapshot(store.catalog, str(store.objects.root))
+    tree = render_root(snap, ViewOptions())
+    for view in ("ollama", "llamacpp", "lmstudio"):  # huggingface/ shows the files, as a Hub repo holds them
+        assert not [p for p in walk(tree.children[view]) if "part" in p or "tiny" in p], view  # type: ignore[arg-type]
+    why = {r.view: r.reason for r in renditions(snap, store.model("part"))}
+    assert why["llamacpp"] == why["ollama"] == "the split GGUF misses shards: 2 of 3 stored"
+    assert first.name in store.model("part").files
 
 
 def test_clashing_names_keep_gguf_at_the_end_and_plain_names_win(store: Store, models: Path) -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from modelstore.fusefs.snapshot import Snapshot
 from modelstore.fusefs.tree import File, Link, StoredContent
+from modelstore.store.metadata import SPLIT_GGUF, is_projector
 from modelstore.store.records import Extent, ModelRecord
 
-_SPLIT = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 _QUANT = re.compile(r"(?:^|[._-])((?:I?Q\d(?:_[A-Z0-9]+)*)|BF16|F16|F32)(?=[._-]|$)", re.I)
 
 
@@ -42,11 +42,16 @@ class GgufUnit:
     files: list[str]  # paths in the model; shards in order
     quant: str | None
     mmproj: str | None = None
-    extra: list[str] = field(default_factory=list)
+    shards: int = 1  # what the shard names say the split has
 
     @property
     def split(self) -> bool:
-        return len(self.files) > 1
+        return self.shards > 1
+
+    @property
+    def whole(self) -> bool:
+        """Every shard is there: a split missing one cannot be loaded."""
+        return len(self.files) == self.shards
 
 
 def quant_of(path: str, file_type: str | None) -> str | None:
@@ -61,9 +66,10 @@ def stored_files(model: ModelRecord, snapshot: Snapshot) -> dict[str, str]:
     return {p: b3 for p, b3 in model.files.items() if snapshot.conversion(model, p) is None}
 
 
-def gguf_units(model: ModelRecord, snapshot: Snapshot, *, merged: bool = False) -> list[GgufUnit]:
-    """The model's loadable GGUFs. A split GGUF's merged rendition only with `merged` (Ollama
-    needs one file; llama.cpp and LM Studio read the shards themselves)."""
+def gguf_units(model: ModelRecord, snapshot: Snapshot, *, merged: bool = False, whole: bool = True) -> list[GgufUnit]:
+    """The model's loadable GGUFs (with `whole` False, also splits that miss shards). A split
+    GGUF's merged rendition only with `merged` (Ollama needs one file; llama.cpp and LM Studio read
+    the shards themselves)."""
     from modelstore.store.metadata import gguf_file_type_name
 
     def wanted(path: str, b3: str) -> bool:
@@ -73,24 +79,50 @@ def gguf_units(model: ModelRecord, snapshot: Snapshot, *, merged: bool = False) 
                 and (merged or conversion.get("kind") != "merged-gguf"))
 
     ggufs = {p: snapshot.file(b3) for p, b3 in model.files.items() if wanted(p, b3)}
-    projectors = [p for p, r in ggufs.items() if "mmproj" in PurePosixPath(p).name.lower()
-                  or (r.weights or {}).get("metadata", {}).get("general.type") in ("mmproj", "projector")]
-    units: dict[str, GgufUnit] = {}
+    projectors = {p: quant_of(p, None) for p, r in sorted(ggufs.items())
+                  if is_projector(p, (r.weights or {}).get("metadata", {}))}
+    units: dict[tuple[str, int], GgufUnit] = {}
     for path, record in sorted(ggufs.items()):
         if path in projectors:
             continue
         ftype = gguf_file_type_name((record.weights or {}).get("metadata", {}).get("general.file_type"))
-        m = _SPLIT.match(path)
-        key = m.group("prefix") if m else path
-        unit = units.setdefault(key, GgufUnit([], quant_of(key if m else path, ftype)))
+        m = SPLIT_GGUF.match(path)
+        key = (m.group("prefix"), int(m.group("count"))) if m else (path, 1)
+        unit = units.setdefault(key, GgufUnit([], quant_of(key[0] if m else path, ftype), shards=key[1]))
         unit.files.append(path)
     for unit in units.values():
         unit.files.sort()
-        folder = str(PurePosixPath(unit.files[0]).parent)
-        beside = [p for p in projectors if str(PurePosixPath(p).parent) == folder]
-        if beside:
-            unit.mmproj = beside[0]
-    return list(units.values())
+        unit.mmproj = _projector_for(unit, projectors)
+    return [u for u in units.values() if u.whole or not whole]
+
+
+def projector_name(path: str) -> str:
+    """The projector's file name, with "mmproj" in it: llama-server (and LM Studio) tell a projector
+    from a model in the same folder by that word alone, in lower case."""
+    name = PurePosixPath(path).name
+    return name if "mmproj" in name else f"mmproj-{name}"
+
+
+def _quant_bits(quant: str | None) -> int | None:
+    m = re.search(r"\d+", quant or "")
+    return int(m.group()) if m else None
+
+
+def _projector_for(unit: GgufUnit, projectors: dict[str, str | None]) -> str | None:
+    """As llama.cpp pairs them (common/download.cpp find_best_mmproj): a projector in the model's
+    folder or one above it, the deepest; among those, the one whose bits are nearest the model's."""
+    folder = PurePosixPath(unit.files[0]).parent.parts
+    fits = [p for p in projectors if PurePosixPath(p).parent.parts == folder[:len(PurePosixPath(p).parent.parts)]]
+    if not fits:
+        return None
+    deepest = max(len(PurePosixPath(p).parent.parts) for p in fits)
+    bits = _quant_bits(unit.quant)
+
+    def distance(path: str) -> int:
+        own = _quant_bits(projectors[path])
+        return 0 if bits is None or own is None else abs(own - bits)
+
+    return min((p for p in fits if len(PurePosixPath(p).parent.parts) == deepest), key=distance)
 
 
 def safe_part(text: str, allowed: str = r"A-Za-z0-9._-", limit: int = 80) -> str:

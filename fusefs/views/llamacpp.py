@@ -16,6 +16,7 @@ from modelstore.fusefs.views.common import (
     gguf_units,
     mtime_ns,
     plain_names_first,
+    projector_name,
     safe_part,
     stored_node,
     unique,
@@ -36,6 +37,9 @@ def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
                 root.children[f"{name}.gguf"] = stored_node(snapshot, model.files[unit.files[0]], model, options)
                 continue
             folder = root.dir(name, mtime)
-            for path in unit.files + ([unit.mmproj] if unit.mmproj else []):
+            for path in unit.files:
                 folder.children[PurePosixPath(path).name] = stored_node(snapshot, model.files[path], model, options)
+            if unit.mmproj:
+                folder.children[projector_name(unit.mmproj)] = stored_node(snapshot, model.files[unit.mmproj], model,
+                                                                           options)
     return root

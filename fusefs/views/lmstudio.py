@@ -13,6 +13,7 @@ from modelstore.fusefs.views.common import (
     ViewOptions,
     gguf_units,
     plain_names_first,
+    projector_name,
     safe_part,
     stored_files,
     stored_node,
@@ -58,6 +59,6 @@ def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
                 if path in placed:
                     continue
                 placed.add(path)
-                base = unique(PurePosixPath(path).name, names)
+                base = unique(projector_name(path) if path == unit.mmproj else PurePosixPath(path).name, names)
                 folder.children[base] = stored_node(snapshot, model.files[path], model, options)
     return root

@@ -8,6 +8,7 @@ from typing import Any
 
 from modelstore.store.errors import NotFound, UsageError
 from modelstore.store.ingest import ImportMode, Ingest, ProgressFactory
+from modelstore.store.metadata import SPLIT_GGUF
 from modelstore.store.names import check_relpath
 from modelstore.store.records import Source
 from modelstore.store.sources.common import default_name, finish, is_partial
@@ -55,6 +56,17 @@ def ingest_all(ingest: Ingest, files: dict[str, Path]) -> tuple[dict[str, str], 
     return stored, logical, novel, reused
 
 
+def _shards(path: Path, prefix: str, count: int) -> dict[str, Path]:
+    """A shard of a split GGUF stands for the model, as for llama.cpp's -m: all its shards."""
+    names = [f"{prefix}-{n:05d}-of-{count:05d}.gguf" for n in range(1, count + 1)]
+    missing = [name for name in names if not (path.parent / name).is_file()]
+    if missing:
+        raise UsageError(f"{path} is one of the {count} shards of a split GGUF, and {len(missing)} of them are "
+                         f"missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); add the model "
+                         f"once every shard is downloaded")
+    return {check_relpath(name, where=str(path.parent)): path.parent / name for name in names}
+
+
 def add_local(store: Store, path: Path, *, name: str | None = None, mode: ImportMode = ImportMode.COPY,
               progress: ProgressFactory | None = None, on_wait: Any = None) -> AddResult:
     if not path.exists():
@@ -69,6 +81,9 @@ def add_local(store: Store, path: Path, *, name: str | None = None, mode: Import
         if not files:
             raise UsageError(f"{path}: no files to add")
         default = path.resolve().name
+    elif split := SPLIT_GGUF.match(path.name):
+        files, skipped = _shards(path, split.group("prefix"), int(split.group("count"))), []
+        default = split.group("prefix")
     else:
         files, skipped = {check_relpath(path.name, where=str(path.parent)): path}, []
         default = path.stem if path.suffix in (".gguf", ".safetensors") else path.name
