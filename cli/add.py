@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from modelstore.cli.app import App, emit_json, human_bytes, pass_app
-from modelstore.cli.convert import GGUF_TYPE_OPTION, report
+from modelstore.cli.convert import GGUF_TYPE_OPTION, plan_committed, report
 
 EPILOG = """\b
 Examples:
@@ -77,15 +78,18 @@ def add(app: App, source: str, name: str | None, revision: str | None, include: 
                                       exclude=exclude, progress=app.progress, on_wait=app.waiting("a running gc"))
             else:
                 raise UsageError(f"{source}: no such file or folder, and not a Hugging Face repo id (org/name)")
-            from modelstore.converters.planner import plan_conversions, skip_conversions
-
-            conversions = None
-            if no_convert:
-                skip_conversions(store, result.model.name)
-            else:
-                conversions = plan_conversions(store, result.model.name, gguf_type.upper(), progress=app.progress)
+            planned, warnings, stopped = plan_committed(app, store, [result.model.name], gguf_type, no_convert)
+            conversions = planned[0] if planned else None
         finally:
             app.close_bars()
+    _print_added(result, conversions, as_json)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if stopped is not None:
+        raise stopped
+
+
+def _print_added(result: Any, conversions: Any, as_json: bool) -> None:
     if as_json:
         emit_json({**result.to_json(), "conversions": conversions.to_json() if conversions else None})
         return

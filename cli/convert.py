@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from modelstore.cli.app import App, emit_json, human_bytes, pass_app
@@ -28,6 +30,37 @@ Covered: llama (Llama 3.1+ rope scaling included), mistral, qwen2, qwen3, phi3 a
 tokenizer.json or a SentencePiece BPE tokenizer.model. A model outside that keeps the views of its
 own format, and `modelstore show NAME` says why it is absent from the others.
 """
+
+
+def plan_committed(app: App, store: Any, names: list[str], gguf_type: str, no_convert: bool,
+                   ) -> tuple[list[Any], list[str], Exception | None]:
+    """Plan the conversions of models `add` or `import` has just committed: (results, warnings, and
+    the error that stopped planning). A model another command removed or changed meanwhile is a
+    warning. A full disk or Ctrl-C stops planning, but what was committed stays: the error says so,
+    for the caller to raise once its report is out."""
+    from modelstore.converters.planner import plan_conversions, skip_conversions
+    from modelstore.store.errors import Interrupted, NotFound, OutOfSpace
+
+    results, warnings = [], []
+    for i, name in enumerate(names):
+        try:
+            if no_convert:
+                skip_conversions(store, name)
+            else:
+                results.append(plan_conversions(store, name, gguf_type.upper(), progress=app.progress))
+        except NotFound as exc:
+            warnings.append(f"no renditions planned for {name}: {exc}")
+        except (OutOfSpace, KeyboardInterrupt) as exc:
+            left = names[i:]
+            remedy = f"modelstore convert {left[0]}" if len(left) == 1 else "modelstore convert --all"
+            done = f"{len(names)} model(s) committed" if len(names) > 1 else f"{names[0]} committed"
+            if isinstance(exc, OutOfSpace):
+                return results, warnings, OutOfSpace(
+                    f"no space left to plan renditions: {done}, but {len(left)} of them without their renditions "
+                    f"for the other runtimes; free some space and run `{remedy}`")
+            return results, warnings, Interrupted(f"interrupted: {done}, but {len(left)} of them without their "
+                                                  f"renditions for the other runtimes; run `{remedy}`")
+    return results, warnings, None
 
 
 def report(result: object) -> None:

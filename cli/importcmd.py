@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 from modelstore.cli.app import App, emit_json, human_bytes, pass_app, printable
-from modelstore.cli.convert import GGUF_TYPE_OPTION, report as report_conversions
+from modelstore.cli.convert import GGUF_TYPE_OPTION, plan_committed, report as report_conversions
 from modelstore.cli.where import where_table
 
 KINDS = ("ollama", "lmstudio", "huggingface", "llamacpp", "gpt4all", "jan", "path")
@@ -87,17 +87,15 @@ def import_(app: App, kind: str, path: Path | None, mode: str, dry_run: bool, gg
         try:
             for root in folders:
                 importer.run(open_folder(kind, root, ignore))
-            from modelstore.converters.planner import plan_conversions, skip_conversions
-
-            conversions = []
-            for name in _to_convert(store, importer.report, importer_kind(kind)):
-                if no_convert:
-                    skip_conversions(store, name)
-                else:
-                    conversions.append(plan_conversions(store, name, gguf_type.upper(), progress=app.progress))
+            names = _to_convert(store, importer.report, importer_kind(kind))
+            conversions, warnings, stopped = plan_committed(app, store, names, gguf_type, no_convert)
         finally:
             app.close_bars()
     _print_report(importer.report, kind, mode, as_json, conversions, store.home)
+    for warning in warnings:
+        click.echo(printable(f"warning: {warning}"), err=True)
+    if stopped is not None:
+        raise stopped
 
 
 def importer_kind(kind: str) -> str:

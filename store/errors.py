@@ -46,6 +46,10 @@ class SourceChanged(SourceError):
     """A file changed while it was being read: what was hashed is not what would be stored."""
 
 
+class ModelChanged(ModelstoreError):
+    """Another command committed or removed the model under this name since it was looked at."""
+
+
 class StoreCorrupt(ModelstoreError):
     exit_code = 6
 
@@ -60,3 +64,9 @@ class OutOfSpace(ModelstoreError, OSError):
 
 class Busy(ModelstoreError):
     exit_code = 8
+
+
+class Interrupted(ModelstoreError):
+    """Ctrl-C after part of the work was committed: the message says which part."""
+
+    exit_code = 130

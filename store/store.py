@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from modelstore.store.catalog import Catalog
-from modelstore.store.errors import NotFound, StoreCorrupt
+from modelstore.store.errors import ModelChanged, NotFound, StoreCorrupt
 from modelstore.store.ingest import ImportMode, Ingest, ProgressFactory
 from modelstore.store.locks import store_lock
 from modelstore.store.metadata import model_metadata
@@ -20,6 +20,8 @@ from modelstore.store.objects import Objects, no_space
 from modelstore.store.records import FileRecord, ModelRecord, Source
 
 SMALL_FILE = 16 << 20  # text files read for metadata
+
+ANY_MODEL = object()  # commit_model: whatever the name holds now is replaced
 
 
 @dataclass
@@ -141,9 +143,11 @@ class Store:
 
     def commit_model(self, ingest: Ingest, name: str, source: Source, files: dict[str, str],
                      readable: dict[str, Path], extra_metadata: dict[str, Any] | None = None,
-                     ) -> tuple[ModelRecord, ModelRecord | None]:
+                     *, expect: ModelRecord | None | object = ANY_MODEL) -> tuple[ModelRecord, ModelRecord | None]:
         """Commit a model whose files are all in the catalog or staged in `ingest`. `extra_metadata`
-        (what a source knows beyond the files, such as an imported snapshot's refs) is committed with it."""
+        (what a source knows beyond the files, such as an imported snapshot's refs) is committed with it.
+        With `expect` (a record, or None for a free name), ModelChanged if the name holds something
+        else by the time of the commit: another command got there first."""
         check_model_name(name)
         check_file_tree(files, where=name)
         ingest.settle()
@@ -164,6 +168,8 @@ class Store:
             for digest, ext in ingest.new_tensors.items():
                 if w.tensor(digest) is None:
                     w.put_tensor(digest, ext)
+            if expect is not ANY_MODEL and w.model(name) != expect:
+                raise ModelChanged(f"{name} was committed or removed by another command meanwhile")
             replaced = w.put_model(model)
         for path in ingest.sources_to_remove:
             path.unlink(missing_ok=True)

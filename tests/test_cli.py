@@ -358,3 +358,50 @@ def test_add_one_shard_adds_the_split_model(cli, models: Path) -> None:
     assert r.code == 2
     assert f"one of the 3 shards of a split GGUF, and 1 of them are missing ({shards[1]})" in r.err
     assert cli("show", "other").code == 3
+
+
+def test_renditions_left_unplanned_after_a_commit_say_what_was_committed(cli, models: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model is committed before its renditions are planned: a full disk or Ctrl-C there must
+    not say "nothing was committed", and a model another command removed meanwhile is a warning,
+    not the end of the import (whose report would be lost)."""
+    import modelstore.converters.planner as planner
+    from modelstore.store.errors import NotFound, OutOfSpace
+
+    real = planner.plan_conversions
+    stop: list[BaseException] = []
+
+    def planning(store, name, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if stop:
+            raise stop[0]
+        return real(store, name, *args, **kwargs)
+
+    monkeypatch.setattr(planner, "plan_conversions", planning)
+    gguf = write_tiny_llama_gguf(models / "a.gguf")
+    stop.append(OutOfSpace("no space left in /x"))
+    r = cli("add", gguf)
+    assert r.code == 7 and "Added a:" in r.out
+    assert "a committed, but 1 of them without their renditions" in r.err and "run `modelstore convert a`" in r.err
+    assert "nothing was committed" not in r.err and cli("show", "a").code == 0
+    stop[0] = KeyboardInterrupt()
+    r = cli("add", write_tiny_llama_gguf(models / "b.gguf", seed=1))
+    assert r.code == 130 and "interrupted: b committed" in r.err
+
+    folder = models / "two"
+    folder.mkdir()
+    write_tiny_llama_gguf(folder / "c.gguf", seed=2)
+    write_tiny_llama_gguf(folder / "d.gguf", seed=3)
+    stop.clear()
+
+    def one_gone(store, name, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if name == "c":
+            raise NotFound("no model named 'c'")
+        return real(store, name, *args, **kwargs)
+
+    monkeypatch.setattr(planner, "plan_conversions", one_gone)
+    r = cli("import", "--from", "path", folder, "--json")
+    assert r.code == 0, r.err
+    assert sorted(m["name"] for m in r.json()["models"]) == ["c", "d"]
+    planned = [c["model"] for c in r.json()["conversions"]]
+    assert "d" in planned and "c" not in planned  # (a and b too: their planning was cut short above)
+    assert "warning: no renditions planned for c: no model named 'c'" in r.err

@@ -36,6 +36,7 @@ from modelstore.fusefs.views import render_root
 from modelstore.store import Store
 from modelstore.store.fsck import fsck
 from modelstore.store.ingest import ImportMode
+from modelstore.store.records import ModelRecord, Source
 from modelstore.store.sources.local import add_local
 from modelstore.store.sources.runtimes import open_folder
 from modelstore.store.sources.runtimes.importer import Importer, ImportReport
@@ -1087,3 +1088,115 @@ def test_move_copies_what_stays_behind(home: Path, tmp_path: Path, weights: Weig
     report = importing(home, "jan", data, "move")
     assert [m.name for m in report.models] == ["tiny"] and report.removal.problems == []
     assert not weights_file.exists() and ino in object_inodes(home)  # moved in: no copy
+
+
+# -- other commands while an import runs ------------------------------------------------------------------
+# Each test puts the other command at the one moment that matters, through the importer's own steps.
+
+
+def test_a_model_removed_before_its_turn_is_stored_again_not_dropped(home: Path, tmp_path: Path,
+                                                                     weights: Weights,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rm` of a model the store already held, while `import --move` of its folder runs: the import
+    must not take the catalog it read at the start for the truth ("unchanged") and delete the
+    originals of a model the store no longer holds."""
+    root = tmp_path / "lmstudio"
+    layout = build_lmstudio(root, weights)
+    age(root)
+    importing(home, "lmstudio", root, "copy")
+    real = Importer.import_model
+
+    def rm_first(self: Importer, found, namer):  # type: ignore[no-untyped-def]
+        if found.name == "someone/other-GGUF":
+            self.store.remove(found.name)
+        return real(self, found, namer)
+
+    monkeypatch.setattr(Importer, "import_model", rm_first)
+    report = importing(home, "lmstudio", root, "move")
+    assert {m.name: m.status for m in report.models} == {"lmstudio-community/tiny-GGUF": "unchanged",
+                                                         "someone/other-GGUF": "imported"}
+    assert store_bytes_of(home, "someone/other-GGUF", "other-Q8_0.gguf") == weights.other.read_bytes()
+    assert not (root / "someone").exists()
+    assert layout
+
+
+def test_a_model_removed_after_its_commit_keeps_its_files(home: Path, tmp_path: Path, weights: Weights,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rm` between the commit and the removal of the originals: they stay where they are."""
+    root = tmp_path / "lmstudio"
+    build_lmstudio(root, weights)
+    age(root)
+    real = Importer.import_model
+
+    def rm_after(self: Importer, found, namer):  # type: ignore[no-untyped-def]
+        imported = real(self, found, namer)
+        if found.name == "someone/other-GGUF":
+            self.store.remove(found.name)
+        return imported
+
+    monkeypatch.setattr(Importer, "import_model", rm_after)
+    report = importing(home, "lmstudio", root, "move")
+    assert [s.why for s in report.skipped] == [
+        "someone/other-GGUF was removed from the store while it was imported: its files are left where they are"]
+    assert file_sha256(root / "someone/other-GGUF/other-Q8_0.gguf") == file_sha256(weights.other)
+    assert not (root / "lmstudio-community").exists()  # the other model was taken as usual
+    assert not (home / "moving").exists() or not any((home / "moving").iterdir())
+
+
+def test_a_name_another_command_takes_meanwhile_is_not_replaced(home: Path, tmp_path: Path, weights: Weights,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another command commits a model under the name the import wants: before the import decides
+    (an `add x --name ...` while earlier models were imported), or between its decision and its
+    commit. Either way the import takes name@<alternative>, and the other model stays."""
+    root = tmp_path / "lmstudio"
+    build_lmstudio(root, weights)
+    age(root)
+    mine = write_tiny_llama_gguf(tmp_path / "mine.gguf", seed=11)
+    real_import, real_commit = Importer.import_model, Store.commit_model
+
+    def add_first(self: Importer, found, namer):  # type: ignore[no-untyped-def]
+        if found.name == "someone/other-GGUF":
+            add_local(self.store, mine, name=found.name)
+        return real_import(self, found, namer)
+
+    put: list[str] = []
+
+    def put_first(self: Store, ingest, name, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if name == "lmstudio-community/tiny-GGUF" and not put:
+            put.append(name)
+            with self.catalog.write() as w:  # as another process's commit would land (the files: see below)
+                w.put_model(ModelRecord(name, Source("local", "/elsewhere"), {"w.gguf": min(ingest.new_files)}, {}, 1.0))
+        return real_commit(self, ingest, name, *args, **kwargs)  # commits the files the model above names
+
+    monkeypatch.setattr(Importer, "import_model", add_first)
+    monkeypatch.setattr(Store, "commit_model", put_first)
+    report = importing(home, "lmstudio", root, "move")
+    assert sorted(m.name for m in report.models) == ["lmstudio-community/tiny-GGUF@lmstudio",
+                                                     "someone/other-GGUF@lmstudio"]
+    assert store_bytes_of(home, "someone/other-GGUF", "mine.gguf") == mine.read_bytes()
+    assert store_bytes_of(home, "someone/other-GGUF@lmstudio", "other-Q8_0.gguf") == weights.other.read_bytes()
+    with Store(home) as store:
+        assert store.model("lmstudio-community/tiny-GGUF").source == Source("local", "/elsewhere")
+        assert store.model("lmstudio-community/tiny-GGUF@lmstudio").source.kind == "lmstudio"
+
+
+def test_a_move_stopped_by_an_error_leaves_no_journal_of_files_already_gone(home: Path, tmp_path: Path,
+                                                                            weights: Weights,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelstore.store.errors import OutOfSpace
+
+    root = tmp_path / "lmstudio"
+    build_lmstudio(root, weights)
+    age(root)
+    real = Importer.import_model
+
+    def full_at_second(self: Importer, found, namer):  # type: ignore[no-untyped-def]
+        if found.name == "someone/other-GGUF":
+            raise OutOfSpace("no space left")
+        return real(self, found, namer)
+
+    monkeypatch.setattr(Importer, "import_model", full_at_second)
+    with pytest.raises(OutOfSpace):
+        importing(home, "lmstudio", root, "move")
+    assert not (root / "lmstudio-community").exists() and (root / "someone/other-GGUF/other-Q8_0.gguf").exists()
+    assert not (home / "moving").exists() or list((home / "moving").iterdir()) == []

@@ -19,6 +19,7 @@ from typing import Any
 from modelstore.store.digests import git_blob_header
 from modelstore.store.errors import (
     BadModelFile,
+    ModelChanged,
     OutOfSpace,
     SourceError,
     StoreCorrupt,
@@ -83,6 +84,10 @@ class Namer:
     asks for, or name@<alternative>(-n) when another model has that."""
 
     def __init__(self, models: list[ModelRecord]) -> None:
+        self.refresh(models)
+
+    def refresh(self, models: list[ModelRecord]) -> None:
+        """Start again from the models the catalog holds now."""
         self.by_name: dict[str, ModelRecord] = {}
         self.by_identity: dict[tuple[str, ...], ModelRecord] = {}
         for model in models:
@@ -174,6 +179,16 @@ class MoveJournal:
     def done(self) -> None:
         self.path.unlink(missing_ok=True)
 
+    def forget_removed(self) -> None:
+        """After a run that stopped on an error: keep only the files still there to remove."""
+        left = [p for p in self.pending() if os.path.lexists(p)]
+        if not left:
+            self.done()
+            return
+        staged = self.path.with_name(self.path.name + ".new")
+        staged.write_bytes(b"".join(os.fsencode(p) + b"\0" for p in left))
+        os.replace(staged, self.path)
+
 
 def held_by(store: Store, pending: Iterable[str] = ()) -> Held:
     """Bytes and sources the store's models hold (a file record no model uses any more does not
@@ -207,26 +222,45 @@ class Importer:
         scan = folder.scan()
         self.report.skipped += scan.skipped
         namer = Namer(self.store.models())
-        for found in scan.models:
-            try:
-                imported = self.import_model(found, namer)
-            except (OutOfSpace, StoreCorrupt):
-                raise
-            except (SourceError, BadModelFile, UnsafeName) as exc:
-                self.report.skipped.append(Skipped(found.where, str(exc)))
-                continue
-            except OSError as exc:
-                if exc.filename and str(exc.filename).startswith(str(self.store.home)):
-                    raise
-                self.report.skipped.append(Skipped(found.where, f"{exc.strerror or exc}: {exc.filename or ''}"))
-                continue
-            self.report.models.append(imported)
+        try:
+            for found in scan.models:
+                self._import_one(folder, found, namer, journal)
+        except BaseException:
             if self.mode is ImportMode.MOVE:
-                journal.add([*found.originals, *found.files.values()])
-                folder.release(found, self.report.removal)
+                journal.forget_removed()
+            raise
         if self.mode is ImportMode.MOVE:
             journal.done()
         return self.report
+
+    def _import_one(self, folder: RuntimeFolder, found: FoundModel, namer: Namer, journal: MoveJournal) -> None:
+        try:
+            imported = self.import_model(found, namer)
+        except (OutOfSpace, StoreCorrupt):
+            raise
+        except (SourceError, BadModelFile, UnsafeName, ModelChanged) as exc:
+            self.report.skipped.append(Skipped(found.where, str(exc)))
+            return
+        except OSError as exc:
+            if exc.filename and str(exc.filename).startswith(str(self.store.home)):
+                raise
+            self.report.skipped.append(Skipped(found.where, f"{exc.strerror or exc}: {exc.filename or ''}"))
+            return
+        self.report.models.append(imported)
+        if self.mode is not ImportMode.MOVE:
+            return
+        if not self._held(imported.model):
+            self.report.skipped.append(Skipped(found.where, f"{imported.name} was removed from the store while it "
+                                                            f"was imported: its files are left where they are"))
+            return
+        journal.add([*found.originals, *found.files.values()])
+        folder.release(found, self.report.removal)
+
+    def _held(self, model: ModelRecord) -> bool:
+        """Whether the catalog, as it is now, holds every file of `model` for a model: another
+        command may have removed it since it was committed or found unchanged."""
+        with self.store.catalog.read() as r:
+            return all(r.models_of_file(b3) for b3 in set(model.files.values()))
 
     def _ingest(self, ingest: Ingest, found: FoundModel, rel: str, path: Path,
                 hashed: dict[StatKey, str]) -> tuple[FileRecord, int]:
@@ -245,7 +279,6 @@ class Importer:
         return result.record, result.novel_bytes
 
     def import_model(self, found: FoundModel, namer: Namer) -> Imported:
-        current = namer.current(found)
         hashed: dict[StatKey, str] = {}
         with self.store.adding(self.mode, self.progress, self.on_wait) as ingest:
             stored: dict[str, str] = {}
@@ -257,15 +290,30 @@ class Importer:
                 logical += record.size
                 novel += added
             ingest.sources_to_remove.clear()  # --move: the folder removes originals, knowing what else needs them
-            name, files, extra, status = self._decide(found, current, stored, namer)
-            if status == "unchanged":
-                assert current is not None
-                model = current
-            else:
-                model, _ = self.store.commit_model(ingest, name, found.source, files, dict(found.files), extra)
+            model, status = self._commit(ingest, found, stored, namer)
         self._seen.update(hashed)
         namer.committed(model)
         return Imported(model.name, status, model, logical, novel, found.where)
+
+    def _commit(self, ingest: Ingest, found: FoundModel, stored: dict[str, str], namer: Namer,
+                attempts: int = 3) -> tuple[ModelRecord, str]:
+        """Decide from the catalog as it is now (an add, rm or other import may have run since
+        the import began) and commit, deciding again if another command commits first."""
+        for attempt in range(attempts):
+            namer.refresh(self.store.models())
+            current = namer.current(found)
+            name, files, extra, status = self._decide(found, current, stored, namer)
+            if status == "unchanged":
+                assert current is not None
+                return current, status
+            try:
+                model, _ = self.store.commit_model(ingest, name, found.source, files, dict(found.files), extra,
+                                                   expect=namer.by_name.get(name))
+                return model, status
+            except ModelChanged:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _decide(found: FoundModel, current: ModelRecord | None, stored: dict[str, str],
