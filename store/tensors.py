@@ -7,7 +7,6 @@ and return spans in absolute file offsets.
 
 from __future__ import annotations
 
-import mmap
 import os
 import threading
 from collections import OrderedDict
@@ -90,31 +89,51 @@ def sniff_format(path: Path, name: str | None = None) -> str | None:
     return None
 
 
+HEADER_READ = 8 << 20  # read first: more than almost every header, a vocabulary included
+MAX_HEADER_READ = 512 << 20
+
+
 def read_weights_header(path: Path, name: str | None = None) -> WeightsHeader | None:
     """Parse the header of a GGUF or safetensors file; None for any other file. `name`: the
-    file's name where `path` (a blob named by hash) does not say its format."""
+    file's name where `path` (a blob named by hash) does not say its format.
+
+    The header is read into memory (more of it if it is longer), not mapped: a file another
+    process truncates meanwhile would kill a process reading it through a mapping (SIGBUS)."""
     fmt = sniff_format(path, name)
     if fmt is None:
         return None
-    size = os.path.getsize(path)
-    if size == 0:
-        raise BadModelFile(str(path), "empty file")
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        header = _PARSED.find(fmt, mm)
-        if header is None:
-            header = _parse(str(path), fmt, mm)
-            _PARSED.keep(mm, header)
-        return header
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            raise BadModelFile(str(path), "empty file")
+        want = min(size, HEADER_READ)
+        while True:
+            buf = os.pread(f.fileno(), want, 0)
+            header = _PARSED.find(fmt, buf, size)
+            if header is not None:
+                return header
+            try:
+                header = _parse(str(path), fmt, buf, size)
+            except BadModelFile as exc:
+                if len(buf) < want or want == size:  # the whole file was read (or it shrank): it is bad
+                    raise
+                if want >= MAX_HEADER_READ:
+                    raise BadModelFile(str(path), f"no valid header in its first {MAX_HEADER_READ >> 20} MiB "
+                                                  f"({exc.problem})") from None
+                want = min(size, want * 4, MAX_HEADER_READ)
+                continue
+            _PARSED.keep(buf, size, header)
+            return header
 
 
-def _parse(path: str, fmt: str, mm: mmap.mmap) -> WeightsHeader:
+def _parse(path: str, fmt: str, buf: bytes, size: int) -> WeightsHeader:
     if fmt == "gguf":
         from modelstore.store.gguf_header import parse_gguf
 
-        return parse_gguf(path, mm)
+        return parse_gguf(path, buf, file_size=size)
     from modelstore.store.safetensors_header import parse_safetensors
 
-    return parse_safetensors(path, mm)
+    return parse_safetensors(path, buf, file_size=size)
 
 
 class _ParsedHeaders:
@@ -130,25 +149,24 @@ class _ParsedHeaders:
         self._headers: OrderedDict[tuple[str, int, int, bytes], WeightsHeader] = OrderedDict()
 
     @staticmethod
-    def _digest(mm: mmap.mmap, length: int) -> bytes:
-        with memoryview(mm) as view:
-            return blake3.blake3(view[:length], max_threads=1).digest()
+    def _digest(buf: bytes, length: int) -> bytes:
+        return blake3.blake3(memoryview(buf)[:length], max_threads=1).digest()
 
-    def find(self, fmt: str, mm: mmap.mmap) -> WeightsHeader | None:
-        size = len(mm)
+    def find(self, fmt: str, buf: bytes, size: int) -> WeightsHeader | None:
         with self._lock:
-            candidates = [key for key in self._headers if key[:2] == (fmt, size)]
+            candidates = [key for key in self._headers if key[:2] == (fmt, size) and key[2] <= len(buf)]
         for key in candidates:
-            if self._digest(mm, key[2]) == key[3]:
+            if self._digest(buf, key[2]) == key[3]:
                 with self._lock:
                     header = self._headers.get(key)
                     if header is not None:
                         self._headers.move_to_end(key)
-                return header
+                        return header
         return None
 
-    def keep(self, mm: mmap.mmap, header: WeightsHeader) -> None:
-        key = (header.format, len(mm), header.data_start, self._digest(mm, header.data_start))
+    def keep(self, buf: bytes, size: int, header: WeightsHeader) -> None:
+        length = min(header.data_start, len(buf))
+        key = (header.format, size, length, self._digest(buf, length))
         with self._lock:
             self._headers[key] = header
             while len(self._headers) > self.KEEP:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -215,7 +217,7 @@ def test_a_copy_is_parsed_once_and_a_changed_header_again(tmp_path: Path, monkey
 
     parsed: list[str] = []
     real_parse = tensors._parse
-    monkeypatch.setattr(tensors, "_parse", lambda path, fmt, mm: parsed.append(path) or real_parse(path, fmt, mm))
+    monkeypatch.setattr(tensors, "_parse", lambda path, fmt, buf, size: parsed.append(path) or real_parse(path, fmt, buf, size))
     first = write_tiny_llama_gguf(tmp_path / "a.gguf", name="cache-probe-one")
     copy = tmp_path / "copy.gguf"
     copy.write_bytes(first.read_bytes())
@@ -230,3 +232,43 @@ def test_a_copy_is_parsed_once_and_a_changed_header_again(tmp_path: Path, monkey
     assert headers[0] is not None and headers[2] is not None
     assert headers[0].metadata["general.name"] == "cache-probe-one"
     assert headers[2].metadata["general.name"] == "cache-probe-two"
+
+
+def test_a_header_longer_than_the_first_read_is_read_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelstore.store import tensors
+
+    gguf = write_tiny_llama_gguf(tmp_path / "a.gguf", name="grown")
+    whole = read_weights_header(gguf)
+    monkeypatch.setattr(tensors, "HEADER_READ", 1024)
+    monkeypatch.setattr(tensors, "_PARSED", tensors._ParsedHeaders())
+    grown = read_weights_header(gguf)
+    assert grown == whole and grown is not whole
+    assert grown is not None and grown.data_start > 4 * 1024  # read in three steps: 1, 4, then 16 KiB
+    monkeypatch.setattr(tensors, "MAX_HEADER_READ", 4096)
+    monkeypatch.setattr(tensors, "_PARSED", tensors._ParsedHeaders())
+    with pytest.raises(BadModelFile, match="no valid header in its first"):
+        read_weights_header(gguf)
+
+
+def test_a_file_truncated_while_its_header_is_parsed_does_not_kill_the_process(tmp_path: Path) -> None:
+    """Another process truncates the file while its header is parsed. Parsed through a mapping,
+    the header changed under the parser (zeros), or the process died of SIGBUS at a page past the
+    new end, which no Python code can catch; the bytes read first are parsed now."""
+    gguf = write_tiny_llama_gguf(tmp_path / "a.gguf")
+    expected = read_weights_header(gguf)
+    assert expected is not None
+    code = f"""
+from pathlib import Path
+from modelstore.store import tensors
+real = tensors._parse
+def truncated_first(*args):
+    with open({str(gguf)!r}, "r+b") as f:
+        f.truncate(64)
+    return real(*args)
+tensors._parse = truncated_first
+header = tensors.read_weights_header(Path({str(gguf)!r}))
+print(len(header.tensors))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, (done.returncode, done.stderr[-500:])
+    assert int(done.stdout) == len(expected.tensors)  # parsed from the bytes read before the truncation
