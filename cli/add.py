@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from modelstore.cli.app import App, emit_json, human_bytes, pass_app
+from modelstore.cli.app import App, emit_json, human_bytes, pass_app, printable
 from modelstore.cli.convert import GGUF_TYPE_OPTION, plan_committed, report
 
 EPILOG = """\b
@@ -107,6 +107,6 @@ def _print_added(result: Any, conversions: Any, as_json: bool) -> None:
     click.echo(f"  stored {human_bytes(result.novel_bytes)} new; {human_bytes(saved)} was already in the store"
                + (f"; downloaded {human_bytes(result.downloaded_bytes)}" if result.downloaded_bytes else ""))
     for note in result.skipped:
-        click.echo(f"  skipped {note}", err=True)
+        click.echo(printable(f"  skipped {note}"), err=True)
     if conversions is not None:
         report(conversions)

@@ -64,8 +64,10 @@ def import_(app: App, kind: str, path: Path | None, mode: str, dry_run: bool, gg
     from modelstore.store.ingest import ImportMode
     from modelstore.store.sources.runtimes import open_folder
 
+    from modelstore.fusefs.mount import running_mounts
+
     folders = _folders(kind, path)
-    ignore = [app.home]
+    ignore = [app.home, *(where for _, where in running_mounts())]  # a mount shows the store: not more models
     if dry_run:
         from modelstore.store.sources.runtimes.dryrun import DryRun, plan
 

@@ -324,7 +324,8 @@ class Ingest:
         novel = plan.novel
         if not plan.reused:
             blob = B3(hashes.b3)
-            self._put_whole(path, hashes, blob, staged, copied, may_link)
+            if hashes.size:  # an empty file has an empty recipe: no blob to keep
+                self._put_whole(path, hashes, blob, staged, copied, may_link)
         else:
             if not copied:
                 _copy_ranges(path, staged, _ranges(novel))

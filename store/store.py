@@ -15,7 +15,7 @@ from modelstore.store.errors import ModelChanged, NotFound, StoreCorrupt
 from modelstore.store.ingest import ImportMode, Ingest, ProgressFactory
 from modelstore.store.locks import store_lock
 from modelstore.store.metadata import model_metadata
-from modelstore.store.names import check_file_tree, check_model_name
+from modelstore.store.names import check_file_tree, check_model_name, check_relpath
 from modelstore.store.objects import Objects, no_space
 from modelstore.store.records import FileRecord, ModelRecord, Source
 
@@ -40,7 +40,7 @@ class AddResult:
                 "stored_bytes": self.novel_bytes, "reused_files": self.reused_files,
                 "downloaded_bytes": self.downloaded_bytes, "replaced": self.replaced is not None,
                 "unchanged": self.unchanged, "source": self.model.to_json()["source"],
-                "metadata": self.model.metadata}
+                "metadata": self.model.metadata, "skipped": self.skipped}
 
 
 class Store:
@@ -149,6 +149,8 @@ class Store:
         With `expect` (a record, or None for a free name), ModelChanged if the name holds something
         else by the time of the commit: another command got there first."""
         check_model_name(name)
+        for rel in files:
+            check_relpath(rel, where=name)
         check_file_tree(files, where=name)
         ingest.settle()
         records = {rel: ingest.new_files.get(b3) or self.file(b3) for rel, b3 in files.items()}

@@ -359,45 +359,51 @@ def test_hf_cache_snapshots_keep_repo_commit_and_refs(home: Path, tmp_path: Path
 
 def test_hf_cache_odd_entries(home: Path, tmp_path: Path, weights: Weights) -> None:
     """A dangling snapshot link, a download in progress (blobs/*.incomplete), a link leading out of
-    blobs/, a corrupted blob and a ref that is not a commit: skipped with warnings. A snapshot with
-    a corrupted blob is not imported at all, and with --move keeps every file, including a blob it
-    shares with a snapshot that was imported and moved."""
+    blobs/, a corrupted blob, a ref that is not a commit and one that names no snapshot here:
+    skipped with warnings. A snapshot with a corrupted blob, or with files whose blob is missing or
+    elsewhere, is not imported at all (never half of it), and with --move keeps every file,
+    including a blob it shares with a snapshot that was imported and moved."""
     cache = tmp_path / "hub"
     base = hf_folder_files(weights.hf)
     good = write_hf_snapshot(cache, "org/tiny", COMMIT_A, base, ("main",))
     bad_files = {**base, "README.md": b"a card that will be damaged"}
     bad = write_hf_snapshot(cache, "org/tiny", COMMIT_B, bad_files, ("v1.0",))
+    holed = write_hf_snapshot(cache, "org/tiny", COMMIT_C, base, ("holed",))
     repo = cache / "models--org--tiny"
     readme_blob = repo / "blobs" / git_sha1(bad_files["README.md"])
     readme_blob.write_bytes(b"a card that was damaged!!!")
-    (good / "gone.safetensors").symlink_to("../../blobs/" + "f" * 64)
+    (holed / "gone.safetensors").symlink_to("../../blobs/" + "f" * 64)
     (repo / "blobs" / ("9" * 64 + ".incomplete")).write_bytes(b"partial")
     outside = tmp_path / "outside.txt"
     outside.write_text("not in the cache")
-    (good / "outside.txt").symlink_to(outside)
+    (holed / "outside.txt").symlink_to(outside)
     (repo / "refs" / "broken").write_text("not a commit")
+    (repo / "refs" / "gone").write_text("d" * 40)
     age(cache)
 
     report = importing(home, "huggingface", cache, "move")
 
     assert [m.name for m in report.models] == ["org/tiny"]
     why = {s.what: s.why for s in report.skipped}
-    assert "dangling" in why[f"models--org--tiny/snapshots/{COMMIT_A[:8]}/gone.safetensors"]
-    assert "out of" in why[f"models--org--tiny/snapshots/{COMMIT_A[:8]}/outside.txt"]
+    assert "dangling" in why[f"models--org--tiny/snapshots/{COMMIT_C[:8]}/gone.safetensors"]
+    assert "out of" in why[f"models--org--tiny/snapshots/{COMMIT_C[:8]}/outside.txt"]
+    assert why[f"models--org--tiny/snapshots/{COMMIT_C[:8]}"].startswith(
+        "not imported: 2 of its files have no blob here; download it again")
     assert why[f"models--org--tiny/blobs/{'9' * 64}.incomplete"] == "an unfinished download"
     assert "hash" in why[f"models--org--tiny/snapshots/{COMMIT_B[:8]}"]
     assert "not a ref" in why["models--org--tiny/refs/broken"]
-    assert len(report.skipped) == 5
+    assert why["models--org--tiny/refs/gone"] == "names commit dddddddd, which has no snapshot here"
+    assert len(report.skipped) == 7
     assert set(model_files_sha(home, "org/tiny")) == set(base)
     assert outside.read_text() == "not in the cache"
-    # the damaged snapshot is still complete on disk, its shared weights blob included
-    for rel in base:
-        assert (bad / rel).exists(), rel
-    assert (bad / "model.safetensors").read_bytes() == base["model.safetensors"]
+    # the damaged and the holed snapshots are still complete on disk, shared blobs included
+    for snapshot in (bad, holed):
+        for rel in base:
+            assert (snapshot / rel).read_bytes() == (bad_files if snapshot == bad else base)[rel] \
+                or (snapshot, rel) == (bad, "README.md"), rel
     assert (repo / "refs" / "v1.0").read_text() == COMMIT_B
-    # what was imported of the good snapshot is gone; its ref stays, since two skipped entries remain in it
-    assert sorted(p.name for p in good.iterdir()) == ["gone.safetensors", "outside.txt"]
-    assert (repo / "refs" / "main").read_text() == COMMIT_A
+    # what was imported of the good snapshot is gone, with its ref
+    assert not good.exists() and not (repo / "refs" / "main").exists()
 
 
 # -- LM Studio, GPT4All, Jan, llama.cpp, any folder -----------------------------------------------------
@@ -1200,3 +1206,110 @@ def test_a_move_stopped_by_an_error_leaves_no_journal_of_files_already_gone(home
         importing(home, "lmstudio", root, "move")
     assert not (root / "lmstudio-community").exists() and (root / "someone/other-GGUF/other-Q8_0.gguf").exists()
     assert not (home / "moving").exists() or list((home / "moving").iterdir()) == []
+
+
+# -- odd entries a runtime's folder may hold ----------------------------------------------------------------
+
+
+def cli_in_a_process(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """For what could hang: a FIFO read by mistake waits for a writer forever."""
+    return subprocess.run([sys.executable, "-m", "modelstore.cli", "--home", str(home), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_special_files_are_refused_or_skipped_never_read(home: Path, tmp_path: Path, weights: Weights) -> None:
+    """A FIFO or a link to /dev/zero where a model, an Ollama manifest or a Jan model.yml should be:
+    add refuses it at once, import skips it and imports the rest."""
+    fifo = tmp_path / "fifo.gguf"
+    os.mkfifo(fifo)
+    for special in (fifo, Path("/dev/null")):
+        r = cli_in_a_process(home, "add", str(special))
+        assert r.returncode == 2 and f"{special} is not a regular file" in r.stderr, r.stderr
+
+    ollama = tmp_path / "ollama"
+    write_ollama_model(ollama, "registry.ollama.ai/library/tiny/latest", weights.llama)
+    manifests = ollama / "manifests/registry.ollama.ai/library"
+    (manifests / "zero").mkdir()
+    (manifests / "zero/latest").symlink_to("/dev/zero")
+    (manifests / "fifo").mkdir()
+    os.mkfifo(manifests / "fifo/latest")
+    jan = tmp_path / "jan"
+    write_jan_model(jan, "pub/tiny", weights.other)
+    (jan / "llamacpp/models/pub/fifo").mkdir(parents=True)
+    os.mkfifo(jan / "llamacpp/models/pub/fifo/model.yml")
+    age(ollama)
+    age(jan)
+    for kind, folder, name in (("ollama", ollama, "tiny:latest"), ("jan", jan, "pub/tiny")):
+        r = cli_in_a_process(home, "import", "--from", kind, str(folder), "--json")
+        assert r.returncode == 0, r.stderr
+        report = json.loads(r.stdout)
+        assert [m["name"] for m in report["models"]] == [name]
+        if kind == "ollama":
+            assert {s["what"]: s["why"] for s in report["skipped"]} == {
+                "manifests/registry.ollama.ai/library/fifo/latest": "not a usable manifest: not a regular file",
+                "manifests/registry.ollama.ai/library/zero/latest": "not a usable manifest: not a regular file"}
+        else:
+            assert [s["what"] for s in report["skipped"]] == ["pub/fifo/model.yml"]
+
+
+def test_names_no_view_can_show_are_skipped_by_import(home: Path, tmp_path: Path, weights: Weights, cli) -> None:
+    """add refuses a file name that is not UTF-8; import must too, or every later mount and
+    `show` of any model fails on it."""
+    folder = tmp_path / "gpt4all"
+    write_gpt4all_folder(folder, {"good.gguf": weights.llama})
+    bad = Path(os.fsdecode(os.fsencode(folder) + b"/bad\xff.gguf"))
+    shutil.copyfile(weights.other, bad)
+    age(folder)
+    report = importing(home, "gpt4all", folder)
+    assert [m.name for m in report.models] == ["good"]
+    assert ["not valid UTF-8" in s.why for s in report.skipped] == [True]
+    assert cli("show", "good", "--json").code == 0
+    assert bad.exists()
+
+
+def test_unreadable_folders_and_folder_links_are_named_not_silently_left_out(cli, tmp_path: Path,
+                                                                             weights: Weights) -> None:
+    folder = tmp_path / "model"
+    write_tiny_hf_folder(folder)
+    (folder / "elsewhere").symlink_to(tmp_path)
+    empty = folder / "empty.txt"
+    empty.write_bytes(b"")
+    r = cli("add", folder, "--json")
+    assert r.code == 0, r.err
+    added = r.json()
+    assert added["skipped"] == ["elsewhere (a link to a folder, not followed)"]
+    assert "empty.txt" in cli("show", "model", "--json").json()["files"]
+    fsck = cli("fsck", "--json").json()
+    assert fsck["notes"] == []  # the empty file left no object outside the catalog
+
+
+@requires_fuse
+def test_import_leaves_the_stores_own_mount_out(cli, home: Path, tmp_path: Path, weights: Weights) -> None:
+    """A running mount of the store inside the folder imported: its views are the store itself."""
+    folder = tmp_path / "models"
+    write_gpt4all_folder(folder, {"tiny.gguf": weights.llama})
+    age(folder)
+    assert cli("add", weights.other, "--name", "other").code == 0
+    with mounted(home, folder / "mnt"):
+        r = cli("import", "--from", "path", folder, "--json")
+    assert r.code == 0, r.err
+    assert [m["name"] for m in r.json()["models"]] == ["tiny"]
+    assert sorted(m["name"] for m in cli("ls", "--json").json()) == ["other", "tiny"]
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux's unshare")
+def test_a_subfolder_this_user_may_not_read_is_named(home: Path, tmp_path: Path, weights: Weights,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_locations import in_user_namespace
+
+    folder = tmp_path / "models"
+    write_gpt4all_folder(folder, {"a.gguf": weights.llama, "locked/b.gguf": weights.other})
+    os.chown(folder / "locked", 4242, 4242)
+    (folder / "locked").chmod(0o700)
+    monkeypatch.setenv("MODELSTORE_HOME", str(home))
+    for args in (("import", "--from", "path", str(folder), "--dry-run", "--json"), ("add", str(folder), "--json")):
+        r = in_user_namespace(*args)
+        assert r.returncode == 0, r.stderr
+        skipped = json.loads(r.stdout)["skipped"]
+        assert [s if isinstance(s, str) else f"{s['what']} ({s['why']})" for s in skipped] == [
+            "locked (not readable: Permission denied)"], args

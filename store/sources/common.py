@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +25,28 @@ def is_partial(name: str) -> bool:
 
 
 def default_name(text: str) -> str:
-    """A valid model name from a file or folder name: other characters become '-'."""
+    """A valid model name from a file or folder name: other characters become '-', and a name
+    longer than a model name may be is cut (a suffix such as @lmstudio-2 must still fit)."""
     cleaned = re.sub(r"[^A-Za-z0-9._:@+/-]+", "-", text).strip("-./") or "model"
-    return cleaned if re.match(r"[A-Za-z0-9_]", cleaned) else "m" + cleaned
+    cleaned = cleaned if re.match(r"[A-Za-z0-9_]", cleaned) else "m" + cleaned
+    return cleaned[:160].rstrip("-./")
+
+
+def read_small(path: Path, limit: int) -> bytes:
+    """A runtime's small metadata file (a manifest, a model.yml), whole: ValueError if it is not a
+    regular file (a FIFO would block, /dev/zero never end) or is over `limit` bytes."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        data = os.read(fd, limit + 1)
+        while len(data) <= limit and (more := os.read(fd, limit + 1 - len(data))):
+            data += more
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit} bytes")
+    return data
 
 
 def finish(store: Store, ingest: Ingest, name: str, source: Source, files: dict[str, str],

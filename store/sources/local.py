@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,23 @@ def list_folder(root: Path, leave_out: Path | None = None) -> tuple[dict[str, Pa
     files: dict[str, Path] = {}
     skipped: list[str] = []
     left_out = os.path.realpath(leave_out) if leave_out is not None else None
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        for d in dirnames:
+
+    def unreadable(exc: OSError) -> None:
+        skipped.append(f"{os.path.relpath(str(exc.filename), root)} (not readable: {exc.strerror})")
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=unreadable):
+        kept = []
+        for d in sorted(dirnames):
+            rel = (Path(dirpath) / d).relative_to(root).as_posix()
+            if d.startswith("."):
+                continue
             if os.path.realpath(Path(dirpath) / d) == left_out:
-                skipped.append(f"{(Path(dirpath) / d).relative_to(root).as_posix()} (the store's own home)")
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                             and os.path.realpath(Path(dirpath) / d) != left_out)
+                skipped.append(f"{rel} (the store's own home)")
+            elif (Path(dirpath) / d).is_symlink():
+                skipped.append(f"{rel} (a link to a folder, not followed)")
+            else:
+                kept.append(d)
+        dirnames[:] = kept
         for fn in sorted(filenames):
             path = Path(dirpath) / fn
             rel = path.relative_to(root).as_posix()
@@ -81,6 +93,8 @@ def add_local(store: Store, path: Path, *, name: str | None = None, mode: Import
         if not files:
             raise UsageError(f"{path}: no files to add")
         default = path.resolve().name
+    elif not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the add, a device never end
+        raise UsageError(f"{path} is not a regular file")
     elif split := SPLIT_GGUF.match(path.name):
         files, skipped = _shards(path, split.group("prefix"), int(split.group("count"))), []
         default = split.group("prefix")

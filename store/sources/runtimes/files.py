@@ -17,12 +17,27 @@ LocationFn = Callable[[Path], str]  # the Source location of a model, from its (
 _NOT_DOWNLOADS = (".lock", ".etag", ".json")  # downloaders' bookkeeping next to a file, not a partial file
 
 
-def walk(root: Path, ignore: set[Path]) -> Iterator[tuple[Path, list[str], list[str]]]:
-    """os.walk without hidden entries and without the folders in `ignore` (the store's home)."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+def walk(root: Path, ignore: set[Path], scan: Scan | None = None) -> Iterator[tuple[Path, list[str], list[str]]]:
+    """os.walk without hidden entries and without the folders in `ignore` (the store's home, its
+    mounts). Folders it may not read and links to folders (not followed) are noted in `scan`."""
+    left_out = {os.path.realpath(p) for p in ignore}
+
+    def note(path: str, why: str) -> None:
+        if scan is not None:
+            scan.skip(os.path.relpath(path, root), why)
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False,
+                                                onerror=lambda e: note(e.filename, f"not readable: {e.strerror}")):
         here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                             and Path(os.path.abspath(here / d)) not in ignore)
+        kept = []
+        for d in sorted(dirnames):
+            if d.startswith(".") or os.path.realpath(here / d) in left_out:
+                continue
+            if (here / d).is_symlink():
+                note(str(here / d), "a link to a folder (not followed)")
+                continue
+            kept.append(d)
+        dirnames[:] = kept
         yield here, dirnames, sorted(f for f in filenames if not f.startswith("."))
 
 
@@ -53,7 +68,7 @@ def is_gguf_name(path: Path) -> bool:
 def gguf_files(root: Path, ignore: set[Path], scan: Scan, *, recursive: bool) -> list[Path]:
     """Every finished *.gguf under `root`; unfinished downloads and broken links are noted."""
     found: list[Path] = []
-    for folder, dirnames, filenames in walk(root, ignore):
+    for folder, dirnames, filenames in walk(root, ignore, scan):
         if not recursive:
             dirnames[:] = []
         for fn in filenames:

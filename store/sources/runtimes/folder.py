@@ -32,7 +32,7 @@ class AnyFolder(RuntimeFolder):
                                           location=lambda p: str(p.resolve()))
             return scan
         ggufs: list[Path] = []
-        for folder, dirnames, filenames in walk(self.root, self.ignore):
+        for folder, dirnames, filenames in walk(self.root, self.ignore, scan):
             if "config.json" in filenames:
                 dirnames[:] = []
                 self._hf_folder(folder, scan)

@@ -108,6 +108,9 @@ class HfCacheFolder(RuntimeFolder):
         for bad in (c for c in commits if not _COMMIT.fullmatch(c)):
             scan.skip(f"{repo.name}/snapshots/{bad}", "not named by a commit")
         commits = [c for c in commits if _COMMIT.fullmatch(c)]
+        for ref, commit in sorted(refs.items()):
+            if commit not in commits:
+                scan.skip(f"{repo.name}/refs/{ref}", f"names commit {commit[:8]}, which has no snapshot here")
         main = refs.get("main") if refs.get("main") in commits else None
         if main is None and commits:  # no main: the snapshot last written stands for the repo
             main = max(commits, key=lambda c: (snapshots / c).stat().st_mtime_ns)
@@ -127,6 +130,7 @@ class HfCacheFolder(RuntimeFolder):
         files: dict[str, Path] = {}
         expected: dict[str, Digest] = {}
         where = f"{repo.name}/snapshots/{commit[:8]}"
+        broken = 0  # files the snapshot names but whose bytes are not (or not only) in this repo
         for dirpath, dirnames, filenames in os.walk(folder):
             dirnames.sort()
             for fn in sorted(filenames + [d for d in dirnames if (Path(dirpath) / d).is_symlink()]):
@@ -145,9 +149,11 @@ class HfCacheFolder(RuntimeFolder):
                     target = Path(os.path.realpath(path))
                     if not target.exists():
                         scan.skip(what, "a dangling symlink (its blob is missing)")
+                        broken += 1
                         continue
                     if target.parent != blobs:
                         scan.skip(what, "a link that leads out of the repo's blobs/")
+                        broken += 1
                         continue
                     if not target.is_file():
                         scan.skip(what, "not a regular file")
@@ -159,6 +165,10 @@ class HfCacheFolder(RuntimeFolder):
                     scan.skip(what, "not a regular file")
                     continue
                 files[rel] = path
+        if broken:  # imported without them, the model would be half of what the repo is
+            scan.skip(where, f"not imported: {broken} of its files have no blob here; download it again "
+                             f"(hf download {repo_id} --revision {commit})")
+            return None
         if not files:
             scan.skip(where, "no files in this snapshot")
             return None

@@ -27,7 +27,7 @@ from modelstore.store.errors import (
 )
 from modelstore.store.hashing import CHUNK
 from modelstore.store.ingest import ImportMode, Ingest, ProgressFactory
-from modelstore.store.names import check_model_name
+from modelstore.store.names import check_model_name, check_relpath
 from modelstore.store.records import FileRecord, ModelRecord
 from modelstore.store.sources.runtimes.found import (
     FoundModel,
@@ -279,6 +279,8 @@ class Importer:
         return result.record, result.novel_bytes
 
     def import_model(self, found: FoundModel, namer: Namer) -> Imported:
+        for rel in found.files:  # a name no view could show is refused before anything is stored
+            check_relpath(rel, where=found.where)
         hashed: dict[StatKey, str] = {}
         with self.store.adding(self.mode, self.progress, self.on_wait) as ingest:
             stored: dict[str, str] = {}

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from modelstore.store.records import Source
-from modelstore.store.sources.common import default_name
+from modelstore.store.sources.common import default_name, read_small
 from modelstore.store.sources.runtimes.files import inside, is_gguf_name, usable, walk
 from modelstore.store.sources.runtimes.found import (
     Digest,
@@ -36,11 +36,9 @@ def _read_yml(path: Path) -> dict[str, Any] | None:
     import yaml
 
     try:
-        if path.stat().st_size > _MAX_YML:
-            return None
         # Every value a string: a safe_load would read an all-digit model_sha256 as a number.
-        doc = yaml.load(path.read_text(encoding="utf-8", errors="replace"), Loader=yaml.BaseLoader)
-    except (OSError, yaml.YAMLError):
+        doc = yaml.load(read_small(path, _MAX_YML).decode("utf-8", errors="replace"), Loader=yaml.BaseLoader)
+    except (OSError, ValueError, yaml.YAMLError):
         return None
     return doc if isinstance(doc, dict) else None
 

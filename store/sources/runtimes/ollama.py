@@ -18,7 +18,7 @@ from typing import Any
 
 from modelstore.store import jsontext
 from modelstore.store.records import Source
-from modelstore.store.sources.common import is_partial
+from modelstore.store.sources.common import is_partial, read_small
 from modelstore.store.sources.runtimes.found import (
     Digest,
     FoundModel,
@@ -133,11 +133,9 @@ class OllamaFolder(RuntimeFolder):
             scan.skip(what, "not a valid Ollama model name")
             return None
         try:
-            if manifest.stat().st_size > _MAX_MANIFEST:
-                raise ManifestError("it is too large to be a manifest")
-            raw = manifest.read_bytes()
+            raw = read_small(manifest, _MAX_MANIFEST)
             config, layers = parse_manifest(raw)
-        except ManifestError as exc:
+        except (ManifestError, ValueError) as exc:
             scan.skip(what, f"not a usable manifest: {exc}")
             return None
         except OSError as exc:
@@ -183,8 +181,8 @@ class OllamaFolder(RuntimeFolder):
         chunks = []
         for manifest in self.manifest_files():
             try:
-                chunks.append(manifest.read_bytes()[:_MAX_MANIFEST])
-            except OSError:
+                chunks.append(read_small(manifest, _MAX_MANIFEST))
+            except (OSError, ValueError):
                 continue
         return b"\n".join(chunks)
 
