@@ -87,8 +87,18 @@ def import_(app: App, kind: str, path: Path | None, mode: str, dry_run: bool, gg
     with app.store(create=True) as store:
         importer = Importer(store, ImportMode(mode), app.progress, app.waiting("a running gc"))
         try:
-            for root in folders:
-                importer.run(open_folder(kind, root, ignore))
+            try:
+                for root in folders:
+                    importer.run(open_folder(kind, root, ignore))
+            except KeyboardInterrupt:
+                done = [m.name for m in importer.report.models if m.status != "unchanged"]
+                if not done:
+                    raise
+                from modelstore.store.errors import Interrupted
+
+                raise Interrupted(f"interrupted after committing {len(done)} model(s) ({', '.join(done[:3])}"
+                                  f"{', ...' if len(done) > 3 else ''}); run the same import again to finish "
+                                  f"it") from None
             names = _to_convert(store, importer.report, importer_kind(kind))
             conversions, warnings, stopped = plan_committed(app, store, names, gguf_type, no_convert)
         finally:

@@ -1313,3 +1313,31 @@ def test_a_subfolder_this_user_may_not_read_is_named(home: Path, tmp_path: Path,
         skipped = json.loads(r.stdout)["skipped"]
         assert [s if isinstance(s, str) else f"{s['what']} ({s['why']})" for s in skipped] == [
             "locked (not readable: Permission denied)"], args
+
+
+def test_ctrl_c_in_an_import_says_what_was_committed(cli, tmp_path: Path, weights: Weights,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "lmstudio"
+    build_lmstudio(root, weights)
+    age(root)
+    real = Importer.import_model
+
+    def ctrl_c_at_second(self: Importer, found, namer):  # type: ignore[no-untyped-def]
+        if found.name == "someone/other-GGUF":
+            raise KeyboardInterrupt
+        return real(self, found, namer)
+
+    monkeypatch.setattr(Importer, "import_model", ctrl_c_at_second)
+    r = cli("import", "--from", "lmstudio", root)
+    assert r.code == 130
+    assert "interrupted after committing 1 model(s) (lmstudio-community/tiny-GGUF); run the same import" in r.err
+    assert [m["name"] for m in cli("ls", "--json").json()] == ["lmstudio-community/tiny-GGUF"]
+
+
+def test_a_file_name_too_long_for_a_model_name_is_cut(cli, tmp_path: Path, weights: Weights) -> None:
+    folder = tmp_path / "gpt4all"
+    long = "L" * 240 + ".gguf"
+    write_gpt4all_folder(folder, {long: weights.llama})
+    r = cli("import", "--from", "gpt4all", folder, "--json")
+    assert r.code == 0, r.err
+    assert [m["name"] for m in r.json()["models"]] == ["L" * 160]
