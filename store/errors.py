@@ -30,6 +30,14 @@ class BadModelFile(ModelstoreError, ValueError):
         self.problem = problem
 
 
+class HeaderNeedsMore(BadModelFile):
+    """The header goes on past the bytes read so far (but not past the end of the file)."""
+
+    def __init__(self, path: str, needed: int) -> None:
+        super().__init__(path, f"the header needs its first {needed} bytes")
+        self.needed = needed
+
+
 class UnsafeName(ModelstoreError, ValueError):
     """A repo, model or file name that could escape the folder it belongs in."""
 

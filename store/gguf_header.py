@@ -13,7 +13,7 @@ from typing import Any
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
-from modelstore.store.errors import BadModelFile
+from modelstore.store.errors import BadModelFile, HeaderNeedsMore
 from modelstore.store.tensors import TensorSpan, WeightsHeader, check_spans
 
 MAX_DIMS = 4
@@ -41,11 +41,14 @@ _U64 = struct.Struct("<Q")
 class _Cursor:
     def __init__(self, path: str, buf: Any) -> None:
         self.path, self.buf, self.pos, self.size = path, buf, 0, len(buf)
+        self.file_size = self.size  # more than `size` when `buf` holds the start of the file only
 
     def fail(self, problem: str) -> BadModelFile:
         return BadModelFile(self.path, problem)
 
     def need(self, n: int, what: str) -> None:
+        if n >= 0 and self.size < self.pos + n <= self.file_size:
+            raise HeaderNeedsMore(self.path, self.pos + n)
         if n < 0 or self.pos + n > self.size:
             raise self.fail(f"truncated GGUF header: {what} at byte {self.pos} needs {n} bytes, "
                             f"the file has {self.size - self.pos} left")
@@ -138,7 +141,7 @@ def _tensor_nbytes(cur: _Cursor, name: str, shape: tuple[int, ...], qtype: GGMLQ
 def parse_gguf(path: str, buf: Any, file_size: int | None = None) -> WeightsHeader:
     """Parse `buf`, the whole file or (with `file_size`) at least its header."""
     cur = _Cursor(path, buf)
-    file_size = cur.size if file_size is None else file_size
+    file_size = cur.file_size = cur.size if file_size is None else file_size
     cur.need(24, "GGUF fixed header")
     if bytes(buf[:4]) != b"GGUF":
         raise cur.fail("not a GGUF file (no 'GGUF' magic at the start)")
@@ -148,7 +151,7 @@ def parse_gguf(path: str, buf: Any, file_size: int | None = None) -> WeightsHead
         raise cur.fail(f"GGUF version {version} is not supported (2 and 3 are)")
     tensor_count = cur.unpack(_U64, "tensor count")
     kv_count = cur.unpack(_U64, "metadata key count")
-    remaining = cur.size - cur.pos
+    remaining = file_size - cur.pos
     # The smallest key/value pair is 13 bytes and the smallest tensor info 25: a count that could
     # not fit in the file is a lie, whatever follows.
     if kv_count * 13 > remaining:

@@ -10,7 +10,7 @@ import struct
 from typing import Any
 
 from modelstore.store import jsontext
-from modelstore.store.errors import BadModelFile
+from modelstore.store.errors import BadModelFile, HeaderNeedsMore
 from modelstore.store.tensors import TensorSpan, WeightsHeader, check_spans
 
 MAX_HEADER_BYTES = 100_000_000
@@ -44,6 +44,8 @@ def parse_safetensors(path: str, buf: Any, file_size: int | None = None) -> Weig
     (n,) = struct.unpack_from("<Q", buf, 0)
     if n > MAX_HEADER_BYTES:
         raise BadModelFile(path, f"safetensors header claims {n} bytes (at most {MAX_HEADER_BYTES})")
+    if file_size is not None and size < 8 + n <= file_size:
+        raise HeaderNeedsMore(path, 8 + n)
     if 8 + n > size:
         raise BadModelFile(path, f"truncated safetensors file: header of {n} bytes, file of {size}")
     try:

@@ -16,7 +16,7 @@ from typing import Any
 
 import blake3
 
-from modelstore.store.errors import BadModelFile
+from modelstore.store.errors import BadModelFile, HeaderNeedsMore
 
 GGUF_MAGIC = b"GGUF"
 
@@ -108,22 +108,29 @@ def read_weights_header(path: Path, name: str | None = None) -> WeightsHeader | 
             raise BadModelFile(str(path), "empty file")
         want = min(size, HEADER_READ)
         while True:
-            buf = os.pread(f.fileno(), want, 0)
+            buf = _read_start(f.fileno(), want)
             header = _PARSED.find(fmt, buf, size)
             if header is not None:
                 return header
             try:
-                header = _parse(str(path), fmt, buf, size)
-            except BadModelFile as exc:
-                if len(buf) < want or want == size:  # the whole file was read (or it shrank): it is bad
-                    raise
-                if want >= MAX_HEADER_READ:
-                    raise BadModelFile(str(path), f"no valid header in its first {MAX_HEADER_READ >> 20} MiB "
-                                                  f"({exc.problem})") from None
-                want = min(size, want * 4, MAX_HEADER_READ)
+                header = _parse(str(path), fmt, buf, size if len(buf) == want else len(buf))
+            except HeaderNeedsMore as more:
+                if more.needed > MAX_HEADER_READ:
+                    raise BadModelFile(str(path), f"its header claims {more.needed} bytes, more than the "
+                                                  f"{MAX_HEADER_READ >> 20} MiB modelstore reads") from None
+                want = min(size, max(more.needed, 2 * want), MAX_HEADER_READ)
                 continue
             _PARSED.keep(buf, size, header)
             return header
+
+
+def _read_start(fd: int, length: int) -> bytes:
+    """The first `length` bytes of the file, fewer only where it ends sooner."""
+    chunks, got = [], 0
+    while got < length and (chunk := os.pread(fd, length - got, got)):
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
 
 
 def _parse(path: str, fmt: str, buf: bytes, size: int) -> WeightsHeader:

@@ -235,19 +235,35 @@ def test_a_copy_is_parsed_once_and_a_changed_header_again(tmp_path: Path, monkey
 
 
 def test_a_header_longer_than_the_first_read_is_read_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read more only where the header goes on past what was read, as much as it needs; a header
+    that is bad in the bytes read is refused as it is, without reading any further."""
     from modelstore.store import tensors
 
     gguf = write_tiny_llama_gguf(tmp_path / "a.gguf", name="grown")
     whole = read_weights_header(gguf)
+    reads: list[int] = []
+    real_read = tensors._read_start
+    monkeypatch.setattr(tensors, "_read_start", lambda fd, n: reads.append(n) or real_read(fd, n))
     monkeypatch.setattr(tensors, "HEADER_READ", 1024)
     monkeypatch.setattr(tensors, "_PARSED", tensors._ParsedHeaders())
     grown = read_weights_header(gguf)
     assert grown == whole and grown is not whole
-    assert grown is not None and grown.data_start > 4 * 1024  # read in three steps: 1, 4, then 16 KiB
+    assert grown is not None and len(reads) > 2 and reads[0] == 1024 and reads[-1] < 2 * grown.data_start
     monkeypatch.setattr(tensors, "MAX_HEADER_READ", 4096)
     monkeypatch.setattr(tensors, "_PARSED", tensors._ParsedHeaders())
-    with pytest.raises(BadModelFile, match="no valid header in its first"):
+    with pytest.raises(BadModelFile, match="more than the 0 MiB modelstore reads"):
         read_weights_header(gguf)
+
+    bad = tmp_path / "bad.gguf"
+    data = bytearray(gguf.read_bytes())
+    data[16:24] = (10**12).to_bytes(8, "little")  # the metadata key count
+    bad.write_bytes(data)
+    with open(bad, "r+b") as f:
+        f.truncate(1 << 30)  # a big file, sparse
+    reads.clear()
+    with pytest.raises(BadModelFile, match="header claims 1000000000000 metadata keys"):
+        read_weights_header(bad)
+    assert reads == [1024]
 
 
 def test_a_file_truncated_while_its_header_is_parsed_does_not_kill_the_process(tmp_path: Path) -> None:
