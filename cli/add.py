@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from modelstore.cli.app import App, emit_json, human_bytes, pass_app, printable
 from modelstore.cli.convert import GGUF_TYPE_OPTION, plan_committed, report
+
+if TYPE_CHECKING:  # the store's modules load lmdb and gguf: only inside the command
+    from modelstore.converters.planner import ConversionResult
+    from modelstore.store import AddResult
 
 EPILOG = """\b
 Examples:
@@ -89,7 +93,7 @@ def add(app: App, source: str, name: str | None, revision: str | None, include: 
         raise stopped
 
 
-def _print_added(result: Any, conversions: Any, as_json: bool) -> None:
+def _print_added(result: AddResult, conversions: ConversionResult | None, as_json: bool) -> None:
     if as_json:
         emit_json({**result.to_json(), "conversions": conversions.to_json() if conversions else None})
         return

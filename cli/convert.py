@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from modelstore.cli.app import App, emit_json, human_bytes, pass_app
+
+if TYPE_CHECKING:  # the store's modules load lmdb and gguf: only inside the commands
+    from modelstore.converters.planner import ConversionResult
+    from modelstore.store import Store
 
 GGUF_TYPES = ["F16", "BF16", "F32", "Q8_0", "Q4_0"]
 GGUF_TYPE_OPTION = click.option(
@@ -32,8 +36,8 @@ own format, and `modelstore show NAME` says why it is absent from the others.
 """
 
 
-def plan_committed(app: App, store: Any, names: list[str], gguf_type: str, no_convert: bool,
-                   ) -> tuple[list[Any], list[str], Exception | None]:
+def plan_committed(app: App, store: Store, names: list[str], gguf_type: str, no_convert: bool,
+                   ) -> tuple[list[ConversionResult], list[str], Exception | None]:
     """Plan the conversions of models `add` or `import` has just committed: (results, warnings, and
     the error that stopped planning). A model another command removed or changed meanwhile is a
     warning. A full disk or Ctrl-C stops planning, but what was committed stays: the error says so,
@@ -41,7 +45,8 @@ def plan_committed(app: App, store: Any, names: list[str], gguf_type: str, no_co
     from modelstore.converters.planner import plan_conversions, skip_conversions
     from modelstore.store.errors import Interrupted, NotFound, OutOfSpace
 
-    results, warnings = [], []
+    results: list[ConversionResult] = []
+    warnings: list[str] = []
     for i, name in enumerate(names):
         try:
             if no_convert:
@@ -53,13 +58,12 @@ def plan_committed(app: App, store: Any, names: list[str], gguf_type: str, no_co
         except (OutOfSpace, KeyboardInterrupt) as exc:
             left = names[i:]
             remedy = f"modelstore convert {left[0]}" if len(left) == 1 else "modelstore convert --all"
-            done = f"{len(names)} model(s) committed" if len(names) > 1 else f"{names[0]} committed"
+            which = ", ".join(left[:3]) + (", ..." if len(left) > 3 else "")
+            unplanned = f"{which} {'is' if len(left) == 1 else 'are'} committed, but without renditions for the other runtimes"
             if isinstance(exc, OutOfSpace):
-                return results, warnings, OutOfSpace(
-                    f"no space left to plan renditions: {done}, but {len(left)} of them without their renditions "
-                    f"for the other runtimes; free some space and run `{remedy}`")
-            return results, warnings, Interrupted(f"interrupted: {done}, but {len(left)} of them without their "
-                                                  f"renditions for the other runtimes; run `{remedy}`")
+                return results, warnings, OutOfSpace(f"no space left to plan renditions: {unplanned}; free some "
+                                                     f"space and run `{remedy}`")
+            return results, warnings, Interrupted(f"interrupted: {unplanned}; run `{remedy}`")
     return results, warnings, None
 
 

@@ -86,6 +86,7 @@ def import_(app: App, kind: str, path: Path | None, mode: str, dry_run: bool, gg
 
     with app.store(create=True) as store:
         importer = Importer(store, ImportMode(mode), app.progress, app.waiting("a running gc"))
+        conversions, warnings, stopped = [], [], None
         try:
             try:
                 for root in folders:
@@ -96,11 +97,11 @@ def import_(app: App, kind: str, path: Path | None, mode: str, dry_run: bool, gg
                     raise
                 from modelstore.store.errors import Interrupted
 
-                raise Interrupted(f"interrupted after committing {len(done)} model(s) ({', '.join(done[:3])}"
-                                  f"{', ...' if len(done) > 3 else ''}); run the same import again to finish "
-                                  f"it") from None
-            names = _to_convert(store, importer.report, importer_kind(kind))
-            conversions, warnings, stopped = plan_committed(app, store, names, gguf_type, no_convert)
+                stopped = Interrupted(f"interrupted after committing {len(done)} model(s) ({', '.join(done[:3])}"
+                                      f"{', ...' if len(done) > 3 else ''}); run the same import again to finish it")
+            if stopped is None:
+                names = _to_convert(store, importer.report, importer_kind(kind))
+                conversions, warnings, stopped = plan_committed(app, store, names, gguf_type, no_convert)
         finally:
             app.close_bars()
     _print_report(importer.report, kind, mode, as_json, conversions, store.home)

@@ -29,7 +29,7 @@ from modelstore.converters.to_safetensors import plan_safetensors
 from modelstore.store.digests import GIT_SHA1_LIMIT, git_blob_header
 from modelstore.store.errors import NotFound, UsageError
 from modelstore.store.locks import store_lock
-from modelstore.store.metadata import SPLIT_GGUF, is_projector
+from modelstore.store.metadata import is_projector, split_group
 from modelstore.store.objects import fsync_path, no_space
 from modelstore.store.records import Derived, Extent, FileRecord
 from modelstore.store.store import Store
@@ -51,24 +51,20 @@ class ConversionResult:
                 "files": {p: {"size": r.size, "sha256": r.sha256} for p, r in sorted(self.files.items())}}
 
 
-def _gguf_groups(stored: StoredModel) -> tuple[list[list[str]], list[str]]:
-    """(split GGUFs as lists of shards, single GGUF files); projectors left out."""
-    splits: dict[tuple[str, str], list[str]] = {}
+def _gguf_groups(stored: StoredModel) -> tuple[dict[tuple[str, int], list[str]], list[str]]:
+    """(split GGUFs: their shards by (prefix, shard count), single GGUF files); projectors left out."""
+    splits: dict[tuple[str, int], list[str]] = {}
     singles = []
     for path in stored.paths("gguf"):
-        if is_projector(path, (stored.record(path).weights or {}).get("metadata", {})):
+        kv = (stored.record(path).weights or {}).get("metadata", {})
+        if is_projector(path, kv):
             continue
-        m = SPLIT_GGUF.match(path)
-        if m:
-            splits.setdefault(m.group("prefix", "count"), []).append(path)
+        group = split_group(path, kv)
+        if group[1] > 1:
+            splits.setdefault(group, []).append(path)
         else:
             singles.append(path)
-    return [sorted(s) for _, s in sorted(splits.items())], singles
-
-
-def _whole(shards: list[str]) -> bool:
-    m = SPLIT_GGUF.match(shards[0])
-    return m is not None and len(shards) == int(m.group("count"))
+    return {group: sorted(shards) for group, shards in sorted(splits.items())}, singles
 
 
 def why_not(exc: Exception, target: str, name: str) -> str:
@@ -99,14 +95,14 @@ def make_plans(stored: StoredModel, gguf_type: str = "F16") -> tuple[list[Plan],
         if stored.paths("safetensors"):
             attempt("gguf", lambda: plan_gguf(stored, gguf_type))
         return plans, unsupported
-    for shards in splits:
-        merged = SPLIT_GGUF.match(shards[0]).group("prefix") + ".gguf"  # type: ignore[union-attr]
+    for (prefix, _), shards in splits.items():
+        merged = prefix + ".gguf"
         if merged not in stored.model.files:
             attempt("merged-gguf", lambda shards=shards, merged=merged: plan_merge(stored, shards, merged))
-    units = [s for s in splits if _whole(s)] + [[p] for p in singles]
+    units = [s for (_, count), s in splits.items() if len(s) == count] + [[p] for p in singles]
     if not stored.paths("safetensors") and not units:
         unsupported["safetensors"] = "the split GGUF misses shards: " + ", ".join(
-            f"{len(s)} of {int(SPLIT_GGUF.match(s[0]).group('count'))} stored" for s in splits)  # type: ignore[union-attr]
+            f"{len(s)} of {count} stored" for (_, count), s in splits.items())
     elif not stored.paths("safetensors"):
         best = max(units, key=lambda unit: _bits_per_weight(stored, unit))  # a repo of quants: the finest
         attempt("safetensors", lambda: plan_safetensors(stored, best))

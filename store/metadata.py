@@ -8,13 +8,43 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from modelstore.store import jsontext
 
 
-SPLIT_GGUF = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")  # as gguf-split names shards
+_SHARD_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")  # as gguf-split names them
+
+
+@dataclass(frozen=True)
+class Shard:
+    prefix: str  # the path without -0000N-of-0000M.gguf
+    no: int
+    count: int
+
+    def name(self, no: int) -> str:
+        return f"{self.prefix}-{no:05d}-of-{self.count:05d}.gguf"
+
+
+def split_group(path: str, kv: Mapping[str, Any]) -> tuple[str, int]:
+    """(the split a GGUF belongs to, how many shards it has): by its name; a file whose header says
+    it is one of several shards but whose name does not is a split of its own, never whole."""
+    shard = shard_of(path)
+    if shard is not None:
+        return shard.prefix, shard.count
+    declared = kv.get("split.count")
+    return path, declared if isinstance(declared, int) and declared > 1 else 1
+
+
+def shard_of(path: str) -> Shard | None:
+    """Which shard of a split GGUF `path` is, by its name as llama.cpp writes and finds shards
+    (lower case, 1 <= N <= M); None for any other file."""
+    m = _SHARD_NAME.match(path)
+    if m is None or not 1 <= int(m.group("no")) <= int(m.group("count")):
+        return None
+    return Shard(m.group("prefix"), int(m.group("no")), int(m.group("count")))
 _SMALL_JSON = 16 << 20
 
 
@@ -41,7 +71,7 @@ def _primary_gguf(weights: dict[str, dict[str, Any]]) -> str | None:
     """The main weights of a GGUF model: not a projector, the first shard of a split, the largest."""
     ggufs = [p for p, w in weights.items() if w["format"] == "gguf"
              and w["metadata"].get("general.type", "model") == "model" and not is_projector(p, w["metadata"])]
-    firsts = [p for p in ggufs if (m := SPLIT_GGUF.match(p)) is None or m.group("no") == "00001"]
+    firsts = [p for p in ggufs if (shard := shard_of(p)) is None or shard.no == 1]
     return max(firsts or ggufs, key=lambda p: weights[p]["parameter_count"], default=None)
 
 
@@ -76,11 +106,11 @@ def model_metadata(files: dict[str, Path], weights: dict[str, dict[str, Any]]) -
     if primary is not None:
         kv = weights[primary]["metadata"]
         arch = kv.get("general.architecture")
-        split = SPLIT_GGUF.match(primary)
+        split = shard_of(primary)
         params = weights[primary]["parameter_count"]
         if split:
             params = sum(w["parameter_count"] for p, w in weights.items()
-                         if (m := SPLIT_GGUF.match(p)) and m.group("prefix", "count") == split.group("prefix", "count"))
+                         if (shard := shard_of(p)) and (shard.prefix, shard.count) == (split.prefix, split.count))
         meta.update({
             "format": "gguf",
             "primary_file": primary,

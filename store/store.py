@@ -7,11 +7,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from modelstore.store.catalog import Catalog
-from modelstore.store.errors import ModelChanged, NotFound, StoreCorrupt
+from modelstore.store.errors import ModelChanged, NotFound, StoreCorrupt, UsageError
 from modelstore.store.ingest import ImportMode, Ingest, ProgressFactory
 from modelstore.store.locks import store_lock
 from modelstore.store.metadata import model_metadata
@@ -21,7 +22,11 @@ from modelstore.store.records import FileRecord, ModelRecord, Source
 
 SMALL_FILE = 16 << 20  # text files read for metadata
 
-ANY_MODEL = object()  # commit_model: whatever the name holds now is replaced
+class _Unchecked(Enum):
+    ANY_MODEL = "any"  # commit_model: whatever the name holds now is replaced
+
+
+ANY_MODEL = _Unchecked.ANY_MODEL
 
 
 @dataclass
@@ -143,12 +148,15 @@ class Store:
 
     def commit_model(self, ingest: Ingest, name: str, source: Source, files: dict[str, str],
                      readable: dict[str, Path], extra_metadata: dict[str, Any] | None = None,
-                     *, expect: ModelRecord | None | object = ANY_MODEL) -> tuple[ModelRecord, ModelRecord | None]:
+                     *, expect: ModelRecord | None | _Unchecked = ANY_MODEL,
+                     ) -> tuple[ModelRecord, ModelRecord | None]:
         """Commit a model whose files are all in the catalog or staged in `ingest`. `extra_metadata`
         (what a source knows beyond the files, such as an imported snapshot's refs) is committed with it.
         With `expect` (a record, or None for a free name), ModelChanged if the name holds something
         else by the time of the commit: another command got there first."""
         check_model_name(name)
+        if not files:
+            raise UsageError(f"{name}: no files to commit")
         for rel in files:
             check_relpath(rel, where=name)
         check_file_tree(files, where=name)

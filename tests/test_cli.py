@@ -381,11 +381,12 @@ def test_renditions_left_unplanned_after_a_commit_say_what_was_committed(cli, mo
     stop.append(OutOfSpace("no space left in /x"))
     r = cli("add", gguf)
     assert r.code == 7 and "Added a:" in r.out
-    assert "a committed, but 1 of them without their renditions" in r.err and "run `modelstore convert a`" in r.err
+    assert "no space left to plan renditions: a is committed, but without renditions for the other runtimes; free" in r.err
+    assert "run `modelstore convert a`" in r.err
     assert "nothing was committed" not in r.err and cli("show", "a").code == 0
     stop[0] = KeyboardInterrupt()
     r = cli("add", write_tiny_llama_gguf(models / "b.gguf", seed=1))
-    assert r.code == 130 and "interrupted: b committed" in r.err
+    assert r.code == 130 and "interrupted: b is committed, but without renditions for the other runtimes" in r.err
 
     folder = models / "two"
     folder.mkdir()

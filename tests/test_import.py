@@ -457,6 +457,7 @@ def test_gpt4all_jan_llamacpp_and_any_folder(home: Path, tmp_path: Path, weights
     llamacpp = tmp_path / "llama.cpp"
     write_gpt4all_folder(llamacpp, {"org_repo_other-Q8_0.gguf": weights.other, "org_repo_other-Q8_0.gguf.etag": weights.mmproj})
     write_hf_snapshot(llamacpp, "org/tiny-GGUF", COMMIT_A, {"tiny-F32.gguf": weights.llama.read_bytes()}, ("main",))
+    write_hf_snapshot(llamacpp, "org/text-model", COMMIT_B, hf_folder_files(weights.hf), ("main",))  # transformers'
     anywhere = tmp_path / "downloads"
     anywhere.mkdir()
     shutil.copytree(weights.hf, anywhere / "my-finetune")
@@ -480,7 +481,10 @@ def test_gpt4all_jan_llamacpp_and_any_folder(home: Path, tmp_path: Path, weights
     assert [str(s) for s in reports["gpt4all"].skipped] == ["incomplete-big.gguf: an unfinished download"]
     assert [s.what for s in reports["jan"].skipped] == ["lying/model.yml"]
     assert "hash" in reports["jan"].skipped[0].why
-    assert reports["llamacpp"].skipped == [] and reports["path"].skipped == []
+    assert [str(s) for s in reports["llamacpp"].skipped] == [
+        f"models--org--text-model/snapshots/{COMMIT_B[:8]}: no GGUF file: not a llama.cpp model (import it with "
+        f"--from huggingface)"]
+    assert reports["path"].skipped == []
     with Store(home) as store:
         assert sorted(m.name for m in store.models()) == sorted(expect)
         kinds = {m.name: m.source.kind for m in store.models()}
@@ -1100,6 +1104,28 @@ def test_move_copies_what_stays_behind(home: Path, tmp_path: Path, weights: Weig
 # Each test puts the other command at the one moment that matters, through the importer's own steps.
 
 
+def around_import_of(monkeypatch: pytest.MonkeyPatch, name: str, *, before: Callable[[Store], object] | None = None,
+                     after: Callable[[Store], object] | None = None) -> None:
+    """Run `before` (or `after`) the importer imports the model found as `name`."""
+    real = Importer.import_model
+
+    def wrapped(self: Importer, found, namer):  # type: ignore[no-untyped-def]
+        if found.name == name and before is not None:
+            before(self.store)
+        imported = real(self, found, namer)
+        if found.name == name and after is not None:
+            after(self.store)
+        return imported
+
+    monkeypatch.setattr(Importer, "import_model", wrapped)
+
+
+def interrupt(error: BaseException) -> Callable[[Store], object]:
+    def raise_it(store: Store) -> None:
+        raise error
+    return raise_it
+
+
 def test_a_model_removed_before_its_turn_is_stored_again_not_dropped(home: Path, tmp_path: Path,
                                                                      weights: Weights,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1110,20 +1136,12 @@ def test_a_model_removed_before_its_turn_is_stored_again_not_dropped(home: Path,
     layout = build_lmstudio(root, weights)
     age(root)
     importing(home, "lmstudio", root, "copy")
-    real = Importer.import_model
-
-    def rm_first(self: Importer, found, namer):  # type: ignore[no-untyped-def]
-        if found.name == "someone/other-GGUF":
-            self.store.remove(found.name)
-        return real(self, found, namer)
-
-    monkeypatch.setattr(Importer, "import_model", rm_first)
+    around_import_of(monkeypatch, "someone/other-GGUF", before=lambda store: store.remove("someone/other-GGUF"))
     report = importing(home, "lmstudio", root, "move")
     assert {m.name: m.status for m in report.models} == {"lmstudio-community/tiny-GGUF": "unchanged",
                                                          "someone/other-GGUF": "imported"}
     assert store_bytes_of(home, "someone/other-GGUF", "other-Q8_0.gguf") == weights.other.read_bytes()
-    assert not (root / "someone").exists()
-    assert layout
+    assert not (root / "someone").exists() and sorted(layout) == [m.name for m in report.models]
 
 
 def test_a_model_removed_after_its_commit_keeps_its_files(home: Path, tmp_path: Path, weights: Weights,
@@ -1132,15 +1150,7 @@ def test_a_model_removed_after_its_commit_keeps_its_files(home: Path, tmp_path: 
     root = tmp_path / "lmstudio"
     build_lmstudio(root, weights)
     age(root)
-    real = Importer.import_model
-
-    def rm_after(self: Importer, found, namer):  # type: ignore[no-untyped-def]
-        imported = real(self, found, namer)
-        if found.name == "someone/other-GGUF":
-            self.store.remove(found.name)
-        return imported
-
-    monkeypatch.setattr(Importer, "import_model", rm_after)
+    around_import_of(monkeypatch, "someone/other-GGUF", after=lambda store: store.remove("someone/other-GGUF"))
     report = importing(home, "lmstudio", root, "move")
     assert [s.why for s in report.skipped] == [
         "someone/other-GGUF was removed from the store while it was imported: its files are left where they are"]
@@ -1158,13 +1168,8 @@ def test_a_name_another_command_takes_meanwhile_is_not_replaced(home: Path, tmp_
     build_lmstudio(root, weights)
     age(root)
     mine = write_tiny_llama_gguf(tmp_path / "mine.gguf", seed=11)
-    real_import, real_commit = Importer.import_model, Store.commit_model
-
-    def add_first(self: Importer, found, namer):  # type: ignore[no-untyped-def]
-        if found.name == "someone/other-GGUF":
-            add_local(self.store, mine, name=found.name)
-        return real_import(self, found, namer)
-
+    real_commit = Store.commit_model
+    around_import_of(monkeypatch, "someone/other-GGUF", before=lambda store: add_local(store, mine, name="someone/other-GGUF"))
     put: list[str] = []
 
     def put_first(self: Store, ingest, name, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -1174,7 +1179,6 @@ def test_a_name_another_command_takes_meanwhile_is_not_replaced(home: Path, tmp_
                 w.put_model(ModelRecord(name, Source("local", "/elsewhere"), {"w.gguf": min(ingest.new_files)}, {}, 1.0))
         return real_commit(self, ingest, name, *args, **kwargs)  # commits the files the model above names
 
-    monkeypatch.setattr(Importer, "import_model", add_first)
     monkeypatch.setattr(Store, "commit_model", put_first)
     report = importing(home, "lmstudio", root, "move")
     assert sorted(m.name for m in report.models) == ["lmstudio-community/tiny-GGUF@lmstudio",
@@ -1194,14 +1198,7 @@ def test_a_move_stopped_by_an_error_leaves_no_journal_of_files_already_gone(home
     root = tmp_path / "lmstudio"
     build_lmstudio(root, weights)
     age(root)
-    real = Importer.import_model
-
-    def full_at_second(self: Importer, found, namer):  # type: ignore[no-untyped-def]
-        if found.name == "someone/other-GGUF":
-            raise OutOfSpace("no space left")
-        return real(self, found, namer)
-
-    monkeypatch.setattr(Importer, "import_model", full_at_second)
+    around_import_of(monkeypatch, "someone/other-GGUF", before=interrupt(OutOfSpace("no space left")))
     with pytest.raises(OutOfSpace):
         importing(home, "lmstudio", root, "move")
     assert not (root / "lmstudio-community").exists() and (root / "someone/other-GGUF/other-Q8_0.gguf").exists()
@@ -1267,7 +1264,7 @@ def test_names_no_view_can_show_are_skipped_by_import(home: Path, tmp_path: Path
     assert bad.exists()
 
 
-def test_unreadable_folders_and_folder_links_are_named_not_silently_left_out(cli, tmp_path: Path,
+def test_folder_links_are_named_and_empty_files_leave_no_stray_object(cli, tmp_path: Path,
                                                                              weights: Weights) -> None:
     folder = tmp_path / "model"
     write_tiny_hf_folder(folder)
@@ -1320,17 +1317,11 @@ def test_ctrl_c_in_an_import_says_what_was_committed(cli, tmp_path: Path, weight
     root = tmp_path / "lmstudio"
     build_lmstudio(root, weights)
     age(root)
-    real = Importer.import_model
-
-    def ctrl_c_at_second(self: Importer, found, namer):  # type: ignore[no-untyped-def]
-        if found.name == "someone/other-GGUF":
-            raise KeyboardInterrupt
-        return real(self, found, namer)
-
-    monkeypatch.setattr(Importer, "import_model", ctrl_c_at_second)
-    r = cli("import", "--from", "lmstudio", root)
+    around_import_of(monkeypatch, "someone/other-GGUF", before=interrupt(KeyboardInterrupt()))
+    r = cli("import", "--from", "lmstudio", root, "--json")
     assert r.code == 130
     assert "interrupted after committing 1 model(s) (lmstudio-community/tiny-GGUF); run the same import" in r.err
+    assert [m["name"] for m in r.json()["models"]] == ["lmstudio-community/tiny-GGUF"]  # the report still
     assert [m["name"] for m in cli("ls", "--json").json()] == ["lmstudio-community/tiny-GGUF"]
 
 

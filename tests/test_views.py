@@ -445,3 +445,26 @@ def test_clashing_names_keep_gguf_at_the_end_and_plain_names_win(store: Store, m
     manifest = ollama["manifests/registry.ollama.ai/library/foo-bar/latest"]
     assert isinstance(manifest, File) and isinstance(manifest.content, Literal)
     assert snap.file(plain).sha256 in manifest.content.data.decode()
+
+
+def test_only_names_llama_cpp_takes_for_shards_make_a_split(store: Store, models: Path) -> None:
+    """-00001-of-00000 or a shard number past the count is a plain file; shards named .GGUF (which
+    llama.cpp does not find) with one missing are, by their split.count, splits never whole."""
+    odd = write_tiny_llama_gguf(models / "x.gguf")
+    plain = models / "x-00001-of-00000.gguf"
+    odd.rename(plain)
+    result = add_local(store, plain)
+    assert list(result.model.files) == ["x-00001-of-00000.gguf"] and result.model.name == "x-00001-of-00000"
+
+    upper = models / "upper"
+    upper.mkdir()
+    write_tiny_llama_gguf(upper / "tiny.gguf", seed=4, split_max_tensors=8)
+    for shard in upper.iterdir():
+        shard.rename(shard.with_suffix(".GGUF"))
+    (upper / "tiny-00002-of-00003.GGUF").unlink()
+    add_local(store, upper, name="upper")
+    snap = take_snapshot(store.catalog, str(store.objects.root))
+    tree = render_root(snap, ViewOptions())
+    for view in ("ollama", "llamacpp", "lmstudio"):
+        assert not [p for p in walk(tree.children[view]) if "upper" in p], view  # type: ignore[arg-type]
+    assert [p for p in walk(tree.children["llamacpp"])] == ["x-00001-of-00000.gguf"]  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ from pathlib import PurePosixPath
 
 from modelstore.fusefs.snapshot import Snapshot
 from modelstore.fusefs.tree import File, Link, StoredContent
-from modelstore.store.metadata import SPLIT_GGUF, is_projector
+from modelstore.store.metadata import is_projector, split_group
 from modelstore.store.records import Extent, ModelRecord
 
 _QUANT = re.compile(r"(?:^|[._-])((?:I?Q\d(?:_[A-Z0-9]+)*)|BF16|F16|F32)(?=[._-]|$)", re.I)
@@ -86,9 +86,8 @@ def gguf_units(model: ModelRecord, snapshot: Snapshot, *, merged: bool = False, 
         if path in projectors:
             continue
         ftype = gguf_file_type_name((record.weights or {}).get("metadata", {}).get("general.file_type"))
-        m = SPLIT_GGUF.match(path)
-        key = (m.group("prefix"), int(m.group("count"))) if m else (path, 1)
-        unit = units.setdefault(key, GgufUnit([], quant_of(key[0] if m else path, ftype), shards=key[1]))
+        key = split_group(path, (record.weights or {}).get("metadata", {}))
+        unit = units.setdefault(key, GgufUnit([], quant_of(key[0], ftype), shards=key[1]))
         unit.files.append(path)
     for unit in units.values():
         unit.files.sort()

@@ -9,7 +9,7 @@ from typing import Any
 
 from modelstore.store.errors import NotFound, UsageError
 from modelstore.store.ingest import ImportMode, Ingest, ProgressFactory
-from modelstore.store.metadata import SPLIT_GGUF
+from modelstore.store.metadata import Shard, shard_of
 from modelstore.store.names import check_relpath
 from modelstore.store.records import Source
 from modelstore.store.sources.common import default_name, finish, is_partial
@@ -68,9 +68,10 @@ def ingest_all(ingest: Ingest, files: dict[str, Path]) -> tuple[dict[str, str], 
     return stored, logical, novel, reused
 
 
-def _shards(path: Path, prefix: str, count: int) -> dict[str, Path]:
+def _shards(path: Path, shard: Shard) -> dict[str, Path]:
     """A shard of a split GGUF stands for the model, as for llama.cpp's -m: all its shards."""
-    names = [f"{prefix}-{n:05d}-of-{count:05d}.gguf" for n in range(1, count + 1)]
+    count = shard.count
+    names = [shard.name(n) for n in range(1, count + 1)]
     missing = [name for name in names if not (path.parent / name).is_file()]
     if missing:
         raise UsageError(f"{path} is one of the {count} shards of a split GGUF, and {len(missing)} of them are "
@@ -95,16 +96,16 @@ def add_local(store: Store, path: Path, *, name: str | None = None, mode: Import
         default = path.resolve().name
     elif not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the add, a device never end
         raise UsageError(f"{path} is not a regular file")
-    elif split := SPLIT_GGUF.match(path.name):
-        files, skipped = _shards(path, split.group("prefix"), int(split.group("count"))), []
-        default = split.group("prefix")
+    elif shard := shard_of(path.name):
+        files, skipped = _shards(path, shard), []
+        default = shard.prefix
     else:
         files, skipped = {check_relpath(path.name, where=str(path.parent)): path}, []
         default = path.stem if path.suffix in (".gguf", ".safetensors") else path.name
     if mode is ImportMode.MOVE:
         links = [rel for rel, p in files.items() if p.is_symlink()]
         if links:
-            raise UsageError(f"{path / links[0]} is a symlink: --move would leave the file it points to "
+            raise UsageError(f"{files[links[0]]} is a symlink: --move would leave the file it points to "
                              f"behind; use --copy or --link")
     name = name or default_name(default)
     source = Source("local", str(path.resolve()))

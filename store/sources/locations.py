@@ -8,6 +8,7 @@ import configparser
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 from modelstore.store import jsontext
 
@@ -127,19 +128,18 @@ def gpt4all_folders() -> list[Path]:
 
 
 def _jan_configured() -> Path | None:
-    """data_folder in Jan's settings.json: ~/.config/Jan while that folder exists (older builds),
-    else ~/.local/share/Jan (janhq/jan src-tauri core/app commands.rs)."""
-    for folder in (_xdg("XDG_CONFIG_HOME", ".config") / "Jan", _xdg("XDG_DATA_HOME", ".local/share") / "Jan"):
-        settings = folder / "settings.json"
-        if not _is_file(settings):
-            continue
-        try:
-            data = jsontext.loads(settings.read_text()).get("data_folder")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(data, str) and data:
-            return Path(data)
-    return None
+    """data_folder in Jan's settings.json: in ~/.config/Jan while that folder exists (older
+    builds made it), else in ~/.local/share/Jan (janhq/jan src-tauri core/app commands.rs)."""
+    legacy = _xdg("XDG_CONFIG_HOME", ".config") / "Jan"
+    folder = legacy if os.path.isdir(legacy) else _xdg("XDG_DATA_HOME", ".local/share") / "Jan"
+    settings = folder / "settings.json"
+    if not _is_file(settings):
+        return None
+    try:
+        data = jsontext.loads(settings.read_text()).get("data_folder")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(data) if isinstance(data, str) and data else None
 
 
 def jan_folders() -> list[Path]:
@@ -165,8 +165,8 @@ def default_folders(runtime: str) -> list[Path]:
     return _FOLDERS[runtime]()
 
 
-def _state(folder: Path) -> str:
-    """"folder", "absent", or "unreadable" (there may be a folder, but we may not look into it)."""
+def _state(folder: Path) -> Literal["folder", "absent", "unreadable"]:
+    """Whether `folder` is there to read ("unreadable": there may be one, but we may not look in)."""
     try:
         if not folder.is_dir():
             return "absent"

@@ -4,15 +4,14 @@ telling unfinished downloads and dangling links apart, and grouping split GGUF s
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from modelstore.store.metadata import shard_of
 from modelstore.store.records import Source
 from modelstore.store.sources.common import default_name, is_partial
 from modelstore.store.sources.runtimes.found import FoundModel, Scan
 
-_SPLIT = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
 LocationFn = Callable[[Path], str]  # the Source location of a model, from its (first) file
 _NOT_DOWNLOADS = (".lock", ".etag", ".json")  # downloaders' bookkeeping next to a file, not a partial file
 
@@ -86,15 +85,14 @@ def gguf_models(paths: list[Path], *, kind: str, alternative: str, location: Loc
     in one folder) make one model together."""
     groups: dict[tuple[Path, str], list[Path]] = {}
     for path in sorted(paths):
-        m = _SPLIT.match(path.name)
-        key = (path.parent, f"{m.group('prefix')}-of-{m.group('count')}") if m else (path.parent, path.name)
+        shard = shard_of(path.name)
+        key = (path.parent, f"{shard.prefix}-of-{shard.count}") if shard else (path.parent, path.name)
         groups.setdefault(key, []).append(path)
     models = []
     for (folder, _), members in groups.items():
-        m = _SPLIT.match(members[0].name)
-        if m:
-            first = folder / f"{m.group('prefix')}-{1:05d}-of-{m.group('count')}.gguf"
-            stem = m.group("prefix")
+        shard = shard_of(members[0].name)
+        if shard:
+            first, stem = folder / shard.name(1), shard.prefix
         else:
             first, stem = members[0], members[0].name[: -len(".gguf")]
         source = Source(kind, location(first))

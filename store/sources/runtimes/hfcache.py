@@ -157,6 +157,7 @@ class HfCacheFolder(RuntimeFolder):
                         continue
                     if not target.is_file():
                         scan.skip(what, "not a regular file")
+                        broken += 1
                         continue
                     digest = blob_digest(target.name)
                     if digest is not None:

@@ -180,14 +180,18 @@ class MoveJournal:
         self.path.unlink(missing_ok=True)
 
     def forget_removed(self) -> None:
-        """After a run that stopped on an error: keep only the files still there to remove."""
+        """After a run that stopped on an error: keep only the files still there to remove. Best
+        effort (the error that stopped the run is the one to report): a stale entry is harmless."""
         left = [p for p in self.pending() if os.path.lexists(p)]
-        if not left:
-            self.done()
-            return
         staged = self.path.with_name(self.path.name + ".new")
-        staged.write_bytes(b"".join(os.fsencode(p) + b"\0" for p in left))
-        os.replace(staged, self.path)
+        try:
+            if not left:
+                self.done()
+                return
+            staged.write_bytes(b"".join(os.fsencode(p) + b"\0" for p in left))
+            os.replace(staged, self.path)
+        except OSError:
+            staged.unlink(missing_ok=True)
 
 
 def held_by(store: Store, pending: Iterable[str] = ()) -> Held:

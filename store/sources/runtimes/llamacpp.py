@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from modelstore.store.sources.runtimes.files import gguf_files, gguf_models
+from modelstore.store.sources.runtimes.files import gguf_files, gguf_models, is_gguf_name
 from modelstore.store.sources.runtimes.found import (
     FoundModel,
     Held,
@@ -31,6 +31,14 @@ class LlamaCppFolder(RuntimeFolder):
 
     def scan(self) -> Scan:
         scan = self.hub.scan()
+        # Newer builds download into the Hugging Face cache, which transformers shares: what
+        # llama.cpp can run is a repo with a GGUF; the rest is for `--from huggingface`.
+        models, scan.models = scan.models, []
+        for model in models:
+            if any(is_gguf_name(Path(rel)) for rel in model.files):
+                scan.models.append(model)
+            else:
+                scan.skip(model.where, "no GGUF file: not a llama.cpp model (import it with --from huggingface)")
         flat = Scan()
         paths = gguf_files(self.root, self.ignore, flat, recursive=False)
         flat.models = gguf_models(paths, kind=self.kind, alternative="llamacpp",
