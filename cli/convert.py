@@ -21,7 +21,7 @@ EPILOG = """\b
 Examples:
   modelstore convert my-finetune                  # plan its GGUF (F16) for Ollama, LM Studio, llama.cpp
   modelstore convert my-finetune --gguf-type Q8_0
-  modelstore convert --all                        # models added with --no-convert or before 0.2
+  modelstore convert --all                        # models added with --no-convert, or whose planning stopped
 
 \b
 `add` plans conversions by itself; this command re-plans them. Planning reads headers and small

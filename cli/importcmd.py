@@ -243,7 +243,9 @@ def _print_dry_run(dry: Any, kind: str, mode: str, as_json: bool) -> None:
         click.echo(f"{len(dry.models)} model(s), {human_bytes(dry.total('logical_bytes'))} from {where}:")
         click.echo(f"  {human_bytes(dry.total('stored_bytes'))} the store holds already, "
                    f"{human_bytes(dry.total('shared_bytes'))} shared between these models (stored once), "
-                   f"{human_bytes(dry.total('new_bytes'))} new")
+                   f"{human_bytes(dry.total('new_bytes'))} in files new to the store")
+        click.echo("  (whole files, known by the hashes runtimes name them by: tensors they share with each other "
+                   "or with stored models are stored once; `modelstore scan PATH` measures that)")
         if dry.total("unhashed_bytes"):
             click.echo(f"  {human_bytes(dry.total('unhashed_bytes'))} in files no runtime names by hash: hashed while "
                        f"importing, and only what the store does not hold (down to single tensors) is stored")

@@ -32,6 +32,16 @@ for a runtime in a container that sees only the mount.
 """
 
 
+def _me() -> str:
+    """How to run this modelstore again: its name where the shell finds this one, else its path
+    (a venv's modelstore that is not on PATH)."""
+    argv0 = sys.argv[0]
+    if os.path.basename(argv0) != "modelstore":
+        return "modelstore"
+    on_path = shutil.which("modelstore")
+    return "modelstore" if on_path and os.path.samefile(on_path, argv0) else os.path.abspath(argv0)
+
+
 @click.command(epilog=MOUNT_EPILOG)
 @click.argument("mountpoint", type=click.Path(path_type=Path))
 @click.option("-f", "--foreground", is_flag=True, help="Serve in this process until unmounted or interrupted.")
@@ -96,7 +106,7 @@ def _mount_in_background(app: App, mountpoint: Path, allow_other: bool, links: b
         proc.wait(10)
         tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
         raise ModelstoreError(f"the mount did not come up: {' / '.join(tail) or 'no output'} (log: {log_path})")
-    click.echo(f"mounted {mountpoint} (pid {proc.pid}, log {log_path}); unmount with: modelstore umount {mountpoint}")
+    click.echo(f"mounted {mountpoint} (pid {proc.pid}, log {log_path}); unmount with: {_me()} umount {mountpoint}")
 
 
 @click.command(epilog="\b\nExample:\n  modelstore umount /mnt/models")

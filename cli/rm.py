@@ -12,7 +12,8 @@ from modelstore.cli.app import App, emit_json, human_bytes, pass_app
 @click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON.")
 @pass_app
 def rm(app: App, names: tuple[str, ...], as_json: bool) -> None:
-    """Remove models by name. Their bytes stay until `modelstore gc` (shared bytes stay for good)."""
+    """Remove models by name. Their bytes stay until `modelstore gc`; bytes another model also
+    reads stay until that one is removed too."""
     from modelstore.store.gc import plan_gc
 
     with app.store() as store:

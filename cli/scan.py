@@ -56,7 +56,7 @@ def scan(app: App, folders: tuple[Path, ...], top: int, no_cache: bool, as_json:
     if not targets:
         from modelstore.store.sources.locations import RUNTIMES, default_folders
 
-        looked = ", ".join(str(f) for runtime in RUNTIMES for f in default_folders(runtime))
+        looked = ", ".join(dict.fromkeys(str(f) for runtime in RUNTIMES for f in default_folders(runtime)))
         raise NotFound(f"no model folder of any runtime here (looked in {looked}); "
                        f"name the folders to scan: modelstore scan DIR...")
     cache, cache_note = _open_cache(app, [root for root, _ in targets], no_cache)

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The main job (README "Quick start"): set up, generate three small models that share tensors,
-# add them to a demo store, and show what the store holds, what dedup saved, and each model in
-# every runtime's view (converted where its format is not the runtime's: a GGUF made of the
+# The main job (README "Quick start"): set up, generate five small models that share tensors,
+# add them to a demo store, and show what the store holds, what dedup saved, and the models in
+# each runtime's view (converted where its format is not the runtime's: a GGUF made of the
 # safetensors qwen2 model for Ollama/LM Studio/llama.cpp, a safetensors repo of each GGUF for HF).
+# The two tiny-llama safetensors models have no tokenizer, so no GGUF can be made of them: `show`
+# says so, and they are in the huggingface/ and store/ views only.
 set -euo pipefail
 EXTRAS=${EXTRAS:-test} source "$(dirname "$0")/setup.sh"
 demo=${DEMO_DIR:-$root/demo}
@@ -33,6 +35,7 @@ ms add "$demo/models/tiny-qwen2-hf" --name demo/tiny-qwen2 --gguf-type Q8_0
 ms ls
 ms show tiny-llama:chat-f32
 ms show demo/tiny-qwen2
+ms show demo/tiny-llama
 ms du
 ms fsck --deep
 
@@ -49,6 +52,6 @@ for r in info.repos: print(f'  {r.repo_id:32} {r.nb_files} files  {r.size_on_dis
 print('  warnings:', info.warnings)" "$mnt/huggingface"
 echo
 echo "The demo store is $MODELSTORE_HOME, mounted at $mnt. Try for example:"
-echo "  HF_HUB_OFFLINE=1 HF_HUB_CACHE=$mnt/huggingface python -c \"import transformers; ...\""
-echo "  OLLAMA_MODELS=$mnt/ollama OLLAMA_NOPRUNE=1 ollama list"
+echo "  HF_HUB_OFFLINE=1 HF_HUB_CACHE=$mnt/huggingface python -c \"import transformers; ...\"  (pip install transformers)"
+echo "  OLLAMA_MODELS=$mnt/ollama OLLAMA_NOPRUNE=1 ollama list  (with Ollama installed)"
 echo "Unmount with: $PWD/.venv/bin/modelstore umount $mnt"
