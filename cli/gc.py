@@ -15,7 +15,7 @@ from modelstore.cli.app import App, emit_json, human_bytes, pass_app
 @click.option("--json", "as_json", is_flag=True, help="Print the plan and result as JSON.")
 @pass_app
 def gc(app: App, dry_run: bool, derived: bool, as_json: bool) -> None:
-    """Delete blobs no model references any more (after `rm`, or left by an interrupted add).
+    """Delete blobs no model references any more (after `rm`, or left by an add that was interrupted or refused a file).
 
     Waits for running adds to finish first, so nothing an add is about to commit is removed."""
     from modelstore.store.gc import run_gc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ files whose bytes do not match the hash they are named by, files that change whi
 def import_(app: App, kind: str, path: Path | None, mode: str, dry_run: bool, gguf_type: str, no_convert: bool,
             as_json: bool) -> None:
     """Bring the models of a runtime's folder (or of PATH) into the store."""
-    from modelstore.store.errors import NotFound
+    from modelstore.store.errors import Interrupted, NotFound, OutOfSpace
     from modelstore.store.ingest import ImportMode
     from modelstore.store.sources.runtimes import open_folder
 
@@ -91,14 +92,16 @@ def import_(app: App, kind: str, path: Path | None, mode: str, dry_run: bool, gg
             try:
                 for root in folders:
                     importer.run(open_folder(kind, root, ignore))
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, OutOfSpace) as exc:  # what was committed stays: say so
                 done = [m.name for m in importer.report.models if m.status != "unchanged"]
                 if not done:
                     raise
-                from modelstore.store.errors import Interrupted
-
-                stopped = Interrupted(f"interrupted after committing {len(done)} model(s) ({', '.join(done[:3])}"
-                                      f"{', ...' if len(done) > 3 else ''}); run the same import again to finish it")
+                committed = (f"{len(done)} model(s) committed ({', '.join(done[:3])}{', ...' if len(done) > 3 else ''})"
+                             f", the rest not stored")
+                stopped = (Interrupted(f"interrupted: {committed}; run the same import again to finish it")
+                           if isinstance(exc, KeyboardInterrupt) else
+                           OutOfSpace(f"no space left in the store ({shutil.disk_usage(store.home).free} bytes free): "
+                                      f"{committed}; free some space and run the same import again"))
             if stopped is None:
                 names = _to_convert(store, importer.report, importer_kind(kind))
                 conversions, warnings, stopped = plan_committed(app, store, names, gguf_type, no_convert)

@@ -122,6 +122,7 @@ def umount(mountpoint: Path, lazy: bool) -> None:
         raise UsageError(f"{mountpoint} is not mounted")
     if str(mountpoint) not in {os.path.realpath(where) for _, where in running_mounts()}:
         raise UsageError(f"{mountpoint} is not a modelstore mount; leaving it alone")
+    serving = [] if lazy else _serving(mountpoint)  # lazily, it serves the files still open
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
     cmd = [tool, "-u"] + (["-z"] if lazy else []) + [str(mountpoint)] if tool else \
         ["umount"] + (["-l"] if lazy else []) + [str(mountpoint)]
@@ -131,8 +132,31 @@ def umount(mountpoint: Path, lazy: bool) -> None:
         if "busy" in reason.lower():
             raise Busy(f"cannot unmount {mountpoint}: {reason} (files are open; close them or use --lazy)")
         raise ModelstoreError(f"cannot unmount {mountpoint}: {reason}")
-    for _ in range(50):
-        if not os.path.ismount(mountpoint):
-            break
-        time.sleep(0.1)
+    deadline = time.monotonic() + 10  # the store is closed once the serving process is gone
+    while (os.path.ismount(mountpoint) or any(map(_alive, serving))) and time.monotonic() < deadline:
+        time.sleep(0.05)
     click.echo(f"unmounted {mountpoint}")
+
+
+def _serving(mountpoint: Path) -> list[int]:
+    """The modelstore processes serving `mountpoint` (from their command lines)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            args = [os.fsdecode(a) for a in Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0") if a]
+        except OSError:
+            continue
+        if ("mount" in args and any("modelstore" in a for a in args)
+                and any(os.path.realpath(a) == str(mountpoint) for a in args if a.startswith("/"))):
+            pids.append(int(entry))
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie has let go of everything

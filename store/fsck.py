@@ -113,8 +113,8 @@ def fsck(store: Store, *, deep: bool = False, progress: Callable[[int], None] | 
 
     orphans = list(store.objects.strays(blobs))
     if orphans:
-        report.notes.append(f"{len(orphans)} object(s) not in the catalog (left by an interrupted add); "
-                            f"`modelstore gc` removes them")
+        report.notes.append(f"{len(orphans)} object(s) not in the catalog (left by an add that was interrupted or "
+                            f"refused a file); `modelstore gc` removes them")
     unreferenced = [b3 for b3 in files if not any(fm[0] == b3 for fm in file_models)]
     if unreferenced:
         report.notes.append(f"{len(unreferenced)} file(s) no model names (after `rm`); `modelstore gc` removes them")

@@ -1312,15 +1312,27 @@ def test_a_subfolder_this_user_may_not_read_is_named(home: Path, tmp_path: Path,
             "locked (not readable: Permission denied)"], args
 
 
-def test_ctrl_c_in_an_import_says_what_was_committed(cli, tmp_path: Path, weights: Weights,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("error", "code", "says"), [
+    (KeyboardInterrupt(), 130, "interrupted: 1 model(s) committed (lmstudio-community/tiny-GGUF), the rest not "
+                               "stored; run the same import again"),
+    ("full", 7, "1 model(s) committed (lmstudio-community/tiny-GGUF), the rest not stored; free some space and run "
+                "the same import again"),
+])
+def test_an_import_stopped_midway_says_what_was_committed(cli, tmp_path: Path, weights: Weights,
+                                                          monkeypatch: pytest.MonkeyPatch, error: object, code: int,
+                                                          says: str) -> None:
+    """Ctrl-C or a full disk after one model was committed: the report is printed, and the error
+    says what was committed (not "nothing was committed")."""
+    from modelstore.store.errors import OutOfSpace
+
     root = tmp_path / "lmstudio"
     build_lmstudio(root, weights)
     age(root)
-    around_import_of(monkeypatch, "someone/other-GGUF", before=interrupt(KeyboardInterrupt()))
+    stop = OutOfSpace("no space left in x; nothing was committed") if error == "full" else error
+    around_import_of(monkeypatch, "someone/other-GGUF", before=interrupt(stop))  # type: ignore[arg-type]
     r = cli("import", "--from", "lmstudio", root, "--json")
-    assert r.code == 130
-    assert "interrupted after committing 1 model(s) (lmstudio-community/tiny-GGUF); run the same import" in r.err
+    assert r.code == code
+    assert says in r.err and "nothing was committed" not in r.err
     assert [m["name"] for m in r.json()["models"]] == ["lmstudio-community/tiny-GGUF"]  # the report still
     assert [m["name"] for m in cli("ls", "--json").json()] == ["lmstudio-community/tiny-GGUF"]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import re
 import mmap
 import os
 import signal
@@ -236,6 +237,13 @@ def test_background_mount_and_umount_commands(filled: Store, home: Path, tmp_pat
             assert lazy.returncode == 0, lazy.stderr
             assert f.read() == (models / "tiny.gguf").read_bytes()  # an open file reads on after a lazy unmount
         wait_until(lambda: not os.path.ismount(mnt))
+        # A plain umount returns once the serving process is gone: the store is closed, so the
+        # filesystem holding it can be unmounted next.
+        r = subprocess.run(cmd + ["mount", str(mnt)], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        pid = int(re.search(r"\(pid (\d+),", r.stdout).group(1))  # type: ignore[union-attr]
+        assert subprocess.run(cmd + ["umount", str(mnt)], env=env, capture_output=True, text=True).returncode == 0
+        assert not os.path.exists(f"/proc/{pid}") or "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]
     finally:
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
 

@@ -23,9 +23,10 @@ WHERE = {
                    "~/.cache/huggingface/hub",
     "llamacpp": "$LLAMA_CACHE, else ~/.cache/llama.cpp (older builds: flat GGUF files) and the Hugging Face "
                 "cache (newer builds' -hf downloads)",
-    "gpt4all": "modelPath in ~/.config/nomic.ai/GPT4All.ini, ~/.local/share/nomic.ai/GPT4All",
-    "jan": "$JAN_DATA_FOLDER, data_folder in Jan's settings.json, ~/.local/share/Jan/data "
-           "(llamacpp/models/<id>/model.yml)",
+    "gpt4all": "modelPath in $XDG_CONFIG_HOME/nomic.ai/GPT4All.ini, $XDG_DATA_HOME/nomic.ai/GPT4All "
+               "($XDG_CONFIG_HOME is ~/.config, $XDG_DATA_HOME ~/.local/share when unset)",
+    "jan": "$JAN_DATA_FOLDER, data_folder in Jan's settings.json, $XDG_DATA_HOME/$APP_NAME/data "
+           "(~/.local/share/Jan/data; llamacpp/models/<id>/model.yml)",
 }
 
 
