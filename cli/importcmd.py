@@ -93,11 +93,11 @@ def import_(app: App, kind: str, path: Path | None, mode: str, dry_run: bool, gg
                 for root in folders:
                     importer.run(open_folder(kind, root, ignore))
             except (KeyboardInterrupt, OutOfSpace) as exc:  # what was committed stays: say so
-                done = [m.name for m in importer.report.models if m.status != "unchanged"]
-                if not done:
+                done = [m.name for m in importer.report.models]  # committed, or in the store already
+                if not done and not importer.report.removal.files:
                     raise
-                committed = (f"{len(done)} model(s) committed ({', '.join(done[:3])}{', ...' if len(done) > 3 else ''})"
-                             f", the rest not stored")
+                committed = (f"{len(done)} model(s) imported ({', '.join(done[:3])}{', ...' if len(done) > 3 else ''})"
+                             f", the rest not")
                 stopped = (Interrupted(f"interrupted: {committed}; run the same import again to finish it")
                            if isinstance(exc, KeyboardInterrupt) else
                            OutOfSpace(f"no space left in the store ({shutil.disk_usage(store.home).free} bytes free): "

@@ -56,20 +56,34 @@ def mount(app: App, mountpoint: Path, foreground: bool, allow_other: bool, links
           ready_fd: int | None) -> None:
     """Mount the store read-only with a folder per runtime: huggingface/, ollama/, lmstudio/,
     llamacpp/ and store/."""
-    from modelstore.fusefs.mount import MountOptions, check_mountpoint, run_mount
+    from modelstore.fusefs.mount import MountOptions, check_mountpoint, pid_file, run_mount
 
     mountpoint = mountpoint.absolute()
     options = MountOptions(allow_other=allow_other, links=links)
     if foreground:
+        pid_path = pid_file(app.home, mountpoint)
+
         def ready() -> None:
+            try:
+                pid_path.parent.mkdir(exist_ok=True)
+                pid_path.write_text(str(os.getpid()))
+            except OSError:  # umount then just does not wait for this process
+                pass
             if ready_fd is not None:
                 os.write(ready_fd, b"ready\n")
                 os.close(ready_fd)
             else:
                 click.echo(f"mounted {mountpoint}; Ctrl-C or `modelstore umount {mountpoint}` unmounts", err=True)
 
-        with app.store() as store:
-            run_mount(store, mountpoint, options, on_ready=ready, debug=fuse_debug)
+        try:
+            with app.store() as store:
+                run_mount(store, mountpoint, options, on_ready=ready, debug=fuse_debug)
+        finally:
+            try:
+                if pid_path.read_text() == str(os.getpid()):  # a later mount may have taken the place
+                    pid_path.unlink()
+            except OSError:
+                pass
         return
 
     with app.store():
@@ -114,7 +128,7 @@ def _mount_in_background(app: App, mountpoint: Path, allow_other: bool, links: b
 @click.option("--lazy", is_flag=True, help="Detach now even if files are open; finish when they close.")
 def umount(mountpoint: Path, lazy: bool) -> None:
     """Unmount a modelstore mount (the serving process then exits)."""
-    from modelstore.fusefs.mount import running_mounts
+    from modelstore.fusefs.mount import running_mounts, serving_pid
     from modelstore.store.errors import Busy, ModelstoreError, UsageError
 
     mountpoint = Path(os.path.realpath(mountpoint))  # a link to the mount point, a trailing slash
@@ -122,7 +136,7 @@ def umount(mountpoint: Path, lazy: bool) -> None:
         raise UsageError(f"{mountpoint} is not mounted")
     if str(mountpoint) not in {os.path.realpath(where) for _, where in running_mounts()}:
         raise UsageError(f"{mountpoint} is not a modelstore mount; leaving it alone")
-    serving = [] if lazy else _serving(mountpoint)  # lazily, it serves the files still open
+    serving = None if lazy else serving_pid(mountpoint)  # lazily, it serves on the files still open
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
     cmd = [tool, "-u"] + (["-z"] if lazy else []) + [str(mountpoint)] if tool else \
         ["umount"] + (["-l"] if lazy else []) + [str(mountpoint)]
@@ -133,25 +147,11 @@ def umount(mountpoint: Path, lazy: bool) -> None:
             raise Busy(f"cannot unmount {mountpoint}: {reason} (files are open; close them or use --lazy)")
         raise ModelstoreError(f"cannot unmount {mountpoint}: {reason}")
     deadline = time.monotonic() + 10  # the store is closed once the serving process is gone
-    while (os.path.ismount(mountpoint) or any(map(_alive, serving))) and time.monotonic() < deadline:
+    while (os.path.ismount(mountpoint) or (serving and _alive(serving))) and time.monotonic() < deadline:
         time.sleep(0.05)
+    if serving and _alive(serving):
+        click.echo(f"warning: the mount's process {serving} is still running", err=True)
     click.echo(f"unmounted {mountpoint}")
-
-
-def _serving(mountpoint: Path) -> list[int]:
-    """The modelstore processes serving `mountpoint` (from their command lines)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            args = [os.fsdecode(a) for a in Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0") if a]
-        except OSError:
-            continue
-        if ("mount" in args and any("modelstore" in a for a in args)
-                and any(os.path.realpath(a) == str(mountpoint) for a in args if a.startswith("/"))):
-            pids.append(int(entry))
-    return pids
 
 
 def _alive(pid: int) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import faulthandler
 import logging
 import os
@@ -64,6 +65,25 @@ def running_mounts() -> list[tuple[str, Path]]:
     except OSError:
         return []
     return out
+
+
+def pid_file(home: Path, mountpoint: Path) -> Path:
+    """Where the process serving `mountpoint` from the store at `home` writes its pid: `umount`
+    waits for that process, the one that holds the store open (a server an earlier lazy unmount
+    detached may still run, for the files open on it)."""
+    key = hashlib.sha256(os.fsencode(os.path.realpath(mountpoint))).hexdigest()[:16]
+    return Path(home).resolve() / "mounts" / f"{key}.pid"
+
+
+def serving_pid(mountpoint: Path) -> int | None:
+    """The pid of the process serving the modelstore mount at `mountpoint`, if it can be told."""
+    for source, where in running_mounts():
+        if source.startswith(f"{FSNAME}:") and os.path.realpath(where) == os.path.realpath(mountpoint):
+            try:
+                return int(pid_file(Path(source.split(":", 1)[1]), mountpoint).read_text())
+            except (OSError, ValueError):
+                return None
+    return None
 
 
 def mounts_of(home: Path) -> list[Path]:

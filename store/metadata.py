@@ -15,7 +15,10 @@ from typing import Any
 from modelstore.store import jsontext
 
 
-_SHARD_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")  # as gguf-split names them
+_SHARD_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>[0-9]{5})-of-(?P<count>[0-9]{5})\.gguf$")  # as gguf-split names them
+
+
+_ANY_CASE_SHARD = re.compile(_SHARD_NAME.pattern, re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -38,10 +41,11 @@ def split_group(path: str, kv: Mapping[str, Any]) -> tuple[str, int]:
     return path, declared if isinstance(declared, int) and declared > 1 else 1
 
 
-def shard_of(path: str) -> Shard | None:
+def shard_of(path: str, *, any_case: bool = False) -> Shard | None:
     """Which shard of a split GGUF `path` is, by its name as llama.cpp writes and finds shards
-    (lower case, 1 <= N <= M); None for any other file."""
-    m = _SHARD_NAME.match(path)
+    (lower case, 1 <= N <= M); None for any other file. `any_case`: also .GGUF and -OF- (to keep
+    such shards together as one model, though no view can offer it to llama.cpp)."""
+    m = _SHARD_NAME.match(path) or (_ANY_CASE_SHARD.match(path) if any_case else None)
     if m is None or not 1 <= int(m.group("no")) <= int(m.group("count")):
         return None
     return Shard(m.group("prefix"), int(m.group("no")), int(m.group("count")))

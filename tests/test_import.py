@@ -1312,29 +1312,52 @@ def test_a_subfolder_this_user_may_not_read_is_named(home: Path, tmp_path: Path,
             "locked (not readable: Permission denied)"], args
 
 
-@pytest.mark.parametrize(("error", "code", "says"), [
-    (KeyboardInterrupt(), 130, "interrupted: 1 model(s) committed (lmstudio-community/tiny-GGUF), the rest not "
-                               "stored; run the same import again"),
-    ("full", 7, "1 model(s) committed (lmstudio-community/tiny-GGUF), the rest not stored; free some space and run "
-                "the same import again"),
+@pytest.mark.parametrize(("error", "code", "says", "stored_before"), [
+    (KeyboardInterrupt(), 130, "interrupted: 1 model(s) imported (lmstudio-community/tiny-GGUF), the rest not; "
+                               "run the same import again", False),
+    ("full", 7, "1 model(s) imported (lmstudio-community/tiny-GGUF), the rest not; free some space and run "
+                "the same import again", False),
+    ("journal", 7, "2 model(s) imported (lmstudio-community/tiny-GGUF, someone/other-GGUF), the rest not; free "
+                   "some space", False),  # the second is committed, its originals stay
+    (KeyboardInterrupt(), 130, "interrupted: 1 model(s) imported (lmstudio-community/tiny-GGUF)", True),
 ])
 def test_an_import_stopped_midway_says_what_was_committed(cli, tmp_path: Path, weights: Weights,
                                                           monkeypatch: pytest.MonkeyPatch, error: object, code: int,
-                                                          says: str) -> None:
-    """Ctrl-C or a full disk after one model was committed: the report is printed, and the error
-    says what was committed (not "nothing was committed")."""
+                                                          says: str, stored_before: bool) -> None:
+    """Ctrl-C or a full disk (in the store, or noting the files --move removes) after one model
+    was imported (committed, or found in the store already with its originals then removed): the
+    report is printed, and the error says what was imported (not "nothing was committed")."""
+    import errno
+
     from modelstore.store.errors import OutOfSpace
 
     root = tmp_path / "lmstudio"
     build_lmstudio(root, weights)
     age(root)
-    stop = OutOfSpace("no space left in x; nothing was committed") if error == "full" else error
-    around_import_of(monkeypatch, "someone/other-GGUF", before=interrupt(stop))  # type: ignore[arg-type]
-    r = cli("import", "--from", "lmstudio", root, "--json")
+    if stored_before:
+        assert cli("import", "--from", "lmstudio", root).code == 0
+        cli("rm", "someone/other-GGUF")
+    if error == "journal":  # the disk fills as the second model's originals are noted
+        real_fsync, noted = os.fsync, []
+
+        def fsync(fd: int) -> None:
+            if "/moving/" in os.readlink(f"/proc/self/fd/{fd}"):
+                noted.append(fd)
+                if len(noted) == 2:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+    else:
+        stop = OutOfSpace("no space left in x; nothing was committed") if error == "full" else error
+        around_import_of(monkeypatch, "someone/other-GGUF", before=interrupt(stop))  # type: ignore[arg-type]
+    r = cli("import", "--from", "lmstudio", root, "--json", "--move")
     assert r.code == code
     assert says in r.err and "nothing was committed" not in r.err
-    assert [m["name"] for m in r.json()["models"]] == ["lmstudio-community/tiny-GGUF"]  # the report still
-    assert [m["name"] for m in cli("ls", "--json").json()] == ["lmstudio-community/tiny-GGUF"]
+    imported = [m["name"] for m in r.json()["models"]]  # the report still
+    assert imported[0] == "lmstudio-community/tiny-GGUF" and not (root / "lmstudio-community").exists()
+    assert "lmstudio-community/tiny-GGUF" in [m["name"] for m in cli("ls", "--json").json()]
+    assert (root / "someone/other-GGUF/other-Q8_0.gguf").exists()
 
 
 def test_a_file_name_too_long_for_a_model_name_is_cut(cli, tmp_path: Path, weights: Weights) -> None:
@@ -1344,3 +1367,15 @@ def test_a_file_name_too_long_for_a_model_name_is_cut(cli, tmp_path: Path, weigh
     r = cli("import", "--from", "gpt4all", folder, "--json")
     assert r.code == 0, r.err
     assert [m["name"] for m in r.json()["models"]] == ["L" * 160]
+
+
+def test_shards_named_in_upper_case_stay_one_model(home: Path, tmp_path: Path, weights: Weights) -> None:
+    folder = tmp_path / "llama.cpp"
+    folder.mkdir()
+    first = write_tiny_llama_gguf(folder / "tiny.gguf", split_max_tensors=8)
+    for shard in sorted(folder.iterdir()):
+        shard.rename(shard.with_suffix(".GGUF"))
+    age(folder)
+    report = importing(home, "llamacpp", folder)
+    assert [(m.name, len(m.model.files)) for m in report.models] == [("tiny", 3)]
+    assert first.with_suffix(".GGUF").name in report.models[0].model.files

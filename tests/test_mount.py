@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import threading
 from pathlib import Path
 
@@ -236,7 +237,13 @@ def test_background_mount_and_umount_commands(filled: Store, home: Path, tmp_pat
             lazy = subprocess.run(cmd + ["umount", "--lazy", str(mnt)], env=env, capture_output=True, text=True)
             assert lazy.returncode == 0, lazy.stderr
             assert f.read() == (models / "tiny.gguf").read_bytes()  # an open file reads on after a lazy unmount
-        wait_until(lambda: not os.path.ismount(mnt))
+            wait_until(lambda: not os.path.ismount(mnt))
+            # Mounted again while the detached server still serves f: umount waits for the new one only.
+            assert subprocess.run(cmd + ["mount", str(mnt)], env=env, capture_output=True, timeout=60).returncode == 0
+            start = time.monotonic()
+            again = subprocess.run(cmd + ["umount", str(mnt)], env=env, capture_output=True, text=True)
+            assert again.returncode == 0 and "still running" not in again.stderr, again.stderr
+            assert time.monotonic() - start < 5
         # A plain umount returns once the serving process is gone: the store is closed, so the
         # filesystem holding it can be unmounted next.
         r = subprocess.run(cmd + ["mount", str(mnt)], env=env, capture_output=True, text=True, timeout=60)

@@ -463,6 +463,11 @@ def test_only_names_llama_cpp_takes_for_shards_make_a_split(store: Store, models
         shard.rename(shard.with_suffix(".GGUF"))
     (upper / "tiny-00002-of-00003.GGUF").unlink()
     add_local(store, upper, name="upper")
+    from modelstore.converters.planner import plan_conversions
+
+    assert plan_conversions(store, "upper").unsupported["safetensors"] == (
+        "tiny-00001-of-00003.GGUF, tiny-00003-of-00003.GGUF: shards not named as llama.cpp finds them "
+        "(-0000N-of-0000M.gguf)")
     snap = take_snapshot(store.catalog, str(store.objects.root))
     tree = render_root(snap, ViewOptions())
     for view in ("ollama", "llamacpp", "lmstudio"):

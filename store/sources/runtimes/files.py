@@ -85,14 +85,14 @@ def gguf_models(paths: list[Path], *, kind: str, alternative: str, location: Loc
     in one folder) make one model together."""
     groups: dict[tuple[Path, str], list[Path]] = {}
     for path in sorted(paths):
-        shard = shard_of(path.name)
+        shard = shard_of(path.name, any_case=True)
         key = (path.parent, f"{shard.prefix}-of-{shard.count}") if shard else (path.parent, path.name)
         groups.setdefault(key, []).append(path)
     models = []
     for (folder, _), members in groups.items():
-        shard = shard_of(members[0].name)
+        shard = shard_of(members[0].name, any_case=True)
         if shard:
-            first, stem = folder / shard.name(1), shard.prefix
+            first, stem = members[0], shard.prefix
         else:
             first, stem = members[0], members[0].name[: -len(".gguf")]
         source = Source(kind, location(first))

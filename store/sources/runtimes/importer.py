@@ -28,6 +28,7 @@ from modelstore.store.errors import (
 from modelstore.store.hashing import CHUNK
 from modelstore.store.ingest import ImportMode, Ingest, ProgressFactory
 from modelstore.store.names import check_model_name, check_relpath
+from modelstore.store.objects import no_space
 from modelstore.store.records import FileRecord, ModelRecord
 from modelstore.store.sources.runtimes.found import (
     FoundModel,
@@ -170,11 +171,14 @@ class MoveJournal:
             return []
 
     def add(self, paths: list[Path]) -> None:
-        self.path.parent.mkdir(exist_ok=True)
-        with open(self.path, "ab") as f:
-            f.write(b"".join(os.fsencode(os.path.realpath(p)) + b"\0" for p in paths))
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            self.path.parent.mkdir(exist_ok=True)
+            with open(self.path, "ab") as f:
+                f.write(b"".join(os.fsencode(os.path.realpath(p)) + b"\0" for p in paths))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise no_space(exc, self.path.parent, "noting the files --move is about to remove") from exc
 
     def done(self) -> None:
         self.path.unlink(missing_ok=True)
