@@ -473,3 +473,8 @@ def test_only_names_llama_cpp_takes_for_shards_make_a_split(store: Store, models
     for view in ("ollama", "llamacpp", "lmstudio"):
         assert not [p for p in walk(tree.children[view]) if "upper" in p], view  # type: ignore[arg-type]
     assert [p for p in walk(tree.children["llamacpp"])] == ["x-00001-of-00000.gguf"]  # type: ignore[arg-type]
+    from modelstore.fusefs.renditions import renditions
+
+    assert {r.view: r.reason for r in renditions(snap, store.model("upper"))}["llamacpp"] == (
+        "tiny-00001-of-00003.GGUF, tiny-00003-of-00003.GGUF: shards not named as llama.cpp finds them "
+        "(-0000N-of-0000M.gguf)")
