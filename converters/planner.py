@@ -29,7 +29,7 @@ from modelstore.converters.to_safetensors import plan_safetensors
 from modelstore.store.digests import GIT_SHA1_LIMIT, git_blob_header
 from modelstore.store.errors import NotFound, UsageError
 from modelstore.store.locks import store_lock
-from modelstore.store.metadata import is_projector, shard_of, split_group
+from modelstore.store.metadata import is_projector, split_group, why_not_whole
 from modelstore.store.objects import fsync_path, no_space
 from modelstore.store.records import Derived, Extent, FileRecord
 from modelstore.store.store import Store
@@ -101,12 +101,7 @@ def make_plans(stored: StoredModel, gguf_type: str = "F16") -> tuple[list[Plan],
             attempt("merged-gguf", lambda shards=shards, merged=merged: plan_merge(stored, shards, merged))
     units = [s for (_, count), s in splits.items() if len(s) == count] + [[p] for p in singles]
     if not stored.paths("safetensors") and not units:
-        named = [f"{len(s)} of {count} stored" for (_, count), s in splits.items() if shard_of(s[0])]
-        unnamed = [s[0] for s in splits.values() if not shard_of(s[0])]
-        unsupported["safetensors"] = "; ".join(
-            (["the split GGUF misses shards: " + ", ".join(named)] if named else [])
-            + ([f"{', '.join(unnamed[:3])}: shards not named as llama.cpp finds them (-0000N-of-0000M.gguf)"]
-               if unnamed else []))
+        unsupported["safetensors"] = why_not_whole((s, count) for (_, count), s in splits.items())
     elif not stored.paths("safetensors"):
         best = max(units, key=lambda unit: _bits_per_weight(stored, unit))  # a repo of quants: the finest
         attempt("safetensors", lambda: plan_safetensors(stored, best))

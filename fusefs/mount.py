@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import hashlib
 import faulthandler
+import hashlib
 import logging
 import os
 import re

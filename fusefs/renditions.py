@@ -8,7 +8,7 @@ from modelstore.fusefs.snapshot import Snapshot
 from modelstore.fusefs.tree import Dir, File, StoredContent
 from modelstore.fusefs.views import VIEWS, ViewOptions
 from modelstore.fusefs.views.common import gguf_units
-from modelstore.store.metadata import shard_of
+from modelstore.store.metadata import why_not_whole
 from modelstore.store.records import ModelRecord
 
 
@@ -41,10 +41,7 @@ def _why_absent(view: str, model: ModelRecord, snapshot: Snapshot) -> str:
     units = gguf_units(model, snapshot, merged=view == "ollama")
     broken = [u for u in gguf_units(model, snapshot, whole=False) if not u.whole]
     if view in ("ollama", "lmstudio", "llamacpp") and not units and broken:
-        unnamed = [u.files[0] for u in broken if shard_of(u.files[0]) is None]
-        if unnamed:
-            return f"{', '.join(unnamed[:3])}: shards not named as llama.cpp finds them (-0000N-of-0000M.gguf)"
-        return "the split GGUF misses shards: " + ", ".join(f"{len(u.files)} of {u.shards} stored" for u in broken)
+        return why_not_whole((u.files, u.shards) for u in broken)
     if view in ("ollama", "lmstudio", "llamacpp") and not units:
         if "gguf" in unsupported:
             return f"no GGUF file, and no GGUF conversion: {unsupported['gguf']}"

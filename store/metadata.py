@@ -7,18 +7,16 @@ JSON/README files of the model folder.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from modelstore.store import jsontext
 
-
 _SHARD_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>[0-9]{5})-of-(?P<count>[0-9]{5})\.gguf$")  # as gguf-split names them
-
-
 _ANY_CASE_SHARD = re.compile(_SHARD_NAME.pattern, re.IGNORECASE)
+_SMALL_JSON = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,17 @@ def shard_of(path: str, *, any_case: bool = False) -> Shard | None:
     if m is None or not 1 <= int(m.group("no")) <= int(m.group("count")):
         return None
     return Shard(m.group("prefix"), int(m.group("no")), int(m.group("count")))
-_SMALL_JSON = 16 << 20
+
+
+def why_not_whole(splits: Iterable[tuple[list[str], int]]) -> str:
+    """Why splits (their files, the shard count each claims) cannot be loaded: shards missing, or
+    shards named so that llama.cpp does not find them."""
+    splits = list(splits)
+    named = [f"{len(files)} of {count} stored" for files, count in splits if shard_of(files[0])]
+    unnamed = [files[0] for files, _ in splits if not shard_of(files[0])]
+    return "; ".join((["the split GGUF misses shards: " + ", ".join(named)] if named else [])
+                     + ([f"{', '.join(unnamed[:3])}: shards not named as llama.cpp finds them "
+                         f"(-0000N-of-0000M.gguf)"] if unnamed else []))
 
 
 def is_projector(path: str, kv: Mapping[str, Any]) -> bool:

@@ -22,6 +22,7 @@ from modelstore.store.records import FileRecord, ModelRecord, Source
 
 SMALL_FILE = 16 << 20  # text files read for metadata
 
+
 class _Unchecked(Enum):
     ANY_MODEL = "any"  # commit_model: whatever the name holds now is replaced
 

@@ -111,17 +111,17 @@ def _projector_for(unit: GgufUnit, projectors: dict[str, str | None]) -> str | N
     """As llama.cpp pairs them (common/download.cpp find_best_mmproj): a projector in the model's
     folder or one above it, the deepest; among those, the one whose bits are nearest the model's."""
     folder = PurePosixPath(unit.files[0]).parent.parts
-    fits = [p for p in projectors if PurePosixPath(p).parent.parts == folder[:len(PurePosixPath(p).parent.parts)]]
-    if not fits:
+    above = {p: len(parts) for p in projectors if (parts := PurePosixPath(p).parent.parts) == folder[:len(parts)]}
+    if not above:
         return None
-    deepest = max(len(PurePosixPath(p).parent.parts) for p in fits)
+    deepest = max(above.values())
     bits = _quant_bits(unit.quant)
 
     def distance(path: str) -> int:
         own = _quant_bits(projectors[path])
         return 0 if bits is None or own is None else abs(own - bits)
 
-    return min((p for p in fits if len(PurePosixPath(p).parent.parts) == deepest), key=distance)
+    return min((p for p, depth in above.items() if depth == deepest), key=distance)
 
 
 def safe_part(text: str, allowed: str = r"A-Za-z0-9._-", limit: int = 80) -> str:
