@@ -133,7 +133,7 @@ def _to_convert(store: Any, report: Any, kind: str) -> list[str]:
 
 def _folders(kind: str, path: Path | None) -> list[Path]:
     from modelstore.store.errors import NotFound, UsageError
-    from modelstore.store.sources.locations import default_folders, existing_folders, unreadable_folders
+    from modelstore.store.sources.locations import default_folders, folders_here
 
     if path is not None:
         path = path.expanduser()
@@ -149,10 +149,9 @@ def _folders(kind: str, path: Path | None) -> list[Path]:
         return [path]
     if kind == "path":
         raise UsageError("--from path needs the FOLDER to import: modelstore import --from path FOLDER")
-    found = existing_folders(kind)
+    found, locked = folders_here(kind)
     if kind == "jan":  # the data folder holds llamacpp/models/
         found = [f.parent.parent if f.name == "models" and f.parent.name == "llamacpp" else f for f in found]
-    locked = unreadable_folders(kind)
     if locked and found:
         for folder in locked:
             click.echo(printable(f"warning: skipped {folder}: this user may not read it"), err=True)

@@ -98,12 +98,13 @@ def _named_folders(folders: tuple[Path, ...]) -> list[tuple[Path, str | None]]:
 
 def _runtime_folders() -> list[tuple[Path, str | None]]:
     """Each runtime's folders that exist; those we may not read too, so the report says so."""
-    from modelstore.store.sources.locations import RUNTIMES, existing_folders, unreadable_folders
+    from modelstore.store.sources.locations import RUNTIMES, folders_here
 
     seen: set[Path] = set()
     out: list[tuple[Path, str | None]] = []
     for runtime in RUNTIMES:
-        for folder in existing_folders(runtime) + unreadable_folders(runtime):
+        readable, locked = folders_here(runtime)
+        for folder in readable + locked:
             if folder.resolve() not in seen:
                 seen.add(folder.resolve())
                 out.append((folder, runtime))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from modelstore.converters.synth import write_tiny_llama_gguf
-from modelstore.store.sources.locations import default_folders, existing_folders, qsettings_value
+from modelstore.store.sources.locations import default_folders, folders_here, qsettings_value
 
 from tests.runtime_folders import write_hf_snapshot, write_jan_model, write_lmstudio_model, write_ollama_model
 
@@ -45,7 +45,7 @@ def test_lmstudio_home_variable_wins_and_its_settings_count(user: Path, monkeypa
     (user / "lms" / "settings.json").write_text(json.dumps({"downloadsFolder": "/big/lms-models"}))
     assert default_folders("lmstudio") == [Path("/big/lms-models")]
     monkeypatch.delenv("LMSTUDIO_HOME")
-    assert existing_folders("lmstudio") == [user / ".lmstudio" / "models"]
+    assert folders_here("lmstudio")[0] == [user / ".lmstudio" / "models"]
 
 
 def test_jan_data_folder_from_variable_then_settings(user: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -188,11 +188,9 @@ def _distinct(folders: list[Path]) -> list[Path]:
     return out
 
 
-def existing_folders(runtime: str) -> list[Path]:
-    """The default folders of `runtime` that exist and can be read."""
-    return _distinct([f for f in default_folders(runtime) if _state(f) == "folder"])
-
-
-def unreadable_folders(runtime: str) -> list[Path]:
-    """Default folders of `runtime` we may not look into (another user's, e.g. the Ollama service's)."""
-    return _distinct([f for f in default_folders(runtime) if _state(f) == "unreadable"])
+def folders_here(runtime: str) -> tuple[list[Path], list[Path]]:
+    """(the default folders of `runtime` that exist and can be read, those we may not look into:
+    another user's, e.g. the Ollama service's)."""
+    states = [(folder, _state(folder)) for folder in default_folders(runtime)]
+    return (_distinct([f for f, state in states if state == "folder"]),
+            _distinct([f for f, state in states if state == "unreadable"]))

@@ -92,9 +92,9 @@ class Namer:
         self.by_name: dict[str, ModelRecord] = {}
         self.by_identity: dict[tuple[str, ...], ModelRecord] = {}
         for model in models:
-            self.committed(model)
+            self._know(model)
 
-    def committed(self, model: ModelRecord) -> None:
+    def _know(self, model: ModelRecord) -> None:
         self.by_name[model.name] = model
         identity = source_identity(model.source)
         held = self.by_identity.get(identity)
@@ -302,7 +302,6 @@ class Importer:
             ingest.sources_to_remove.clear()  # --move: the folder removes originals, knowing what else needs them
             model, status = self._commit(ingest, found, stored, namer)
         self._seen.update(hashed)
-        namer.committed(model)
         return Imported(model.name, status, model, logical, novel, found.where)
 
     def _commit(self, ingest: Ingest, found: FoundModel, stored: dict[str, str], namer: Namer,
