@@ -34,12 +34,11 @@ from modelstore.store.errors import BadModelFile, SourceChanged
 from modelstore.store.hashing import hash_file
 from modelstore.store.ingest import MIN_REUSE_SHARE, MIN_SHARED_TENSOR, ProgressFactory
 from modelstore.store.scancache import FileDigest, FileKey, ScanCache
-from modelstore.store.sources.common import is_partial
+from modelstore.store.sources.common import is_partial, walk_tree
 from modelstore.store.tensors import read_weights_header
 
 MAX_MANIFEST_BYTES = 1 << 20
 OLLAMA_REGISTRY = "registry.ollama.ai"
-FOLDER_LINK = "a link to a folder: not followed (scan its target by name)"
 
 
 # -- finding files ---------------------------------------------------------------------------------
@@ -71,14 +70,14 @@ def walk_folder(root: Path, exclude: Iterable[Path] = ()) -> tuple[list[FoundFil
     so are the folders in `exclude` (the store's home: its blobs are not models to scan)."""
     found: dict[Inode, FoundFile] = {}
     skipped: list[Skipped] = []
-    for path in _candidate_paths(root, skipped, {os.path.realpath(p) for p in exclude}):
+    for path in _candidate_paths(root, skipped, exclude):
         key = _file_key(path, skipped)
         if key is not None:
             found.setdefault((key.dev, key.ino), FoundFile(key)).paths.append(path)
     return list(found.values()), skipped
 
 
-def _candidate_paths(root: Path, skipped: list[Skipped], exclude: set[str]) -> Iterator[Path]:
+def _candidate_paths(root: Path, skipped: list[Skipped], exclude: Iterable[Path]) -> Iterator[Path]:
     try:
         is_folder = root.is_dir()
     except PermissionError as exc:  # a folder on the way is another user's
@@ -91,19 +90,11 @@ def _candidate_paths(root: Path, skipped: list[Skipped], exclude: set[str]) -> I
             yield root
         return
 
-    def unreadable(exc: OSError) -> None:
-        skipped.append(Skipped(str(exc.filename), f"not readable: {exc.strerror}"))
+    def note(path: Path, why: str) -> None:
+        skipped.append(Skipped(str(path), why))
 
-    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
-        folder = Path(dirpath)
-        for name in list(dirnames):
-            if not name.startswith(".") and (folder / name).is_symlink():
-                skipped.append(Skipped(str(folder / name), FOLDER_LINK))
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not (folder / d).is_symlink()
-                             and os.path.realpath(folder / d) not in exclude)
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
+    for folder, _, filenames in walk_tree(root, exclude, note):
+        for name in filenames:
             if is_partial(name):
                 skipped.append(Skipped(str(folder / name), "an unfinished download"))
                 continue

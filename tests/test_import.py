@@ -1274,10 +1274,21 @@ def test_folder_links_are_named_and_empty_files_leave_no_stray_object(cli, tmp_p
     r = cli("add", folder, "--json")
     assert r.code == 0, r.err
     added = r.json()
-    assert added["skipped"] == ["elsewhere (a link to a folder, not followed)"]
+    assert added["skipped"] == ["elsewhere (a link to a folder, not followed: name its target to take it)"]
     assert "empty.txt" in cli("show", "model", "--json").json()["files"]
     fsck = cli("fsck", "--json").json()
     assert fsck["notes"] == []  # the empty file left no object outside the catalog
+
+
+def test_add_of_a_folder_holding_the_store_leaves_the_store_out(cli, home: Path, tmp_path: Path,
+                                                                weights: Weights) -> None:
+    assert cli("add", weights.other, "--name", "other").code == 0
+    assert home.parent == tmp_path
+    shutil.copyfile(weights.llama, tmp_path / "a.gguf")
+    r = cli("add", tmp_path, "--name", "here", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["skipped"] == ["home (the store's own home)"]
+    assert list(cli("show", "here", "--json").json()["files"]) == ["a.gguf"]
 
 
 @requires_fuse

@@ -1,4 +1,5 @@
-"""What every source shares: skipping partial downloads, naming, and committing a model."""
+"""What every source shares: walking a user's folder, skipping partial downloads, naming, and
+committing a model."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import fnmatch
 import os
 import re
 import stat
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,34 @@ from modelstore.store.store import AddResult, Store
 PARTIAL_PATTERNS = ("*.incomplete", "*.part", "*.partial", "*-partial", "*sha256:*", "*.tmp",
                     "*.downloadInProgress", "*.etag", "incomplete-*", "*.lock")
 _OLLAMA_PART = re.compile(r".*-partial-\d+")  # sha256-<hex>-partial-<n>: one of Ollama's download parts
+
+
+LINK_TO_FOLDER = "a link to a folder, not followed: name its target to take it"
+
+
+def walk_tree(root: Path, leave_out: Iterable[Path], note: Callable[[Path, str], None],
+                left_out_because: str | None = None) -> Iterator[tuple[Path, list[str], list[str]]]:
+    """os.walk of a user's folder as `add`, `import` and `scan` all read one, in name order:
+    hidden entries and the folders in `leave_out` (the store's home, its mounts) left out, links
+    to folders not followed. Those links and folders it may not read go to `note` with the reason,
+    and so do the left-out folders if `left_out_because` says why. Callers may prune `dirnames`."""
+    left_out = {os.path.realpath(p) for p in leave_out}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False,
+                                                onerror=lambda e: note(Path(e.filename), f"not readable: {e.strerror}")):
+        here = Path(dirpath)
+        kept = []
+        for d in sorted(dirnames):
+            if d.startswith("."):
+                continue
+            if os.path.realpath(here / d) in left_out:
+                if left_out_because:
+                    note(here / d, left_out_because)
+            elif (here / d).is_symlink():
+                note(here / d, LINK_TO_FOLDER)
+            else:
+                kept.append(d)
+        dirnames[:] = kept
+        yield here, dirnames, sorted(f for f in filenames if not f.startswith("."))
 
 
 def is_partial(name: str) -> bool:

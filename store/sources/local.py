@@ -12,7 +12,7 @@ from modelstore.store.ingest import ImportMode, Ingest, ProgressFactory
 from modelstore.store.metadata import Shard, shard_of
 from modelstore.store.names import check_relpath
 from modelstore.store.records import Source
-from modelstore.store.sources.common import default_name, finish, is_partial
+from modelstore.store.sources.common import default_name, finish, is_partial, walk_tree
 from modelstore.store.store import AddResult, Store
 
 
@@ -22,29 +22,14 @@ def list_folder(root: Path, leave_out: Path | None = None) -> tuple[dict[str, Pa
     skipped names)."""
     files: dict[str, Path] = {}
     skipped: list[str] = []
-    left_out = os.path.realpath(leave_out) if leave_out is not None else None
 
-    def unreadable(exc: OSError) -> None:
-        skipped.append(f"{os.path.relpath(str(exc.filename), root)} (not readable: {exc.strerror})")
+    def note(path: Path, why: str) -> None:
+        skipped.append(f"{path.relative_to(root).as_posix()} ({why})")
 
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=unreadable):
-        kept = []
-        for d in sorted(dirnames):
-            rel = (Path(dirpath) / d).relative_to(root).as_posix()
-            if d.startswith("."):
-                continue
-            if os.path.realpath(Path(dirpath) / d) == left_out:
-                skipped.append(f"{rel} (the store's own home)")
-            elif (Path(dirpath) / d).is_symlink():
-                skipped.append(f"{rel} (a link to a folder, not followed)")
-            else:
-                kept.append(d)
-        dirnames[:] = kept
-        for fn in sorted(filenames):
-            path = Path(dirpath) / fn
+    for folder, _, filenames in walk_tree(root, [leave_out] if leave_out else [], note, "the store's own home"):
+        for fn in filenames:
+            path = folder / fn
             rel = path.relative_to(root).as_posix()
-            if fn.startswith("."):
-                continue
             if is_partial(fn):
                 skipped.append(f"{rel} (an unfinished download)")
                 continue

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from modelstore.store.metadata import shard_of
 from modelstore.store.records import Source
-from modelstore.store.sources.common import default_name, is_partial
+from modelstore.store.sources.common import default_name, is_partial, walk_tree
 from modelstore.store.sources.runtimes.found import FoundModel, Scan
 
 LocationFn = Callable[[Path], str]  # the Source location of a model, from its (first) file
@@ -17,27 +17,12 @@ _NOT_DOWNLOADS = (".lock", ".etag", ".json")  # downloaders' bookkeeping next to
 
 
 def walk(root: Path, ignore: set[Path], scan: Scan | None = None) -> Iterator[tuple[Path, list[str], list[str]]]:
-    """os.walk without hidden entries and without the folders in `ignore` (the store's home, its
-    mounts). Folders it may not read and links to folders (not followed) are noted in `scan`."""
-    left_out = {os.path.realpath(p) for p in ignore}
-
-    def note(path: str, why: str) -> None:
+    """`walk_tree` of a runtime's folder, noting what it leaves out in `scan` by relative path."""
+    def note(path: Path, why: str) -> None:
         if scan is not None:
             scan.skip(os.path.relpath(path, root), why)
 
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False,
-                                                onerror=lambda e: note(e.filename, f"not readable: {e.strerror}")):
-        here = Path(dirpath)
-        kept = []
-        for d in sorted(dirnames):
-            if d.startswith(".") or os.path.realpath(here / d) in left_out:
-                continue
-            if (here / d).is_symlink():
-                note(str(here / d), "a link to a folder (not followed)")
-                continue
-            kept.append(d)
-        dirnames[:] = kept
-        yield here, dirnames, sorted(f for f in filenames if not f.startswith("."))
+    return walk_tree(root, ignore, note)
 
 
 def unfinished(name: str) -> bool:
