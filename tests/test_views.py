@@ -18,6 +18,7 @@ from modelstore.fusefs.views.ollama import human_number
 from modelstore.store import Store
 from modelstore.store.records import ModelRecord, Source
 from modelstore.store.sources.local import add_local
+from modelstore.store.sources.runtimes.identity import REFS_KEY
 
 OLLAMA_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}")
 OLLAMA_NAMESPACE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,79}")
@@ -55,7 +56,7 @@ def populated(store: Store, models: Path) -> tuple[Store, Snapshot]:
         model = w.model("quants")
         assert model is not None
         w.put_model(ModelRecord("org/m-GGUF", Source("huggingface", "org/m-GGUF", "a" * 40), model.files,
-                                model.metadata, 5.0))
+                                {**model.metadata, REFS_KEY: ["main"]}, 5.0))
     return store, take_snapshot(store.catalog, str(store.objects.root))
 
 
@@ -79,6 +80,8 @@ def test_hf_layout(populated: tuple[Store, Snapshot]) -> None:
                    "models--local--quants", "models--org--m-GGUF"}
     ref = hf["models--org--m-GGUF/refs/main"]
     assert isinstance(ref, File) and ref.content == Literal(b"a" * 40)  # the Hub commit, no newline
+    assert [p for p in hf if "/refs/" in p] == [f"models--{repo}/refs/main" for repo in sorted(
+        ("local--tiny-q8", "local--team_other", "local--my-hf-model", "local--quants", "org--m-GGUF"))]
     for path, node in hf.items():
         parts = path.split("/")
         if len(parts) >= 4 and parts[1] == "snapshots":
@@ -234,6 +237,24 @@ def test_lmstudio_and_llamacpp_layouts(populated: tuple[Store, Snapshot]) -> Non
     assert sorted(p for p, n in cpp.items() if isinstance(n, File)) == [
         "org--m-GGUF-F16.gguf", "org--m-GGUF-Q8_0.gguf", "quants-F16.gguf", "quants-Q8_0.gguf",
         "team--other.gguf", "tiny-q8.gguf"]
+
+
+def test_hub_snapshots_keep_only_their_own_refs(populated: tuple[Store, Snapshot]) -> None:
+    """A Hub repo added at a commit, or at a PR ref, has no refs/main (huggingface_hub's own cache
+    would not): loading the repo by id must not silently take it. A local model's repo has main."""
+    store, _ = populated
+    with store.catalog.write() as w:
+        model = w.model("org/m-GGUF")
+        assert model is not None
+        w.put_model(ModelRecord("org/pinned", Source("huggingface", "org/pinned", "b" * 40), model.files, {}, 6.0))
+        w.put_model(ModelRecord("org/pr", Source("huggingface", "org/pinned", "c" * 40), model.files,
+                                {REFS_KEY: ["refs/pr/1"]}, 7.0))
+    hf = walk(render_root(take_snapshot(store.catalog, str(store.objects.root))).children["huggingface"])  # type: ignore[arg-type]
+    refs = {p: n.content for p, n in hf.items() if "/refs/" in p and isinstance(n, File)}
+    assert refs["models--org--pinned/refs/refs/pr/1"] == Literal(b"c" * 40)
+    assert not any(p.startswith("models--org--pinned/refs/") and p.endswith("/main") for p in refs)
+    assert refs["models--org--m-GGUF/refs/main"] == Literal(b"a" * 40)
+    assert {"b" * 40, "c" * 40} <= {p.split("/")[2] for p in hf if p.startswith("models--org--pinned/snapshots/")}
 
 
 def test_split_gguf_goes_in_a_folder(store: Store, models: Path) -> None:

@@ -6,8 +6,9 @@ models--<org>--<name>/refs/main             the commit, no trailing newline
 models--<org>--<name>/snapshots/<commit>/…  relative symlinks to ../../blobs/<etag>
 
 Hub models keep their repo id and commit; local models appear as local/<name> at a commit
-derived from their content. A snapshot imported from a Hugging Face cache also gets back the refs
-(branches, tags) that pointed at it; refs/main, unless one of them is main, names the newest.
+derived from their content. A Hub snapshot (added, or imported from a Hugging Face cache) gets the
+refs it had (the branch or tag it was added at, the refs that pointed at it), and no others; in a
+local model's repo, refs/main names the newest.
 """
 
 from __future__ import annotations
@@ -88,7 +89,10 @@ def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
                     repo.dir("blobs").children[tag] = stored_node(snapshot, b3, model, options)
                     depth = path.count("/")
                     repo.dir("snapshots").dir(commit).add(path, Link("../" * (depth + 2) + f"blobs/{tag}", mtime, model.name))
-        refs = {"main": newest}
+        # A Hub snapshot keeps the refs it was added or imported at, no more: one added at a
+        # commit or a PR ref has no refs/main, as in huggingface_hub's own cache, so loading the
+        # repo by id does not silently take it. A local model's repo is its own: main is the newest.
+        refs = {} if newest.source.kind == "huggingface" else {"main": newest}
         for model in sorted(models, key=lambda m: m.added_at):  # a ref two snapshots claim: the newer one
             refs.update(dict.fromkeys(hf_refs(model), model))
         for ref, model in sorted(refs.items()):
