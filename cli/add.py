@@ -99,8 +99,11 @@ def _print_added(result: AddResult, conversions: ConversionResult | None, as_jso
         return
     model = result.model
     if result.unchanged:
+        fetched = (f"{human_bytes(result.downloaded_bytes)} downloaded to compare (a file the Hub names by a "
+                   f"hash the store does not index), nothing written") if result.downloaded_bytes else \
+            "nothing downloaded or written"
         click.echo(f"{model.name} is up to date ({len(model.files)} files, {human_bytes(result.logical_bytes)}); "
-                   f"nothing downloaded or written")
+                   f"{fetched}")
         if conversions is not None:
             report(conversions)
         return

@@ -50,7 +50,8 @@ def _is_utf8(text: str) -> bool:
 
 def check_relpath(path: str, *, where: str) -> str:
     """A relative path inside a model: UTF-8, no absolute paths, no '..', no backslash, no NUL,
-    no empty parts (every runtime's view must be able to show it, under the same name)."""
+    no empty parts, none over 255 bytes (every runtime's view must be able to show it, under the
+    same name)."""
     problem = None
     if not path or "\0" in path:
         problem = "is empty or holds a NUL byte"
@@ -64,6 +65,8 @@ def check_relpath(path: str, *, where: str) -> str:
         problem = "has an empty, '.' or '..' part"
     elif len(path.encode()) > 1024:
         problem = "is longer than 1024 bytes"
+    elif any(len(part.encode()) > 255 for part in path.split("/")):
+        problem = "has a part longer than 255 bytes, the most a file name may be"
     if problem:
         raise UnsafeName(f"{where}: file name {path!r} {problem}; refusing it")
     return path

@@ -136,6 +136,7 @@ class Fault:
     status: int | None = None  # answer with this status instead of the file
     interrupt: bool = False  # raise KeyboardInterrupt in the main thread, as Ctrl-C would
     methods: tuple[str, ...] = ("GET",)
+    etag: str | None = None  # serve the file under this ETag (a hostile server)
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -314,15 +315,15 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 elif fault.status is not None:
                     self._error(fault.status, None, f"injected {fault.status}")
                     return
-            self._file(commit, path, file)
+            self._file(commit, path, file, fault.etag if fault is not None and self.command in fault.methods else None)
 
-        def _file(self, commit: str, path: str, file: HubFile) -> None:
+        def _file(self, commit: str, path: str, file: HubFile, etag: str | None = None) -> None:
             body = file.body()
             lfs = is_lfs(path)
-            headers = {"X-Repo-Commit": commit, "Accept-Ranges": "bytes",
-                       "ETag": f'"{sha256(file.data) if lfs else git_sha1(file.data)}"'}
+            etag = etag or (sha256(file.data) if lfs else git_sha1(file.data))
+            headers = {"X-Repo-Commit": commit, "Accept-Ranges": "bytes", "ETag": f'"{etag}"'}
             if lfs:
-                headers.update({"X-Linked-Etag": f'"{sha256(file.data)}"', "X-Linked-Size": str(len(file.data))})
+                headers.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(len(file.data))})
             wanted = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", "").strip())
             if wanted and int(wanted[1]) < len(body):
                 start = int(wanted[1])

@@ -208,7 +208,7 @@ def test_same_file_twice_in_one_repo_is_downloaded_once(cli: Cli, home: Path, mo
 
 
 @pytest.mark.parametrize("hostile", ["../evil.gguf", "/abs.gguf", "a/../../b.gguf", "evil\x00.gguf",
-                                     "a\\..\\b.gguf", "./x.gguf", "a//b.gguf"])
+                                     "a\\..\\b.gguf", "./x.gguf", "a//b.gguf", "x" * 300 + ".txt"])
 def test_hostile_listing_is_refused(cli: Cli, home: Path, models: Path, fake_hub: FakeHub, hostile: str) -> None:
     repo = hf_repo(fake_hub, models)
     repo.hostile.append(hostile)
@@ -285,6 +285,59 @@ def test_bytes_unlike_the_listing_are_refused(cli: Cli, home: Path, models: Path
     assert_nothing_left(cli, home)
 
 
+def test_bytes_unlike_the_listing_leave_no_object(cli: Cli, home: Path, models: Path, fake_hub: FakeHub) -> None:
+    """The hash is checked before the bytes are placed in objects/: a lying file leaves no blob
+    for gc to find (the files downloaded before it are stored, for a rerun to reuse)."""
+    repo = hf_repo(fake_hub, models)
+    data = repo.files()["model.safetensors"]
+    repo.lie("model.safetensors", data[:-1] + bytes([data[-1] ^ 1]))
+    assert_refused(cli("add", "org/tiny"), "do not match")
+    on_disk = {p.stat().st_size for p in (home / "objects").rglob("*") if p.is_file()}
+    assert len(data) not in on_disk
+    assert cli("gc", "--dry-run", "--json").json()["bytes_freed"] < 10_000  # README.md and config.json
+
+
+@pytest.mark.parametrize("path", ["model.safetensors", "config.json"])
+def test_an_etag_that_is_not_the_listed_hash_is_refused(cli: Cli, home: Path, models: Path, fake_hub: FakeHub,
+                                                        tmp_path: Path, path: str) -> None:
+    """huggingface_hub names a download by its ETag: one naming a path outside the store must not
+    make the add link, move or write anything there."""
+    hf_repo(fake_hub, models)
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    fake_hub.fail("org/tiny", path, Fault(etag="../" * 40 + str(victim).lstrip("/"), methods=("HEAD", "GET")))
+    r = cli("add", "org/tiny")
+    assert_refused(r, f"org/tiny/{path}", "not by the hash")
+    assert r.code == 5
+    assert victim.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("victim")) == ["victim.txt"]
+    assert f"org/tiny/{path}" not in fake_hub.downloads()
+    assert_nothing_left(cli, home)
+
+
+def test_hub_blobs_are_read_only(cli: Cli, home: Path, models: Path, fake_hub: FakeHub) -> None:
+    hf_repo(fake_hub, models)
+    add_json(cli, "org/tiny")
+    modes = {p.stat().st_mode & 0o777 for p in (home / "objects").rglob("*") if p.is_file()}
+    assert modes == {0o444}
+
+
+def test_hub_files_named_like_downloads_are_taken(cli: Cli, home: Path, fake_hub: FakeHub) -> None:
+    """A Hub commit holds no unfinished downloads: uv.lock or notes.tmp are repo files like any."""
+    files = {"README.md": b"# r\n", "uv.lock": b"lock", "notes.tmp": b"tmp", "incomplete-list.txt": b"x"}
+    repo = fake_hub.repo("org/partials", files)
+    assert add_json(cli, "org/partials")["files"] == 4
+    assert_stored_as_served(home, "org/partials", repo)
+    assert add_json(cli, "org/partials", "--include", "uv.lock", "--name", "lock")["files"] == 1
+
+
+def test_an_invalid_name_is_refused_before_downloading(cli: Cli, home: Path, models: Path, fake_hub: FakeHub) -> None:
+    hf_repo(fake_hub, models)
+    r = cli("add", "org/tiny", "--name", "bad name!")
+    assert r.code == 4 and "bad name!" in r.err
+    assert fake_hub.downloads() == []
+
+
 @pytest.mark.parametrize("lying", [False, True])
 def test_a_git_file_too_big_for_the_sha1_index_is_still_checked(cli: Cli, home: Path, fake_hub: FakeHub,
                                                                  lying: bool) -> None:
@@ -297,6 +350,9 @@ def test_a_git_file_too_big_for_the_sha1_index_is_still_checked(cli: Cli, home: 
     else:
         add_json(cli, "org/big")
         assert_stored_as_served(home, "org/big", repo)
+        again = cli("add", "org/big")  # a git file the store keeps no SHA-1 of is downloaded to compare
+        assert again.code == 0 and "is up to date" in again.out
+        assert "nothing downloaded" not in again.out and "10.0 MiB downloaded to compare" in again.out
 
 
 @pytest.mark.parametrize(("fault", "words", "code"), [
@@ -365,6 +421,18 @@ def test_offline_add_honours_include(cli: Cli, home: Path, models: Path, fake_hu
         assert list(store.model("q").files) == ["tiny-F16.gguf"]
         assert read_model_file(store, "q", "tiny-F16.gguf") == repo.files()["tiny-F16.gguf"]
     assert stored_bytes(home) == len(repo.files()["tiny-F16.gguf"])
+
+
+def test_offline_and_online_adds_of_a_commit_store_the_same_files(cli: Cli, home: Path, fake_hub: FakeHub,
+                                                                    hf_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = {".gitattributes": b"*.bin filter=lfs\n", "README.md": b"# r\n", "sub/.hidden": b"h", "uv.lock": b"l"}
+    repo = fake_hub.repo("org/dotfiles", files)
+    fill_cache(fake_hub, hf_cache, "org/dotfiles")
+    online = add_json(cli, "org/dotfiles", "--name", "online")
+    go_offline(monkeypatch, hf_cache)
+    offline = add_json(cli, "org/dotfiles", "--name", "offline")
+    assert offline["files"] == online["files"] == 4 and offline["skipped"] == []
+    assert_stored_as_served(home, "offline", repo)
 
 
 def test_offline_repo_not_in_the_cache(cli: Cli, home: Path, models: Path, fake_hub: FakeHub, hf_cache: Path,

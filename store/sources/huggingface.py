@@ -14,18 +14,18 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from modelstore.store.digests import git_blob_header
 from modelstore.store.errors import ModelstoreError, NotFound, SourceError, UsageError
-from modelstore.store.hashing import CHUNK
+from modelstore.store.hashing import CHUNK, FileHashes
 from modelstore.store.ingest import ImportMode, ProgressFactory
-from modelstore.store.names import check_file_tree, check_relpath, check_repo_id
+from modelstore.store.names import check_file_tree, check_model_name, check_relpath, check_repo_id
 from modelstore.store.objects import no_space
-from modelstore.store.records import FileRecord, Source
-from modelstore.store.sources.common import default_name, finish, is_partial
-from modelstore.store.sources.local import ingest_all, list_folder
+from modelstore.store.records import Source
+from modelstore.store.sources.common import default_name, finish
+from modelstore.store.sources.local import ingest_all
 from modelstore.store.sources.runtimes.identity import REFS_KEY, hf_refs, valid_ref
 from modelstore.store.store import SMALL_FILE, AddResult, Store
 
@@ -80,6 +80,8 @@ def hub_errors(repo_id: str, revision: str | None, path: str | None = None) -> I
     except errors.EntryNotFoundError:
         raise SourceError(f"{repo_id}: {path or 'a listed file'} is listed but missing on the Hub") from None
     except errors.HfHubHTTPError as exc:
+        if path is not None:
+            raise SourceError(f"{repo_id}: cannot download {path} from {endpoint}: {_first_line(exc)}") from None
         raise SourceError(f"{repo_id}: the Hub answered: {_first_line(exc)}") from None
     except OSError as exc:
         if exc.errno is not None:  # the local disk: permissions, no space
@@ -100,11 +102,11 @@ def add_from_hub(store: Store, repo_id: str, *, name: str | None = None, revisio
                  include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
                  progress: ProgressFactory | None = None, on_wait: Any = None) -> AddResult:
     check_repo_id(repo_id)
-    name = name or default_name(repo_id)
+    name = check_model_name(name or default_name(repo_id))  # before anything is downloaded
     if _offline():
         return _add_from_hf_cache(store, repo_id, name, revision, include, exclude, progress, on_wait)
 
-    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub import HfApi
     from huggingface_hub.hf_api import RepoFile
     from huggingface_hub.utils import filter_repo_objects
 
@@ -125,7 +127,6 @@ def add_from_hub(store: Store, repo_id: str, *, name: str | None = None, revisio
     check_file_tree((e.path for e in listing), where=f"{repo_id}@{commit[:8]}")
     chosen = list(filter_repo_objects(listing, allow_patterns=list(include) or None,
                                       ignore_patterns=list(exclude) or None, key=lambda e: e.path))
-    chosen = [e for e in chosen if not is_partial(Path(e.path).name)]
     if not chosen:
         raise UsageError(f"{repo_id}@{commit[:8]}: no file matches --include/--exclude "
                          f"({len(listing)} files in the repo)")
@@ -147,23 +148,21 @@ def add_from_hub(store: Store, repo_id: str, *, name: str | None = None, revisio
                 logical += entry.size
                 reused += 1
                 continue
-            try:
-                with hub_errors(repo_id, commit, entry.path):
-                    snapshot = Path(hf_hub_download(repo_id, entry.path, revision=commit,
-                                                    cache_dir=ingest.staging / "hub", endpoint=endpoint, token=token))
-            except OSError as exc:
-                raise no_space(exc, store.home, f"downloading {entry.path}") from exc
-            # The cache names the bytes by hash, behind a symlink; give them back their name (the
-            # suffix tells a safetensors file apart) as a regular file.
-            local = ingest.staging / "files" / str(i) / Path(entry.path).name
-            local.parent.mkdir(parents=True)
-            snapshot.resolve().rename(local)
+            local = _download(api, repo_id, commit, entry.path, listed, ingest.staging, i, endpoint, token,
+                              store.home)
             downloaded += local.stat().st_size
-            result = ingest.ingest(local, entry.path)
+            mismatch = SourceError(f"{repo_id}/{entry.path}: the downloaded bytes do not match the hash "
+                                   f"the Hub lists; nothing was committed")
+
+            def check(hashes: FileHashes, local: Path = local, lfs_sha: str | None = lfs_sha,
+                      blob_id: str = entry.blob_id, mismatch: SourceError = mismatch) -> None:
+                if not _matches_listing(hashes.size, hashes.sha256, hashes.git_sha1, local, lfs_sha, blob_id):
+                    raise mismatch  # before the bytes are placed in objects/
+
+            result = ingest.ingest(local, entry.path, check=check)
             record = result.record
-            if not _matches_listing(record, local, lfs_sha, entry.blob_id):
-                raise SourceError(f"{repo_id}/{entry.path}: the downloaded bytes do not match the hash "
-                                  f"the Hub lists; nothing was committed")
+            if not _matches_listing(record.size, record.sha256, record.git_sha1, local, lfs_sha, entry.blob_id):
+                raise mismatch  # a file the store held already, under another hash than the one listed
             if record.size <= SMALL_FILE:
                 readable[entry.path] = local  # small text files are read for metadata at commit
             else:
@@ -193,16 +192,64 @@ def _refs(store: Store, name: str, source: Source, revision: str | None) -> dict
     return {REFS_KEY: sorted(refs)} if refs else {}
 
 
-def _matches_listing(record: FileRecord, path: Path, lfs_sha: str | None, git_sha1: str) -> bool:
+def _download(api: Any, repo_id: str, commit: str, path: str, listed: str, staging: Path, index: int,
+              endpoint: str | None, token: str | None, home: Path) -> Path:
+    """One listed file, downloaded into `staging` by huggingface_hub, as a read-only regular file
+    under its own name (the suffix tells a safetensors file apart)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+
+    cache = staging / "hub"
+    try:
+        with hub_errors(repo_id, commit, path):
+            # huggingface_hub names the download blobs/<ETag>, trusting the server: an ETag such
+            # as "../../x" would make it link, and this add move, a file outside the store. The
+            # ETag must be the hash the listing gives.
+            meta = get_hf_file_metadata(hf_hub_url(repo_id, path, revision=commit, endpoint=endpoint), token=token)
+            if meta.etag != listed:
+                raise SourceError(f"{repo_id}/{path}: the Hub names the file {meta.etag!r}, not by the hash "
+                                  f"its listing gives ({listed}); nothing was committed")
+            snapshot = Path(hf_hub_download(repo_id, path, revision=commit, cache_dir=cache,
+                                            endpoint=endpoint, token=token))
+    except OSError as exc:
+        raise no_space(exc, home, f"downloading {path}") from exc
+    blob = snapshot.resolve()
+    if not blob.is_relative_to(cache.resolve()) or not blob.is_file():
+        raise SourceError(f"{repo_id}/{path}: the download did not land in the store's staging folder "
+                          f"({blob}); nothing was committed")
+    local = staging / "files" / str(index) / PurePosixPath(path).name
+    local.parent.mkdir(parents=True)
+    blob.rename(local)
+    local.chmod(0o444)  # the store's own bytes from now on: blobs are read-only
+    return local
+
+
+def _matches_listing(size: int, sha256: str | None, git_sha1: str | None, path: Path, lfs_sha: str | None,
+                     listed_git_sha1: str) -> bool:
     if lfs_sha:
-        return record.sha256 == lfs_sha
-    if record.git_sha1 is not None:
-        return record.git_sha1 == git_sha1
-    h = hashlib.sha1(git_blob_header(record.size))  # a git file too large for the store to index
+        return sha256 == lfs_sha
+    if git_sha1 is not None:
+        return git_sha1 == listed_git_sha1
+    h = hashlib.sha1(git_blob_header(size))  # a git file too large for the store to index
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
             h.update(chunk)
-    return h.hexdigest() == git_sha1
+    return h.hexdigest() == listed_git_sha1
+
+
+def _snapshot_files(folder: Path) -> tuple[dict[str, Path], list[str]]:
+    """Every file of a cached snapshot: all of it is the repo, hidden files (.gitattributes) and
+    names that look like unfinished downloads included, as an online add of the commit takes them."""
+    files: dict[str, Path] = {}
+    skipped: list[str] = []
+    for dirpath, _, filenames in os.walk(folder):
+        for fn in sorted(filenames):
+            path = Path(dirpath) / fn
+            rel = path.relative_to(folder).as_posix()
+            if path.is_file():
+                files[check_relpath(rel, where=str(folder))] = path
+            else:
+                skipped.append(f"{rel} (a link to a blob that is not in the cache)")
+    return dict(sorted(files.items())), skipped
 
 
 def _add_from_hf_cache(store: Store, repo_id: str, name: str, revision: str | None, include: tuple[str, ...],
@@ -216,7 +263,7 @@ def _add_from_hf_cache(store: Store, repo_id: str, name: str, revision: str | No
         folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=_hub_cache(), local_files_only=True,
                                         allow_patterns=allow, ignore_patterns=ignore))
     commit = folder.name
-    cached, skipped = list_folder(folder)
+    cached, skipped = _snapshot_files(folder)
     files = {rel: cached[rel] for rel in filter_repo_objects(list(cached), allow_patterns=allow,
                                                              ignore_patterns=ignore)}
     if not files:
