@@ -73,13 +73,13 @@ def add(app: App, source: str, name: str | None, revision: str | None, include: 
                 if revision or include or exclude:
                     raise UsageError("--revision, --include and --exclude are for Hub repos, not local paths")
                 result = add_local(store, path, name=name, mode=ImportMode(mode), progress=app.progress,
-                                   on_wait=app.waiting("a running gc"))
+                                   on_wait=app.waiting)
             elif looks_like_repo_id(source):
                 if mode != "copy":
                     raise UsageError("--reflink, --link and --move are for local files; Hub files are "
                                      "downloaded straight into the store")
                 result = add_from_hub(store, source, name=name, revision=revision, include=include,
-                                      exclude=exclude, progress=app.progress, on_wait=app.waiting("a running gc"))
+                                      exclude=exclude, progress=app.progress, on_wait=app.waiting)
             else:
                 raise UsageError(f"{source}: no such file or folder, and not a Hugging Face repo id (org/name)")
             planned, warnings, stopped = plan_committed(app, store, [result.model.name], gguf_type, no_convert)

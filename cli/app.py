@@ -42,8 +42,10 @@ class App:
             bar.close()
         self._bars = []
 
-    def waiting(self, what: str) -> Callable[[], None]:
-        return lambda: click.echo(f"waiting for {what} to finish...", err=True)
+    @staticmethod
+    def waiting(what: str) -> None:
+        """Said when a command waits for a lock another holds (`what`: who holds it)."""
+        click.echo(f"waiting for {what} to finish...", err=True)
 
 
 def emit_json(data: Any) -> None:

@@ -23,7 +23,7 @@ def gc(app: App, dry_run: bool, derived: bool, as_json: bool) -> None:
     from modelstore.store.derived import DerivedCache
 
     with app.store() as store:
-        result = run_gc(store, dry_run=dry_run, on_wait=app.waiting("running adds"))
+        result = run_gc(store, dry_run=dry_run, on_wait=app.waiting)
         cache = DerivedCache(store.home / "derived", 0)
         derived_bytes = cache.used_bytes() if derived else 0
         if derived and not dry_run:

@@ -86,7 +86,7 @@ def import_(app: App, kind: str, path: Path | None, mode: str, dry_run: bool, gg
     from modelstore.store.sources.runtimes.importer import Importer
 
     with app.store(create=True) as store:
-        importer = Importer(store, ImportMode(mode), app.progress, app.waiting("a running gc"))
+        importer = Importer(store, ImportMode(mode), app.progress, app.waiting)
         conversions, warnings, stopped = [], [], None
         try:
             try:

@@ -29,7 +29,7 @@ from modelstore.store.catalog import Catalog
 from modelstore.store.digests import B3, check_b3
 from modelstore.store.errors import SourceChanged
 from modelstore.store.hashing import FileHashes, Stored, hash_file
-from modelstore.store.locks import hold_dir_lock
+from modelstore.store.locks import WaitNotice, hold_dir_lock
 from modelstore.store.objects import BackgroundCopy, Objects, copy_into, copy_range, fsync_path, no_space
 from modelstore.store.records import Extent, FileRecord
 from modelstore.store.tensors import TensorSpan, WeightsHeader, read_weights_header
@@ -140,7 +140,7 @@ class Ingest:
     """One `add`'s worth of ingestion into a staging folder."""
 
     def __init__(self, catalog: Catalog, objects: Objects, staging: Path, mode: ImportMode,
-                 progress: ProgressFactory | None = None, on_wait: Callable[[], None] | None = None) -> None:
+                 progress: ProgressFactory | None = None, on_wait: WaitNotice | None = None) -> None:
         self.catalog, self.objects, self.staging, self.mode = catalog, objects, staging, mode
         self.progress = progress
         self.on_wait = on_wait
@@ -238,7 +238,8 @@ class Ingest:
         committing the same tensors meanwhile would make both store them."""
         if self._tensor_lock:
             return
-        fd = hold_dir_lock(self.objects.root, self.on_wait)
+        fd = hold_dir_lock(self.objects.root, self.on_wait, "another add storing tensors (one at a time, so "
+                                                           "tensors they share are stored once)")
         self.objects.at_staging_end(self.staging, lambda: os.close(fd))
         self._tensor_lock = True
 

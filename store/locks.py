@@ -22,9 +22,12 @@ from pathlib import Path
 from modelstore.store.errors import Busy
 
 
+WaitNotice = Callable[[str], None]  # told what the lock is waiting for, before it waits
+
+
 @contextmanager
 def store_lock(path: Path, *, exclusive: bool, wait: bool = True,
-               on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+               on_wait: WaitNotice | None = None) -> Iterator[None]:
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
     try:
         kind = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
@@ -34,7 +37,7 @@ def store_lock(path: Path, *, exclusive: bool, wait: bool = True,
             if not wait:
                 raise Busy("the store is busy: an add or gc is running (try again, or wait)") from None
             if on_wait is not None:
-                on_wait()
+                on_wait("running adds and imports" if exclusive else "a running gc")
             fcntl.flock(fd, kind)
         yield
     finally:
@@ -52,7 +55,7 @@ def dir_lock(path: Path, *, exclusive: bool) -> Iterator[None]:
         os.close(fd)
 
 
-def hold_dir_lock(path: Path, on_wait: Callable[[], None] | None = None) -> int:
+def hold_dir_lock(path: Path, on_wait: WaitNotice | None = None, holder: str = "another command") -> int:
     """Take `path`'s exclusive folder lock, waiting for its holder; returns the fd to close to release it."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -60,7 +63,7 @@ def hold_dir_lock(path: Path, on_wait: Callable[[], None] | None = None) -> int:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if on_wait is not None:
-                on_wait()
+                on_wait(holder)
             fcntl.flock(fd, fcntl.LOCK_EX)
     except BaseException:
         os.close(fd)

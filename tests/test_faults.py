@@ -616,6 +616,32 @@ def test_staging_being_created_is_not_taken_for_a_dead_one(home: Path) -> None:
     assert objects.clean_stale_staging() == 1 and staging_left(home) == []
 
 
+def test_an_add_waiting_for_another_says_which(home: Path, tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    """Two adds of models that share tensors: the second waits for the first to store its
+    tensors, and says it waits for another add (not for a gc, which is not running)."""
+    a, b = pair
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    first = spawn(home, "add", a, "--name", "a", "--json", driver=True, stdout=subprocess.PIPE,
+                  env={"FAULT_AT": "chunk", "FAULT_NTH": "1", "FAULT_HOLD": str(hold)})
+    try:
+        deadline = time.monotonic() + 30
+        while not (hold / "ready").exists():
+            assert first.poll() is None and time.monotonic() < deadline, "the add never got going"
+            time.sleep(0.01)
+        second = spawn(home, "add", b, "--name", "b", "--json", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert second.stderr is not None
+        said = second.stderr.readline()
+        assert "waiting for another add storing tensors" in said and "gc" not in said, said
+    finally:
+        (hold / "go").touch()
+    assert first.wait(60) == 0
+    out, _ = second.communicate(timeout=60)
+    assert second.returncode == 0
+    assert 0 < json.loads(out)["stored_bytes"] < b.stat().st_size // 2  # it reused a's tensors
+    check_store(home, notes=False)
+
+
 # -- 4. gc during an add -------------------------------------------------------------------------
 
 
