@@ -2,8 +2,9 @@
 
 The listing gives each file's SHA-256 (LFS files) or git blob SHA-1 (the rest); a file the store
 already holds under that hash is not downloaded again. Each download goes to the add's staging
-folder, is checked against the listed hash, linked into objects/ and deleted, so the extra disk
-at any moment is one file. HF_ENDPOINT, HF_TOKEN and the cache location (HF_HOME, HF_HUB_CACHE)
+folder (under its listed name: never a path the server's answers make up), is checked against
+the listed hash before it is placed in objects/, and is deleted, so the extra disk at any moment
+is one file. HF_ENDPOINT, HF_TOKEN and the cache location (HF_HOME, HF_HUB_CACHE)
 are read when an add runs, not at import.
 """
 
@@ -148,8 +149,7 @@ def add_from_hub(store: Store, repo_id: str, *, name: str | None = None, revisio
                 logical += entry.size
                 reused += 1
                 continue
-            local = _download(api, repo_id, commit, entry.path, listed, ingest.staging, i, endpoint, token,
-                              store.home)
+            local = _download(repo_id, commit, entry.path, entry.size, ingest.staging, i, endpoint, token, store.home)
             downloaded += local.stat().st_size
             mismatch = SourceError(f"{repo_id}/{entry.path}: the downloaded bytes do not match the hash "
                                    f"the Hub lists; nothing was committed")
@@ -192,34 +192,27 @@ def _refs(store: Store, name: str, source: Source, revision: str | None) -> dict
     return {REFS_KEY: sorted(refs)} if refs else {}
 
 
-def _download(api: Any, repo_id: str, commit: str, path: str, listed: str, staging: Path, index: int,
+def _download(repo_id: str, commit: str, path: str, size: int, staging: Path, index: int,
               endpoint: str | None, token: str | None, home: Path) -> Path:
-    """One listed file, downloaded into `staging` by huggingface_hub, as a read-only regular file
-    under its own name (the suffix tells a safetensors file apart)."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+    """One listed file, downloaded into `staging` under its own name (the suffix tells a
+    safetensors file apart), read-only: the store's bytes from now on.
 
-    cache = staging / "hub"
-    try:
-        with hub_errors(repo_id, commit, path):
-            # huggingface_hub names the download blobs/<ETag>, trusting the server: an ETag such
-            # as "../../x" would make it link, and this add move, a file outside the store. The
-            # ETag must be the hash the listing gives.
-            meta = get_hf_file_metadata(hf_hub_url(repo_id, path, revision=commit, endpoint=endpoint), token=token)
-            if meta.etag != listed:
-                raise SourceError(f"{repo_id}/{path}: the Hub names the file {meta.etag!r}, not by the hash "
-                                  f"its listing gives ({listed}); nothing was committed")
-            snapshot = Path(hf_hub_download(repo_id, path, revision=commit, cache_dir=cache,
-                                            endpoint=endpoint, token=token))
-    except OSError as exc:
-        raise no_space(exc, home, f"downloading {path}") from exc
-    blob = snapshot.resolve()
-    if not blob.is_relative_to(cache.resolve()) or not blob.is_file():
-        raise SourceError(f"{repo_id}/{path}: the download did not land in the store's staging folder "
-                          f"({blob}); nothing was committed")
+    Not through hf_hub_download: it names its files after the server's ETag, unchecked, so an
+    ETag such as "../../x" would write, link or move a file outside the store. Here the path is
+    the listed name, already checked, and the bytes are checked against the listed hash."""
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import build_hf_headers
+
     local = staging / "files" / str(index) / PurePosixPath(path).name
     local.parent.mkdir(parents=True)
-    blob.rename(local)
-    local.chmod(0o444)  # the store's own bytes from now on: blobs are read-only
+    try:
+        with hub_errors(repo_id, commit, path), open(local, "wb") as f:
+            http_get(hf_hub_url(repo_id, path, revision=commit, endpoint=endpoint), f,
+                     headers=build_hf_headers(token=token), expected_size=size, displayed_filename=path)
+    except OSError as exc:
+        raise no_space(exc, home, f"downloading {path}") from exc
+    local.chmod(0o444)
     return local
 
 
