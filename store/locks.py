@@ -21,7 +21,6 @@ from pathlib import Path
 
 from modelstore.store.errors import Busy
 
-
 WaitNotice = Callable[[str], None]  # told what the lock is waiting for, before it waits
 
 
@@ -37,7 +36,7 @@ def store_lock(path: Path, *, exclusive: bool, wait: bool = True,
             if not wait:
                 raise Busy("the store is busy: an add or gc is running (try again, or wait)") from None
             if on_wait is not None:
-                on_wait("running adds and imports" if exclusive else "a running gc")
+                on_wait("running adds, imports and conversions" if exclusive else "a running gc")
             fcntl.flock(fd, kind)
         yield
     finally:

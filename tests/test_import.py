@@ -1274,7 +1274,7 @@ def test_folder_links_are_named_and_empty_files_leave_no_stray_object(cli, tmp_p
     r = cli("add", folder, "--json")
     assert r.code == 0, r.err
     added = r.json()
-    assert added["skipped"] == ["elsewhere (a link to a folder, not followed: name its target to take it)"]
+    assert added["skipped"] == ["elsewhere (a link to a folder, not followed: add or import its target by its own path)"]
     assert "empty.txt" in cli("show", "model", "--json").json()["files"]
     fsck = cli("fsck", "--json").json()
     assert fsck["notes"] == []  # the empty file left no object outside the catalog
@@ -1287,8 +1287,44 @@ def test_add_of_a_folder_holding_the_store_leaves_the_store_out(cli, home: Path,
     shutil.copyfile(weights.llama, tmp_path / "a.gguf")
     r = cli("add", tmp_path, "--name", "here", "--json")
     assert r.code == 0, r.err
-    assert r.json()["skipped"] == ["home (the store's own home)"]
+    assert r.json()["skipped"] == ["home (the store itself: its home or a mount of it)"]
     assert list(cli("show", "here", "--json").json()["files"]) == ["a.gguf"]
+
+
+def test_snapshot_files_named_like_downloads_are_imported(tmp_path: Path, home: Path) -> None:
+    """A snapshot names finished files only (a download in progress is blobs/*.incomplete):
+    uv.lock and notes.tmp are repo files, as `add org/name` takes them."""
+    cache = tmp_path / "hub"
+    files = {"README.md": b"# r\n", "uv.lock": b"lock", "notes.tmp": b"tmp"}
+    write_hf_snapshot(cache, "org/x", COMMIT_A, files, ("main",))
+    age(cache)
+    report = importing(home, "huggingface", cache)
+    assert [sorted(m.model.files) for m in report.models] == [sorted(files)]
+    assert report.skipped == []
+
+
+def test_add_refuses_a_bad_name_before_storing(cli, home: Path, weights: Weights) -> None:
+    r = cli("add", weights.hf, "--name", "bad name!")
+    assert r.code == 4 and "bad name!" in r.err
+    assert [p for p in (home / "objects").rglob("*") if p.is_file()] == []
+
+
+def test_a_store_inside_an_imported_model_folder_is_left_out(tmp_path: Path, weights: Weights) -> None:
+    """An HF-format folder (or LM Studio model folder) holding the store's home: its files are
+    the model's, the store's catalog and blobs are not."""
+    folder = tmp_path / "models"
+    model = folder / "tiny-hf"
+    shutil.copytree(weights.hf, model)
+    lms = tmp_path / "lmstudio"
+    write_lmstudio_model(lms, "pub", "m-GGUF", {"m.gguf": weights.llama})
+    for kind, root, inner, home in (("path", folder, model, model / "store-home"),
+                                    ("lmstudio", lms, lms / "pub" / "m-GGUF", lms / "pub" / "m-GGUF" / "store-home")):
+        with Store(home) as store:
+            add_local(store, weights.other, name="other")
+        age(root)
+        report = importing(home, kind, root)
+        assert [sorted(m.model.files) for m in report.models] == [sorted(p.name for p in inner.iterdir()
+                                                                         if p.name != "store-home")], kind
 
 
 @requires_fuse

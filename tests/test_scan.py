@@ -286,7 +286,7 @@ def test_folder_links_are_not_followed_file_links_are(cli, tmp_path: Path, layou
     report = cli("scan", folder, "--json").json()
     assert figures(report["total"]) == expected([layout.tuned])
     assert report["skipped"] == [{"path": str(folder / "to-lmstudio"),
-                                  "reason": "a link to a folder, not followed: name its target to take it"}]
+                                  "reason": "a link to a folder, not followed: add or import its target by its own path"}]
 
 
 def test_bad_header_counts_as_plain_bytes(cli, tmp_path: Path) -> None:

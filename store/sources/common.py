@@ -22,7 +22,7 @@ PARTIAL_PATTERNS = ("*.incomplete", "*.part", "*.partial", "*-partial", "*sha256
 _OLLAMA_PART = re.compile(r".*-partial-\d+")  # sha256-<hex>-partial-<n>: one of Ollama's download parts
 
 
-LINK_TO_FOLDER = "a link to a folder, not followed: name its target to take it"
+LINK_TO_FOLDER = "a link to a folder, not followed: add or import its target by its own path"
 
 
 def walk_tree(root: Path, leave_out: Iterable[Path], note: Callable[[Path, str], None],

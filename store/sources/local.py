@@ -4,29 +4,30 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from modelstore.store.errors import NotFound, UsageError
 from modelstore.store.ingest import ImportMode, Ingest, ProgressFactory
 from modelstore.store.metadata import Shard, shard_of
-from modelstore.store.names import check_relpath
+from modelstore.store.names import check_model_name, check_relpath
 from modelstore.store.records import Source
 from modelstore.store.sources.common import default_name, finish, is_partial, walk_tree
 from modelstore.store.store import AddResult, Store
 
 
-def list_folder(root: Path, leave_out: Path | None = None) -> tuple[dict[str, Path], list[str]]:
+def list_folder(root: Path, leave_out: Iterable[Path] = ()) -> tuple[dict[str, Path], list[str]]:
     """Regular files under `root` (following symlinks to files), minus hidden entries, unfinished
-    downloads and the folder `leave_out` (the store's own home); returns (relative path -> path,
-    skipped names)."""
+    downloads and the folders `leave_out` (the store's home, its mounts); returns (relative path
+    -> path, skipped names)."""
     files: dict[str, Path] = {}
     skipped: list[str] = []
 
     def note(path: Path, why: str) -> None:
         skipped.append(f"{path.relative_to(root).as_posix()} ({why})")
 
-    for folder, _, filenames in walk_tree(root, [leave_out] if leave_out else [], note, "the store's own home"):
+    for folder, _, filenames in walk_tree(root, leave_out, note, "the store itself: its home or a mount of it"):
         for fn in filenames:
             path = folder / fn
             rel = path.relative_to(root).as_posix()
@@ -75,7 +76,7 @@ def add_local(store: Store, path: Path, *, name: str | None = None, mode: Import
     if where.is_relative_to(os.path.realpath(store.home)):
         raise UsageError(f"{path} is inside the store ({store.home}): it holds nothing to add")
     if path.is_dir():
-        files, skipped = list_folder(path, store.home)
+        files, skipped = list_folder(path, [store.home])
         if not files:
             raise UsageError(f"{path}: no files to add")
         default = path.resolve().name
@@ -92,7 +93,7 @@ def add_local(store: Store, path: Path, *, name: str | None = None, mode: Import
         if links:
             raise UsageError(f"{files[links[0]]} is a symlink: --move would leave the file it points to "
                              f"behind; use --copy or --link")
-    name = name or default_name(default)
+    name = check_model_name(name or default_name(default))  # before anything is stored
     source = Source("local", str(path.resolve()))
     with store.adding(mode, progress, on_wait) as ingest:
         stored, logical, novel, reused = ingest_all(ingest, files)

@@ -50,7 +50,7 @@ class AnyFolder(RuntimeFolder):
     def _hf_folder(self, folder: Path, scan: Scan) -> None:
         where = folder.relative_to(self.root).as_posix() if folder != self.root else folder.name
         try:
-            files, skipped = list_folder(folder)
+            files, skipped = list_folder(folder, self.ignore)
         except UnsafeName as exc:
             scan.skip(where, str(exc))
             return

@@ -142,9 +142,8 @@ class HfCacheFolder(RuntimeFolder):
                 except UnsafeName as exc:
                     scan.skip(what, str(exc))
                     continue
-                if unfinished(fn):
-                    scan.skip(what, "an unfinished download")
-                    continue
+                # No unfinished() here: a snapshot names only finished files (a download in
+                # progress is blobs/*.incomplete), so uv.lock or notes.tmp are repo files.
                 if path.is_symlink():
                     target = Path(os.path.realpath(path))
                     if not target.exists():

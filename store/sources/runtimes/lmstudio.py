@@ -52,7 +52,7 @@ class LmStudioFolder(RuntimeFolder):
         scan = Scan()
         for publisher, name, folder in self._folders(scan):
             try:
-                files, skipped = list_folder(folder)
+                files, skipped = list_folder(folder, self.ignore)
             except UnsafeName as exc:
                 scan.skip(f"{publisher}/{name}", str(exc))
                 continue
