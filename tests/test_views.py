@@ -107,6 +107,56 @@ def test_hf_local_commit_is_stable_and_content_derived(populated: tuple[Store, S
     assert re.fullmatch(rb"[0-9a-f]{40}", ref.content.data)
 
 
+
+def hf_repo_bytes(store: Store, snap: Snapshot) -> dict[str, set[str]]:
+    """huggingface/ repo folder -> the SHA-256 of every blob it holds."""
+    out: dict[str, set[str]] = {}
+    for path, node in walk(render_root(snap).children["huggingface"]).items():  # type: ignore[arg-type]
+        parts = path.split("/")
+        if len(parts) == 3 and parts[1] == "blobs" and isinstance(node, File):
+            out.setdefault(parts[0], set()).add(hashlib.sha256(content_bytes(store, node)).hexdigest())
+    return out
+
+
+def test_hf_repo_id_of_a_local_model_stays_when_lookalikes_are_added(store: Store, models: Path) -> None:
+    """a-b and x_y are shown as local/a-b and local/x_y, their names unchanged. a--b and x/y, added
+    later, are rewritten to the same ids ('--' -> '-', '/' -> '_'): they get the suffixes, the
+    first two keep their ids (a script loading local/a-b must not get other weights)."""
+    ggufs = {name: write_tiny_llama_gguf(models / f"{i}.gguf", seed=40 + i)
+             for i, name in enumerate(("a-b", "x_y", "a--b", "x/y"))}
+    sha = {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in ggufs.items()}
+    for name in ("a-b", "x_y"):
+        add_local(store, ggufs[name], name=name)
+    before = hf_repo_bytes(store, take_snapshot(store.catalog, str(store.objects.root)))
+    assert sha["a-b"] in before["models--local--a-b"] and sha["x_y"] in before["models--local--x_y"]
+    for name in ("a--b", "x/y"):
+        add_local(store, ggufs[name], name=name)
+    after = hf_repo_bytes(store, take_snapshot(store.catalog, str(store.objects.root)))
+    assert after["models--local--a-b"] == before["models--local--a-b"]
+    assert after["models--local--x_y"] == before["models--local--x_y"]
+    assert sha["a--b"] in after["models--local--a-b-2"] and sha["a-b"] not in after["models--local--a-b-2"]
+    assert sha["x/y"] in after["models--local--x_y-2"] and sha["x_y"] not in after["models--local--x_y-2"]
+
+
+def test_a_local_model_never_joins_a_hub_repo_of_the_same_id(store: Store, models: Path) -> None:
+    """A Hub repo whose id is local/tiny and a local model tiny (shown as local/tiny) are two
+    repos: the Hub id stays as it is, the local model gets local/tiny-2."""
+    hub, local = write_tiny_llama_gguf(models / "hub.gguf", seed=50), write_tiny_llama_gguf(models / "own.gguf", seed=51)
+    add_local(store, local, name="tiny")
+    add_local(store, hub, name="hub-source")
+    with store.catalog.write() as w:  # a Hub repo, as `add local/tiny` records it
+        source = w.model("hub-source")
+        assert source is not None
+        w.put_model(ModelRecord("local/tiny", Source("huggingface", "local/tiny", "d" * 40), source.files,
+                                {REFS_KEY: ["main"]}, 9.0))
+        w.remove_model("hub-source")
+    snap = take_snapshot(store.catalog, str(store.objects.root))
+    repos = hf_repo_bytes(store, snap)
+    assert repos["models--local--tiny"] == {hashlib.sha256(hub.read_bytes()).hexdigest()}
+    assert repos["models--local--tiny-2"] == {hashlib.sha256(local.read_bytes()).hexdigest()}
+    hf = walk(render_root(snap).children["huggingface"])  # type: ignore[arg-type]
+    assert {p.split("/")[2] for p in hf if p.startswith("models--local--tiny/snapshots/")} == {"d" * 40}
+
 # -- ollama/ ---------------------------------------------------------------------------------
 
 

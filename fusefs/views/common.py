@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -146,8 +146,13 @@ def unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def plain_names_first(models: Iterable[ModelRecord]) -> list[ModelRecord]:
-    """Models whose names a view shows without replacing a character come first, so a model named
-    foo-bar keeps "foo-bar" over foo+bar (which a view also shows as foo-bar), whatever is added
-    or removed later."""
-    return sorted(models, key=lambda m: re.search(r"[^A-Za-z0-9._:/-]", m.name) is not None)
+def plain_names_first(models: Iterable[ModelRecord],
+                      shown_unchanged: Callable[[ModelRecord], bool] | None = None) -> list[ModelRecord]:
+    """Models whose names a view shows unchanged come first, so a model named foo-bar keeps
+    "foo-bar" over foo+bar (which a view also shows as foo-bar), whatever is added or removed
+    later. `shown_unchanged` says which those are by the view's own rewriting rules; without it,
+    a name of letters, digits and ._:/- counts as plain (the views that turn '/' into '--' and ':'
+    into '-' rely on those names sorting after the ones they are turned into)."""
+    if shown_unchanged is None:
+        return sorted(models, key=lambda m: re.search(r"[^A-Za-z0-9._:/-]", m.name) is not None)
+    return sorted(models, key=lambda m: not shown_unchanged(m))

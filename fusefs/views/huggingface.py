@@ -45,14 +45,24 @@ def etag(path: str, record: FileRecord) -> str:
     return record.git_sha1
 
 
+def local_name(model: ModelRecord) -> str:
+    """What a local model's name becomes in local/<name>, made valid for huggingface_hub (letters,
+    digits, '-', '_', '.'; no '--' or '..'; the cache folder name joins parts with '--')."""
+    name = safe_part(model.name.replace("/", "_").replace(":", "-"), limit=96)
+    return re.sub(r"-{2,}", "-", re.sub(r"\.{2,}", ".", name)).strip("-.") or "model"
+
+
+def shown_unchanged(model: ModelRecord) -> bool:
+    """A Hub model keeps its id; a local model keeps its name when the rules above leave it as is."""
+    return model.source.kind == "huggingface" or local_name(model) == model.name
+
+
 def repo_id(model: ModelRecord, taken: set[str]) -> str:
-    """Hub models keep their id; a local model gets local/<name>, made valid for huggingface_hub
-    (letters, digits, '-', '_', '.'; no '--' or '..'; the cache folder name joins parts with '--')."""
+    """Hub models keep their id; a local model gets local/<name>, or local/<name>-2... when that
+    id is taken (`taken` holds the Hub ids too: a local model never joins a Hub repo's folder)."""
     if model.source.kind == "huggingface":
         return model.source.location
-    name = safe_part(model.name.replace("/", "_").replace(":", "-"), limit=96)
-    name = re.sub(r"-{2,}", "-", re.sub(r"\.{2,}", ".", name)).strip("-.") or "model"
-    return unique(f"local/{name}", taken)
+    return unique(f"local/{local_name(model)}", taken)
 
 
 def commit_of(model: ModelRecord) -> str:
@@ -64,10 +74,12 @@ def commit_of(model: ModelRecord) -> str:
 
 def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
     root = Dir()
-    taken_local: set[str] = set()
+    # Hub ids first, as they are: several snapshots of one repo share its folder, and a local
+    # model whose local/<name> is a Hub repo's id gets a suffix instead of joining that folder.
+    taken = {m.source.location for m in snapshot.models if m.source.kind == "huggingface"}
     by_repo: dict[str, list[ModelRecord]] = {}
-    for model in plain_names_first(snapshot.models):
-        by_repo.setdefault(repo_id(model, taken_local), []).append(model)
+    for model in plain_names_first(snapshot.models, shown_unchanged):
+        by_repo.setdefault(repo_id(model, taken), []).append(model)
     for rid, models in sorted(by_repo.items()):
         repo = root.dir("models--" + rid.replace("/", "--"))
         newest = max(models, key=lambda m: m.added_at)
