@@ -28,6 +28,7 @@ class Operations(pyfuse3.Operations):
         self.blob_path = blob_path
         self.derived = DerivedReader(derived_cache, self._in_thread) if derived_cache is not None else None
         self.handles: dict[int, OpenFile | bytes] = {}
+        self.listings: dict[int, tuple[int, list[str]]] = {}  # directory handle -> (inode, names at offset 0)
         self._next_fh = itertools.count(1)
         self.uid, self.gid = os.getuid(), os.getgid()
         self.limiter = trio.CapacityLimiter(8)
@@ -83,20 +84,34 @@ class Operations(pyfuse3.Operations):
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         if not isinstance(self.tree.nodes.get(inode), Dir):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        return inode
+        fh = next(self._next_fh)
+        self.listings[fh] = (inode, [])
+        return fh
 
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        children = sorted(self.tree.children.get(fh, {}).items())
-        for index in range(start_id, len(children)):
-            name, ino = children[index]
-            attrs = self.tree.attrs.get(ino)
+        """A listing spans several requests, and the tree may be replaced between them: the offset
+        is a position in the names the folder had when the listing began (at offset 0, so a
+        rewinddir sees the folder anew), not in its current names. An entry there all along is
+        listed exactly once; one removed meanwhile is skipped (never offered to the kernel's cache
+        after its invalidation); one added meanwhile waits for the next listing."""
+        listing = self.listings.get(fh)
+        if listing is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        inode, names = listing
+        children = self.tree.children.get(inode, {})
+        if start_id == 0:
+            names = sorted(children)
+            self.listings[fh] = (inode, names)
+        for index in range(start_id, len(names)):
+            ino = children.get(names[index])
+            attrs = self.tree.attrs.get(ino) if ino is not None else None
             if attrs is None:
                 continue
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), self._entry(attrs), index + 1):
+            if not pyfuse3.readdir_reply(token, os.fsencode(names[index]), self._entry(attrs), index + 1):
                 return
 
     async def releasedir(self, fh: int) -> None:
-        return None
+        self.listings.pop(fh, None)
 
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):

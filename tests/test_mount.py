@@ -199,6 +199,68 @@ def test_concurrent_readers_while_adds_and_removes_commit(filled: Store, home: P
                    ["c1.gguf", "c3.gguf", "c5.gguf"], timeout=5)
 
 
+GETDENTS64 = {"x86_64": 217, "aarch64": 61}.get(os.uname().machine)
+
+
+def getdents(fd: int, size: int = 512) -> list[str]:
+    """One getdents64 call with a small buffer, as readdir(3) makes them: each asks the mount for
+    the next part of the listing, from the offset the last one ended at."""
+    import ctypes
+    import struct
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(size)
+    n = libc.syscall(GETDENTS64, fd, buf, size)
+    if n < 0:
+        raise OSError(ctypes.get_errno(), "getdents64")
+    names, pos = [], 0
+    while pos < n:
+        reclen = struct.unpack_from("QqH", buf.raw, pos)[2]
+        names.append(buf.raw[pos + 19 : pos + reclen].split(b"\0")[0].decode())
+        pos += reclen
+    return names
+
+
+@pytest.mark.skipif(GETDENTS64 is None, reason="getdents64's syscall number is known here for x86_64 and aarch64")
+def test_a_listing_across_catalog_changes_lists_every_lasting_entry_once(store: Store, home: Path, tmp_path: Path,
+                                                                         models: Path) -> None:
+    """POSIX readdir: an entry there for the whole listing is returned exactly once, whatever is
+    removed or added meanwhile. Models that sort before where the listing has got to are removed,
+    then others added, between the listing's requests."""
+    from modelstore.store.records import ModelRecord
+
+    base = add_local(store, write_tiny_llama_gguf(models / "t.gguf"), name="m-base").model
+    with store.catalog.write() as w:
+        for i in range(80):
+            w.put_model(ModelRecord(f"m{i:03d}", base.source, base.files, {}, 1.0 + i))
+    with mounted(home, tmp_path / "mnt") as m:
+        folder = m.path / "store/by-model"
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            got = getdents(fd)
+            assert 3 <= len(got) < 40, got  # the listing takes several requests
+            removed = [n for n in got if n.startswith("m0")]
+            with store.catalog.write() as w:
+                for name in removed:
+                    w.remove_model(name)
+            wait_until(lambda: not (folder / removed[0]).exists(), timeout=5)
+            got += getdents(fd)
+            added = [f"a{i:03d}" for i in range(30)]  # sort before every name listed so far
+            with store.catalog.write() as w:
+                for name in added:
+                    w.put_model(ModelRecord(name, base.source, base.files, {}, 200.0))
+            wait_until(lambda: (folder / added[0]).exists(), timeout=5)
+            while names := getdents(fd):
+                got += names
+        finally:
+            os.close(fd)
+        lasting = {"m-base", *(f"m{i:03d}" for i in range(80))} - set(removed) - {".", ".."}
+        counts = {name: got.count(name) for name in {*got, *lasting, *removed, *added}}
+        assert {name for name in lasting if counts[name] != 1} == set()
+        assert all(counts[name] <= 1 for name in (*removed, *added))
+        assert set(os.listdir(folder)) == lasting | set(added)
+
+
 def test_two_mounts_of_one_store(filled: Store, home: Path, tmp_path: Path, models: Path) -> None:
     with mounted(home, tmp_path / "a") as a, mounted(home, tmp_path / "b") as b:
         for root in (a.path, b.path):
