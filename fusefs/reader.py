@@ -154,12 +154,14 @@ class DerivedReader:
         data = self.recent.pop(key, None)
         if data is None:
             lock = self.locks.setdefault(key, self._trio.Lock())
-            async with lock:
-                data = self.recent.pop(key, None)
-                if data is None:
-                    data = await self.in_thread(self._load, piece, key, fds)
-            if not lock.locked() and lock.statistics().tasks_waiting == 0:
-                self.locks.pop(key, None)
+            try:
+                async with lock:
+                    data = self.recent.pop(key, None)
+                    if data is None:
+                        data = await self.in_thread(self._load, piece, key, fds)
+            finally:  # also when the conversion failed or the read was cancelled: no lock left behind
+                if not lock.locked() and lock.statistics().tasks_waiting == 0 and self.locks.get(key) is lock:
+                    del self.locks[key]
         self.recent[key] = data
         while len(self.recent) > self.keep:
             self.recent.pop(next(iter(self.recent)))

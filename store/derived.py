@@ -9,6 +9,7 @@ always be made again from the store: losing the folder loses nothing.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import uuid
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import blake3
+
+log = logging.getLogger(__name__)
 
 
 def op_key(op: dict[str, Any], length: int) -> str:
@@ -27,15 +30,23 @@ class DerivedCache:
         self.root, self.limit = root, limit
         self._lock = threading.Lock()
         self._used: int | None = None
+        self._warned = False
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / key
 
     def get(self, key: str) -> bytes | None:
+        """The entry, or None when it is missing or cannot be read (the folder is a file, is not
+        readable, the disk fails): the slice is then converted again, as if it was never kept."""
         path = self._path(key)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if not self._warned:
+                self._warned = True
+                log.warning("the derived cache %s cannot be read (%s): converting without it", self.root, exc)
             return None
         try:
             os.utime(path)  # recently used: evicted last
@@ -55,12 +66,18 @@ class DerivedCache:
                 f.write(data)
             os.rename(tmp, path)
         except OSError:
-            tmp.unlink(missing_ok=True)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:  # no folder to make it in (ENOTDIR): nothing was written
+                pass
             return
         with self._lock:
-            self._used = (self.used_bytes() if self._used is None else self._used) + len(data)
-            if self._used > self.limit:
-                self._evict(self.limit * 9 // 10)
+            try:
+                self._used = (self.used_bytes() if self._used is None else self._used) + len(data)
+                if self._used > self.limit:
+                    self._evict(self.limit * 9 // 10)
+            except OSError:  # a folder of the cache unreadable: the entry is kept, eviction waits
+                self._used = None
 
     def entries(self) -> list[tuple[float, int, Path]]:
         out = []

@@ -427,6 +427,46 @@ def test_converted_files_read_through_the_mount(store: Store, home: Path, tmp_pa
     assert fsck_clean(home)
 
 
+@requires_fuse
+@pytest.mark.fuse
+def test_a_broken_derived_cache_only_costs_speed(store: Store, home: Path, tmp_path: Path, hf_folder: Path) -> None:
+    """The derived cache is never needed: with <home>/derived a file (every lookup ENOTDIR, every
+    write refused), a converted file still reads back exactly, each slice converted anew."""
+    add_local(store, hf_folder, name="tiny")
+    record = plan_conversions(store, "tiny", "Q8_0").files["tiny-Q8_0.gguf"]
+    expected = converted_bytes(store, record)
+    (home / "derived").write_bytes(b"not a folder")
+    with mounted(home, tmp_path / "mnt") as m:
+        assert (m.path / "llamacpp" / "tiny.gguf").read_bytes() == expected
+        assert (m.path / "llamacpp" / "tiny.gguf").read_bytes() == expected  # the lookups fail again
+    assert (home / "derived").read_bytes() == b"not a folder"
+    assert DerivedCache(tmp_path / "derived-file", 1 << 20).get("0" * 64) is None
+    (tmp_path / "derived-file").write_bytes(b"")
+    cache = DerivedCache(tmp_path / "derived-file", 1 << 20)
+    cache.put("0" * 64, b"slice")  # refused quietly
+    assert cache.get("0" * 64) is None
+
+
+async def test_a_conversion_that_fails_leaves_no_lock_behind(tmp_path: Path) -> None:
+    """DerivedReader keeps a lock per slice being converted, and drops it once no reader waits,
+    also when the conversion raised (else one lock per failed slice stays for the mount's life)."""
+    import errno
+
+    from modelstore.fusefs.reader import DerivedReader
+
+    calls: list[str] = []
+
+    async def failing(fn: object, piece: Derived, key: str, fds: object) -> bytes:
+        calls.append(key)
+        raise OSError(errno.EIO, "conversion failed")
+
+    reader = DerivedReader(DerivedCache(tmp_path / "derived", 1 << 20), failing)
+    piece = Derived({"kind": "tensor", "inputs": [], "src": "F32", "dst": "F16", "b3": "0" * 64}, 8)
+    for _ in range(2):
+        with pytest.raises(OSError):
+            await reader.read(piece, 0, 8, {})
+    assert len(calls) == 2 and reader.locks == {}
+
 def test_fsck_conversions_notices_arithmetic_that_changed(cli, hf_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert cli("add", hf_folder, "--name", "tiny").code == 0
     assert cli("fsck", "--conversions").code == 0
