@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import select
+import shlex
 import shutil
 import subprocess
 import sys
@@ -73,7 +74,8 @@ def mount(app: App, mountpoint: Path, foreground: bool, allow_other: bool, links
                 os.write(ready_fd, b"ready\n")
                 os.close(ready_fd)
             else:
-                click.echo(f"mounted {mountpoint}; Ctrl-C or `modelstore umount {mountpoint}` unmounts", err=True)
+                click.echo(f"mounted {mountpoint}; Ctrl-C or `modelstore umount {shlex.quote(str(mountpoint))}` unmounts",
+                           err=True)
 
         try:
             with app.store() as store:
@@ -120,7 +122,8 @@ def _mount_in_background(app: App, mountpoint: Path, allow_other: bool, links: b
         proc.wait(10)
         tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
         raise ModelstoreError(f"the mount did not come up: {' / '.join(tail) or 'no output'} (log: {log_path})")
-    click.echo(f"mounted {mountpoint} (pid {proc.pid}, log {log_path}); unmount with: {_me()} umount {mountpoint}")
+    click.echo(f"mounted {mountpoint} (pid {proc.pid}, log {log_path}); unmount with: "
+               f"{shlex.quote(_me())} umount {shlex.quote(str(mountpoint))}")
 
 
 @click.command(epilog="\b\nExample:\n  modelstore umount /mnt/models")

@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 from collections.abc import Callable
@@ -102,7 +103,8 @@ def check_mountpoint(mountpoint: Path, allow_other: bool) -> None:
     if os.getuid() != 0 and not shutil.which("fusermount3"):
         raise ModelstoreError("fusermount3 is missing: install fuse3 (apt-get install fuse3)")
     if os.path.ismount(mountpoint):
-        raise Busy(f"{mountpoint} is already a mount point (unmount it first: modelstore umount {mountpoint})")
+        raise Busy(f"{mountpoint} is already a mount point (unmount it first: modelstore umount "
+                   f"{shlex.quote(str(mountpoint))})")
     if not mountpoint.exists():
         if not mountpoint.parent.is_dir():
             raise UsageError(f"{mountpoint}: no such folder")

@@ -317,6 +317,25 @@ def test_background_mount_and_umount_commands(filled: Store, home: Path, tmp_pat
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
 
 
+
+def test_the_unmount_hint_is_a_command_a_shell_runs_as_shown(filled: Store, home: Path, tmp_path: Path) -> None:
+    """A mount point with spaces (and a quote) is quoted in the "unmount with:" hint, so pasting
+    it unmounts that folder, not three others."""
+    import shlex
+
+    mnt = tmp_path / "my models's mount"
+    env = {**os.environ, "MODELSTORE_HOME": str(home)}
+    cmd = [sys.executable, "-m", "modelstore.cli"]
+    r = subprocess.run(cmd + ["mount", str(mnt)], env=env, capture_output=True, text=True, timeout=60)
+    try:
+        assert r.returncode == 0, r.stderr
+        hint = shlex.split(r.stdout.split("unmount with: ", 1)[1])
+        assert hint[1:] == ["umount", str(mnt)], r.stdout
+        assert subprocess.run(cmd + hint[1:], env=env, capture_output=True).returncode == 0
+        assert not os.path.ismount(mnt)
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+
 def test_links_option_points_into_the_store(filled: Store, home: Path, tmp_path: Path, models: Path) -> None:
     with mounted(home, tmp_path / "mnt", "--links") as m:
         path = m.path / "llamacpp/tiny-f32.gguf"
