@@ -13,6 +13,7 @@ import re
 import shlex
 import shutil
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,24 +122,31 @@ def check_mountpoint(mountpoint: Path, allow_other: bool) -> None:
                              "(as root: echo user_allow_other >> /etc/fuse.conf)")
 
 
-def build_tree(store: Store, options: MountOptions) -> tuple[int, Indexed]:
+def build_tree(store: Store, options: MountOptions, started_ns: int = 0) -> tuple[int, Indexed]:
+    """The catalog's generation and the tree every view renders from it; a folder holding
+    nothing is dated `started_ns` (when the mount started)."""
     snapshot = take_snapshot(store.catalog, os.path.abspath(store.objects.root))  # --links: absolute targets
-    return snapshot.generation, index_tree(render_root(snapshot, ViewOptions(links=options.links)))
+    return snapshot.generation, index_tree(render_root(snapshot, ViewOptions(links=options.links)), started_ns)
 
 
 def changed_entries(old: Indexed, new: Indexed) -> tuple[list[tuple[int, str]], list[int]]:
-    """(parent, name) entries whose inode vanished or changed, and directories whose listing or
-    attributes changed: what the kernel must forget after a catalog change."""
+    """(parent, name) entries whose inode vanished or changed, and inodes whose listing or
+    attributes changed (a folder's mtime; a file's link count or mtime, once another model
+    sharing it went): what the kernel must forget after a catalog change."""
     entries: list[tuple[int, str]] = []
-    dirs: list[int] = []
+    changed: dict[int, None] = {}
     for parent, children in old.children.items():
         new_children = new.children.get(parent)
         for name, ino in children.items():
             if new_children is None or new_children.get(name) != ino:
                 entries.append((parent, name))
-        if new_children != children or old.attrs.get(parent) != new.attrs.get(parent):
-            dirs.append(parent)
-    return entries, dirs
+        if new_children != children:
+            changed[parent] = None
+    for ino, attrs in old.attrs.items():
+        now = new.attrs.get(ino)
+        if now is not None and now != attrs:
+            changed[ino] = None
+    return entries, list(changed)
 
 
 def set_read_ahead(mountpoint: Path, kb: int) -> int | None:
@@ -152,7 +160,7 @@ def set_read_ahead(mountpoint: Path, kb: int) -> int | None:
         return None  # not root, or no sysfs: reads still work, in smaller requests
 
 
-async def _watch(store: Store, ops: object, options: MountOptions, generation: int) -> None:
+async def _watch(store: Store, ops: object, options: MountOptions, generation: int, started_ns: int = 0) -> None:
     import pyfuse3
     import trio
 
@@ -166,7 +174,7 @@ async def _watch(store: Store, ops: object, options: MountOptions, generation: i
         if current == generation:
             continue
         try:
-            new_generation, tree = build_tree(store, options)
+            new_generation, tree = build_tree(store, options, started_ns)
         except Exception:  # a model no view can show must not end the mount: keep showing the last tree
             log.exception("catalog generation %d: the views could not be rebuilt; still showing generation %d",
                           current, generation)
@@ -174,13 +182,13 @@ async def _watch(store: Store, ops: object, options: MountOptions, generation: i
             continue
         old = ops.tree  # type: ignore[attr-defined]
         ops.replace_tree(tree)  # type: ignore[attr-defined]
-        entries, dirs = changed_entries(old, tree)
+        entries, inodes = changed_entries(old, tree)
         for parent, name in entries:
             try:
                 pyfuse3.invalidate_entry_async(parent, os.fsencode(name), ignore_enoent=True)
             except OSError:
                 pass
-        for ino in dirs:
+        for ino in inodes:  # attributes only: a file's cached pages stay (its bytes never change)
             try:
                 pyfuse3.invalidate_inode(ino, attr_only=True)
             except OSError as exc:
@@ -213,7 +221,8 @@ def run_mount(store: Store, mountpoint: Path, options: MountOptions,
 
     check_mountpoint(mountpoint, options.allow_other)
     tune_malloc()
-    generation, tree = build_tree(store, options)
+    started_ns = time.time_ns()
+    generation, tree = build_tree(store, options, started_ns)
     limit = options.derived_cache if options.derived_cache is not None else derived_cache_bytes(store.home)
     ops = Operations(tree, lambda blob: str(store.objects.path(blob)), DerivedCache(store.home / "derived", limit))
     fuse_options = set(pyfuse3.default_options)
@@ -229,7 +238,7 @@ def run_mount(store: Store, mountpoint: Path, options: MountOptions,
         clean = False
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_watch, store, ops, options, generation)
+                nursery.start_soon(_watch, store, ops, options, generation, started_ns)
                 nursery.start_soon(_terminate_on_signal)
                 nursery.start_soon(_announce, mountpoint, options, on_ready)
                 await pyfuse3.main()

@@ -127,19 +127,24 @@ def content_inode(content: Content) -> int:
     return _ino(b"l:" + hashlib.sha256(content.data).digest())
 
 
-def index_tree(root: Dir) -> Indexed:
+def index_tree(root: Dir, empty_mtime_ns: int = 0) -> Indexed:
+    """Inodes and attributes for every node. A folder's mtime is the newest of what it holds
+    (its own, if a view gave it a later one); a folder holding nothing dated shows `empty_mtime_ns`
+    (the mount passes the time it started), so no folder claims 1970."""
     nodes: dict[int, Node] = {}
     attrs: dict[int, Attrs] = {}
     children: dict[int, dict[str, int]] = {}
     parents: dict[int, int] = {}
     links: dict[int, int] = {}
 
-    def visit(node: Node, path: str, ino: int, parent: int) -> None:
+    def visit(node: Node, path: str, ino: int, parent: int) -> int:
+        """Index `node`; returns its own mtime (for a folder, the newest of what it holds)."""
         nodes[ino] = node
         parents.setdefault(ino, parent)
         if isinstance(node, Dir):
             children[ino] = {}
             subdirs = 0
+            newest = node.mtime_ns
             for name, child in node.children.items():
                 child_path = f"{path}/{name}"
                 if isinstance(child, File):
@@ -150,15 +155,18 @@ def index_tree(root: Dir) -> Indexed:
                     child_ino = _ino(b"d:" + child_path.encode())
                     subdirs += 1
                 children[ino][name] = child_ino
-                visit(child, child_path, child_ino, ino)
-            attrs[ino] = Attrs(ino, stat.S_IFDIR | 0o555, 0, node.mtime_ns, 2 + subdirs)
-        elif isinstance(node, File):
+                newest = max(newest, visit(child, child_path, child_ino, ino))
+            mtime = newest or empty_mtime_ns
+            attrs[ino] = Attrs(ino, stat.S_IFDIR | 0o555, 0, mtime, 2 + subdirs)
+            return mtime
+        if isinstance(node, File):
             links[ino] = links.get(ino, 0) + 1
             previous = attrs.get(ino)
             mtime = node.mtime_ns if previous is None else min(previous.mtime_ns, node.mtime_ns)
             attrs[ino] = Attrs(ino, stat.S_IFREG | 0o444, node.content.size, mtime, links[ino])
         else:
             attrs[ino] = Attrs(ino, stat.S_IFLNK | 0o777, len(node.target.encode()), node.mtime_ns)
+        return node.mtime_ns
 
     visit(root, "", ROOT_INODE, ROOT_INODE)
     return Indexed(nodes, attrs, children, parents)

@@ -153,6 +153,30 @@ def test_live_updates_within_a_second(filled: Store, home: Path, tmp_path: Path,
         assert "new-q.gguf" not in os.listdir(m.path / "llamacpp")
 
 
+
+def test_link_counts_and_folder_dates_follow_catalog_changes(store: Store, home: Path, tmp_path: Path,
+                                                             models: Path) -> None:
+    """Attributes are cached for an hour, so a change must invalidate them: once one of two models
+    sharing a file is removed, the file's link count drops on the open mount (not at the next
+    remount), and a folder's mtime (never 1970) follows the newest model it holds."""
+    twin = write_tiny_llama_gguf(models / "twin.gguf", seed=9)
+    add_local(store, twin, name="t-1")
+    with mounted(home, tmp_path / "mnt") as m:
+        path = m.path / "llamacpp/t-1.gguf"
+        alone = os.stat(path).st_nlink
+        first = os.stat(m.path).st_mtime_ns
+        assert first == int(store.model("t-1").added_at * 1e9)
+        assert os.stat(m.path / "ollama/manifests").st_mtime_ns == first
+        add_local(store, twin, name="t:1")
+        wait_until(lambda: (m.path / "llamacpp/t-1-2.gguf").exists(), timeout=5)
+        shared = os.stat(path).st_nlink
+        assert shared > alone
+        assert os.stat(m.path).st_mtime_ns == int(store.model("t:1").added_at * 1e9) > first
+        store.remove("t:1")
+        wait_until(lambda: not (m.path / "llamacpp/t-1-2.gguf").exists(), timeout=5)
+        assert os.stat(path).st_nlink == alone
+        assert os.stat(m.path).st_mtime_ns == first
+
 def test_open_file_keeps_reading_after_rm_and_gc(filled: Store, home: Path, tmp_path: Path, models: Path) -> None:
     expected = (models / "tuned.gguf").read_bytes()
     with mounted(home, tmp_path / "mnt") as m:
@@ -371,7 +395,7 @@ def test_a_catalog_no_view_can_show_does_not_end_the_mount(monkeypatch: pytest.M
 
     attempts: list[int] = []
 
-    def build_tree(store: object, options: object) -> tuple[int, object]:
+    def build_tree(store: object, options: object, started_ns: int = 0) -> tuple[int, object]:
         attempts.append(store.catalog.generation_now)  # type: ignore[attr-defined]
         raise ValueError("'a' is a file and a folder")
 

@@ -337,6 +337,40 @@ def test_same_content_same_inode_everywhere(populated: tuple[Store, Snapshot]) -
     assert indexed.attrs[tiny].nlink >= 4  # hf blob, ollama blob, lmstudio, llamacpp, store
 
 
+
+def test_a_folder_is_dated_by_the_newest_thing_it_holds(populated: tuple[Store, Snapshot]) -> None:
+    """No folder shows 1970: the mount root, each view's root, a repo's blobs/ and snapshots/<commit>/
+    and ollama/manifests take the newest mtime of what they hold; a folder holding nothing takes
+    the time given (the mount's start)."""
+    _, snap = populated
+    root = render_root(snap)
+    indexed = index_tree(root, empty_mtime_ns=7)
+
+    def ino_of(path: str) -> int:
+        ino = 1
+        for part in filter(None, path.split("/")):
+            ino = indexed.children[ino][part]
+        return ino
+
+    def newest(node: Dir | File | Link) -> int:
+        if not isinstance(node, Dir):
+            return node.mtime_ns
+        return max([newest(child) for child in node.children.values()] + [node.mtime_ns]) or 7
+
+    folders = {"": root, **{p: n for p, n in walk(root).items() if isinstance(n, Dir)}}
+    for path, node in folders.items():
+        assert indexed.attrs[ino_of(path)].mtime_ns == newest(node) > 7, path
+    assert indexed.attrs[1].mtime_ns == max(int(m.added_at * 1e9) for m in snap.models)
+    tiny = int(next(m for m in snap.models if m.name == "tiny:q8").added_at * 1e9)
+    repo = "huggingface/models--local--tiny-q8"
+    commit = next(iter(folders[f"{repo}/snapshots"].children))  # type: ignore[union-attr]
+    for path in (repo, f"{repo}/blobs", f"{repo}/snapshots/{commit}"):
+        assert indexed.attrs[ino_of(path)].mtime_ns == tiny
+    assert indexed.attrs[ino_of("ollama/manifests")].mtime_ns == max(
+        int(m.added_at * 1e9) for m in snap.models if m.name != "my:hf-model")
+    empty = index_tree(render_root(Snapshot(0, (), {}, snap.objects_root)), empty_mtime_ns=7)
+    assert {a.mtime_ns for ino, a in empty.attrs.items() if ino in empty.children} == {7}
+
 def test_links_option(populated: tuple[Store, Snapshot]) -> None:
     store, snap = populated
     cpp = render_root(snap, ViewOptions(links=True)).children["llamacpp"]
