@@ -12,19 +12,17 @@ from modelstore.cli.app import App, emit_json, human_bytes, pass_app
 @click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON.")
 @pass_app
 def rm(app: App, names: tuple[str, ...], as_json: bool) -> None:
-    """Remove models by name. Their bytes stay until `modelstore gc`; bytes another model also
-    reads stay until that one is removed too."""
+    """Remove models by name. Every name must exist, else nothing is removed; a name given twice
+    counts once. Their bytes stay until `modelstore gc`; bytes another model also reads stay until
+    that one is removed too."""
     from modelstore.store.gc import plan_gc
 
     with app.store() as store:
-        for name in names:
-            store.model(name)  # every name must exist before anything is removed
-        for name in names:
-            store.remove(name)
+        removed = [m.name for m in store.remove_models(list(names))]  # all or nothing, in one transaction
         freeable = plan_gc(store).bytes_freed
     if as_json:
-        emit_json({"removed": list(names), "gc_would_free_bytes": freeable})
+        emit_json({"removed": removed, "gc_would_free_bytes": freeable})
         return
-    for name in names:
+    for name in removed:
         click.echo(f"removed {name}")
     click.echo(f"`modelstore gc` would free {human_bytes(freeable)}")

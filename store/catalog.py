@@ -149,7 +149,13 @@ class Reader:
         self.catalog, self.txn, self.dbs = catalog, txn, catalog.dbs
 
     def _get(self, db: str, key: str) -> Any:
-        raw = self.txn.get(key.encode(), db=self.dbs[db])
+        try:
+            encoded = key.encode()
+        except UnicodeEncodeError:  # not UTF-8 (a surrogate from a command line): nothing is stored under it
+            return None
+        if not 0 < len(encoded) <= self.catalog.env.max_key_size():  # LMDB cannot hold such a key at all
+            return None
+        raw = self.txn.get(encoded, db=self.dbs[db])
         return None if raw is None else _dec(raw)
 
     def _items(self, db: str) -> Iterator[tuple[str, Any]]:

@@ -72,6 +72,7 @@ class Store:
     # -- reading ------------------------------------------------------------------------------------
 
     def model(self, name: str) -> ModelRecord:
+        check_model_name(name)  # a name no model can have: the rule's own message, not an LMDB error
         with self.catalog.read() as r:
             model = r.model(name)
         if model is None:
@@ -189,8 +190,17 @@ class Store:
     # -- removing -----------------------------------------------------------------------------------
 
     def remove(self, name: str) -> ModelRecord:
+        return self.remove_models([name])[0]
+
+    def remove_models(self, names: list[str]) -> list[ModelRecord]:
+        """Remove the models `names` (a name given twice counts once) in one transaction: when one
+        of them does not exist (NotFound) or is no model name (UnsafeName), nothing is removed."""
+        unique = list(dict.fromkeys(names))
+        for name in unique:
+            check_model_name(name)
         with self.catalog.write() as w:
-            old = w.remove_model(name)
-        if old is None:
-            raise NotFound(f"no model named {name!r} (see `modelstore ls`)")
-        return old
+            missing = [name for name in unique if w.model(name) is None]
+            if missing:  # raised inside the transaction: it is aborted, nothing was removed
+                raise NotFound(f"no model named {', '.join(repr(n) for n in missing)} (see `modelstore ls`); "
+                               f"nothing was removed")
+            return [old for name in unique if (old := w.remove_model(name)) is not None]
