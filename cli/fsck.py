@@ -18,7 +18,9 @@ from modelstore.cli.app import App, emit_json, pass_app
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_app
 def fsck(app: App, deep: bool, conversions: bool, as_json: bool) -> None:
-    """Check that the catalog and the blobs agree. Exit status 1 when a problem is found."""
+    """Check that the catalog and the blobs agree. Exit status 1 when a problem is found.
+
+    Holds the store lock shared, as an add does: a gc started meanwhile waits for fsck to end."""
     from modelstore.store.fsck import fsck as run_fsck
 
     deep = deep or conversions
@@ -27,7 +29,7 @@ def fsck(app: App, deep: bool, conversions: bool, as_json: bool) -> None:
             total = sum(size for _, size in r.blobs()) if deep else 0
         tick = app.progress(total, "store") if deep else None
         try:
-            report = run_fsck(store, deep=deep, progress=tick)
+            report = run_fsck(store, deep=deep, progress=tick, on_wait=app.waiting("gc"))
             if conversions and report.clean:
                 from modelstore.converters.planner import verify_conversions
 

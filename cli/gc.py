@@ -17,7 +17,11 @@ from modelstore.cli.app import App, emit_json, human_bytes, pass_app
 def gc(app: App, dry_run: bool, derived: bool, as_json: bool) -> None:
     """Delete blobs no model references any more (after `rm`, or left by an add that was interrupted or refused a file).
 
-    Waits for running adds to finish first, so nothing an add is about to commit is removed."""
+    Waits for running adds (and fsck) to finish first, so nothing an add is about to commit is removed.
+    What is live is read from the model and conversion records themselves; when a model names a file
+    record the catalog lacks, gc removes nothing and says to run `modelstore fsck`. `bytes_freed` counts
+    removed blobs, orphan objects and the staging folders of stopped processes: with --dry-run what
+    would be removed, else what was (a file already gone frees nothing)."""
     from modelstore.store.gc import run_gc
 
     from modelstore.store.derived import DerivedCache
@@ -29,13 +33,15 @@ def gc(app: App, dry_run: bool, derived: bool, as_json: bool) -> None:
         if derived and not dry_run:
             cache.clear()
     plan = result.plan
+    freed = plan.bytes_freed if dry_run else result.bytes_freed
     if as_json:
-        emit_json({**plan.to_json(), "dry_run": dry_run, "removed_blobs": len(result.removed_blobs),
+        emit_json({**plan.to_json(), "bytes_freed": freed, "dry_run": dry_run, "removed_blobs": len(result.removed_blobs),
                    "derived_cache_bytes_freed": derived_bytes})
         return
     if derived:
         click.echo(f"{'would free' if dry_run else 'freed'} {human_bytes(derived_bytes)} of converted tensors "
                    f"from the derived cache")
     verb = "would free" if dry_run else "freed"
-    click.echo(f"{verb} {human_bytes(plan.bytes_freed)}: {len(plan.blobs)} blob(s), "
-               f"{len(plan.orphans)} orphan object(s), {len(plan.files)} unreferenced file record(s)")
+    click.echo(f"{verb} {human_bytes(freed)}: {len(plan.blobs)} blob(s), "
+               f"{len(plan.orphans)} orphan object(s), {len(plan.files)} unreferenced file record(s)"
+               + (f", {plan.stale_staging} stale staging folder(s)" if plan.stale_staging else ""))

@@ -17,6 +17,8 @@ from typing import Any
 import blake3
 
 from modelstore.store.digests import git_blob_header
+from modelstore.store.gc import live_set
+from modelstore.store.locks import store_lock
 from modelstore.store.records import Extent, FileRecord
 from modelstore.store.store import Store
 
@@ -37,9 +39,21 @@ class FsckReport:
         return {"clean": self.clean, "problems": self.problems, "notes": self.notes, "checked": self.checked}
 
 
-def fsck(store: Store, *, deep: bool = False, progress: Callable[[int], None] | None = None) -> FsckReport:
+def fsck(store: Store, *, deep: bool = False, progress: Callable[[int], None] | None = None,
+         on_wait: Callable[[], None] | None = None) -> FsckReport:
+    """Check the store, holding its lock shared (as an add does): a gc, which holds it exclusive,
+    waits until fsck ends instead of removing blobs under it (they would be reported missing)."""
+    with store_lock(store.lock_path, exclusive=False, on_wait=on_wait):
+        report = _fsck(store, deep, progress)
+    report.problems = list(dict.fromkeys(report.problems))  # one line per problem, not per extent
+    return report
+
+
+def _fsck(store: Store, deep: bool, progress: Callable[[int], None] | None) -> FsckReport:
     report = FsckReport()
     problem = report.problems.append
+    listed = store.objects.listing()  # before the catalog: a blob committed meanwhile is no orphan
+    adding = bool(store.objects.live_staging())
     with store.catalog.read() as r:
         blobs = dict(r.blobs())
         files = {f.b3: f for f in r.files()}
@@ -48,22 +62,12 @@ def fsck(store: Store, *, deep: bool = False, progress: Callable[[int], None] | 
         file_models, blob_files = r.reverse_references()
         by_sha = {f.sha256: r.file_by_sha256(f.sha256) for f in files.values()}
         conversions = dict(r.all_conversions())
+        live = live_set(r)  # from the model and conversion records, as gc decides
     report.checked = {"models": len(models), "files": len(files), "blobs": len(blobs), "tensors": len(tensors),
                       "conversions": len(conversions)}
 
-    files_of_blob: dict[str, set[str]] = {}
-    for b, f in blob_files:
-        files_of_blob.setdefault(b, set()).add(f)
-    models_of_file: dict[str, set[str]] = {}
-    for f, name in file_models:
-        models_of_file.setdefault(f, set()).add(name)
-    for name, entry in conversions.items():  # a converted header is read by its model's renditions
-        for b in entry.get("blobs", ()):
-            models_of_file.setdefault(f"conversion:{b}", set()).add(name)
-            files_of_blob.setdefault(b, set()).add(f"conversion:{b}")
-
     def remedy(blob: str) -> str:
-        users = sorted({name for f in files_of_blob.get(blob, ()) for name in models_of_file.get(f, ())})
+        users = sorted(live.users.get(blob, ()))
         if not users:
             return "no model uses it; `modelstore gc` removes it"
         return (f"models that read it: {', '.join(users)}; `modelstore rm` them, `modelstore gc`, then add them "
@@ -111,11 +115,15 @@ def fsck(store: Store, *, deep: bool = False, progress: Callable[[int], None] | 
 
     _check_conversions(conversions, {m.name: m for m in models}, blobs, problem)
 
-    orphans = list(store.objects.strays(blobs))
-    if orphans:
+    orphans = list(store.objects.strays(blobs.keys() | live.blobs, listed))
+    if orphans and adding:
+        report.notes.append(f"{len(orphans)} object(s) not in the catalog: an add, import or convert is running, "
+                            f"and they may be its blobs, not committed yet (run fsck again once it ends; "
+                            f"`modelstore gc` waits for it and removes what is left)")
+    elif orphans:
         report.notes.append(f"{len(orphans)} object(s) not in the catalog (left by an add that was interrupted or "
                             f"refused a file); `modelstore gc` removes them")
-    unreferenced = [b3 for b3 in files if not any(fm[0] == b3 for fm in file_models)]
+    unreferenced = [b3 for b3 in files if b3 not in live.files]
     if unreferenced:
         report.notes.append(f"{len(unreferenced)} file(s) no model names (after `rm`); `modelstore gc` removes them")
     stale = store.objects.stale_staging()
@@ -159,11 +167,17 @@ def _deep(store: Store, blobs: dict[str, int], files: dict[str, Any], tensors: l
     bad_blobs: set[str] = set()
     for blob in blobs:
         h = blake3.blake3(max_threads=blake3.blake3.AUTO)
-        with open(store.objects.path(blob), "rb") as f:
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
-                if progress:
-                    progress(len(chunk))
+        try:
+            with open(store.objects.path(blob), "rb") as f:
+                while chunk := f.read(CHUNK):
+                    h.update(chunk)
+                    if progress:
+                        progress(len(chunk))
+        except FileNotFoundError:  # the store lock keeps gc out: something else removed it
+            report.problems.append(f"blob {blob} vanished from {store.objects.path(blob).parent} while fsck read "
+                                   f"it ({remedy(blob)})")
+            bad_blobs.add(blob)
+            continue
         if h.hexdigest() != blob:
             report.problems.append(f"blob {blob} no longer hashes to its name (its bytes changed on disk; "
                                    f"{remedy(blob)})")

@@ -1,4 +1,4 @@
-"""The store lock: every `add` holds it shared, `gc` holds it exclusive.
+"""The store lock: every `add` (and `convert`, and `fsck`) holds it shared, `gc` holds it exclusive.
 
 So gc never removes a blob an add is about to commit, or one whose tensors an add is reusing,
 and the kernel drops the lock of a killed process by itself.
@@ -13,6 +13,7 @@ Two more locks are taken on folders themselves (flock works on a directory's fd)
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from collections.abc import Callable, Iterator
@@ -27,7 +28,12 @@ WaitNotice = Callable[[str], None]  # told what the lock is waiting for, before 
 @contextmanager
 def store_lock(path: Path, *, exclusive: bool, wait: bool = True,
                on_wait: WaitNotice | None = None) -> Iterator[None]:
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        fd = os.open(path, os.O_RDONLY)  # a store this user may only read (fsck): flock needs no write access
     try:
         kind = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         try:
@@ -36,7 +42,7 @@ def store_lock(path: Path, *, exclusive: bool, wait: bool = True,
             if not wait:
                 raise Busy("the store is busy: an add or gc is running (try again, or wait)") from None
             if on_wait is not None:
-                on_wait("running adds, imports and conversions" if exclusive else "a running gc")
+                on_wait("running adds, imports, conversions or fsck" if exclusive else "a running gc")
             fcntl.flock(fd, kind)
         yield
     finally:

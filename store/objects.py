@@ -19,7 +19,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -49,19 +49,28 @@ class Objects:
     def exists(self, blob: str) -> bool:
         return self.path(blob).is_file()
 
-    def strays(self, known: Collection[str]) -> Iterator[Path]:
+    def strays(self, known: Collection[str], listed: Iterable[Path] | None = None) -> Iterator[Path]:
         """Files in objects/ that are not a blob of `known` at its own place: orphans an
-        interrupted add left, and anything else put there (a misplaced or misnamed file)."""
+        interrupted add left, and anything else put there (a misplaced or misnamed file).
+        `listed`: a listing taken before `known` was read (see `listing`), instead of a fresh one."""
+        for path in self.listing() if listed is None else listed:
+            if not (path.name in known and self.path(path.name) == path):  # a known name is valid BLAKE3
+                yield path  # a file, or a link (removing a link leaves its target alone)
+
+    def listing(self) -> list[Path]:
+        """Every file (or link) in objects/<sub>/. Taken before the catalog is read, a file found
+        here and not in the catalog is no blob committed meanwhile: the commit follows the file."""
         if not self.root.is_dir():
-            return
+            return []
+        out = []
         for sub in sorted(self.root.iterdir()):
             if sub.is_symlink() or not sub.is_dir():  # never follow a link out of the store
                 continue
             for path in sorted(sub.iterdir()):
                 if path.is_dir() and not path.is_symlink():
                     continue  # not ours to empty
-                if not (path.name in known and self.path(path.name) == path):  # a known name is valid BLAKE3
-                    yield path  # a file, or a link (removing a link leaves its target alone)
+                out.append(path)
+        return out
 
     # -- committing -------------------------------------------------------------------------
 
@@ -125,41 +134,67 @@ class Objects:
 
     def stale_staging(self) -> list[Path]:
         """Staging folders whose owner is gone (its lock is free)."""
-        if not self.tmp.is_dir():
-            return []
-        with dir_lock(self.tmp, exclusive=True):
-            return self._stale_staging()
+        return self._staging()[0]
 
-    def _stale_staging(self) -> list[Path]:
-        stale = []
-        for folder in self.tmp.iterdir():
-            lock = folder / STAGING_LOCK
-            try:
-                fd = os.open(lock, os.O_RDWR)
-            except FileNotFoundError:
-                stale.append(folder)  # a crash between mkdir and lock, or a stray file
-                continue
-            except NotADirectoryError:
-                stale.append(folder)
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                stale.append(folder)
-            except BlockingIOError:
-                pass
-            finally:
-                os.close(fd)
-        return stale
+    def live_staging(self) -> list[Path]:
+        """Staging folders whose owner still runs (an add, import or convert): blobs such an
+        operation has placed in objects/ are not in the catalog until it commits."""
+        return self._staging()[1]
+
+    def _staging(self) -> tuple[list[Path], list[Path]]:
+        """(stale, live) staging folders, told apart by their lock under tmp/'s exclusive lock."""
+        if not self.tmp.is_dir():
+            return [], []
+        stale, live = [], []
+        with dir_lock(self.tmp, exclusive=True):
+            for folder in self.tmp.iterdir():
+                lock = folder / STAGING_LOCK
+                try:
+                    fd = os.open(lock, os.O_RDWR)
+                except (FileNotFoundError, NotADirectoryError):
+                    stale.append(folder)  # a crash between mkdir and lock, or a stray file
+                    continue
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    stale.append(folder)
+                except BlockingIOError:
+                    live.append(folder)
+                finally:
+                    os.close(fd)
+        return stale, live
 
     def clean_stale_staging(self) -> int:
-        removed = 0
+        """Remove the staging folders whose owner is gone; returns how many."""
+        return len(self.remove_stale_staging())
+
+    def remove_stale_staging(self) -> list[tuple[Path, int]]:
+        """Remove the staging folders whose owner is gone; returns each with the bytes it held."""
+        removed = []
         for folder in self.stale_staging():
-            if folder.is_dir():
+            size = tree_bytes(folder)
+            if folder.is_dir() and not folder.is_symlink():
                 shutil.rmtree(folder, ignore_errors=True)
             else:
                 folder.unlink(missing_ok=True)
-            removed += 1
+            removed.append((folder, size))
         return removed
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of the files under `path` (itself when it is a file), links not followed; 0 when gone."""
+    try:
+        if not path.is_dir() or path.is_symlink():
+            return path.lstat().st_size
+    except FileNotFoundError:
+        return 0
+    total = 0
+    for folder, _, names in os.walk(path):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except FileNotFoundError:
+                pass
+    return total
 
 
 def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
