@@ -81,7 +81,16 @@ def show(app: App, name: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON (bytes, not rounded).")
 @pass_app
 def du(app: App, as_json: bool) -> None:
-    """Disk use: logical bytes, stored bytes, what dedup saves; per model the bytes only it holds."""
+    """Disk use: logical bytes, stored bytes, what dedup saves; per model the bytes only it holds.
+
+    \b
+    saved = logical - (stored - conversion): the conversions' own blobs (converted headers and
+      small files) are stored but have no logical counterpart, so they are shown apart, not
+      taken off the saving; saved is negative only while gc has bytes to free.
+    reclaimable = what `modelstore gc` frees now (`gc --dry-run` says the same): blobs no model
+      or conversion reads, files in objects/ the catalog does not name, and staging left by
+      stopped processes. While an add runs, files it has not committed yet are not counted
+      (add_running in --json)."""
     from modelstore.store.usage import compute_usage
 
     with app.store() as store:
@@ -95,13 +104,19 @@ def du(app: App, as_json: bool) -> None:
     click.echo(f"logical {human_bytes(usage.logical_bytes)}, stored {human_bytes(usage.stored_bytes)}, "
                f"saved {human_bytes(max(usage.saved_bytes, 0))} ({usage.ratio:.2f}x)")
     if usage.conversion_bytes or usage.derived_cache_bytes:
-        click.echo(f"conversions: {human_bytes(usage.conversion_bytes)} of planned headers and files (in stored); "
-                   f"{human_bytes(usage.derived_cache_bytes)} of converted tensors cached in <home>/derived "
-                   f"(not in stored; safe to delete)")
+        click.echo(f"conversions: {human_bytes(usage.conversion_bytes)} of planned headers and files (in stored, "
+                   f"not in saved); {human_bytes(usage.derived_cache_bytes)} of converted tensors cached in "
+                   f"<home>/derived (not in stored; safe to delete)")
+    in_dead_blobs = usage.reclaimable_bytes - usage.outside_catalog_bytes
+    kept = max(usage.unreferenced_bytes - in_dead_blobs, 0)
     if usage.unreferenced_bytes:
-        kept = usage.unreferenced_bytes - usage.reclaimable_bytes
-        click.echo(f"{human_bytes(usage.unreferenced_bytes)} is referenced by no model: `modelstore gc` frees "
-                   f"{human_bytes(usage.reclaimable_bytes)} of it"
-                   + (f"; {human_bytes(kept)} lies inside blobs other models still read, and stays" if kept else ""))
+        click.echo(f"{human_bytes(usage.unreferenced_bytes)} is referenced by no model"
+                   + (f"; {human_bytes(kept)} of it lies inside blobs other models still read, and stays" if kept else ""))
+    if usage.reclaimable_bytes:
+        click.echo(f"`modelstore gc` frees {human_bytes(usage.reclaimable_bytes)}"
+                   + (f" (of which {human_bytes(usage.outside_catalog_bytes)} outside the catalog: orphan objects, "
+                      f"stale staging)" if usage.outside_catalog_bytes else ""))
+    if usage.add_running:
+        click.echo("an add is running: objects it has not committed yet are not counted")
     click.echo("UNIQUE: stored bytes no other model shares (what `rm` then `gc` gives back, but for the parts of "
                "blobs another model still reads)")

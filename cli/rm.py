@@ -14,15 +14,21 @@ from modelstore.cli.app import App, emit_json, human_bytes, pass_app
 def rm(app: App, names: tuple[str, ...], as_json: bool) -> None:
     """Remove models by name. Every name must exist, else nothing is removed; a name given twice
     counts once. Their bytes stay until `modelstore gc`; bytes another model also reads stay until
-    that one is removed too."""
+    that one is removed too.
+
+    The figure `gc` would free is what `gc --dry-run` says now. While an add runs (add_running in
+    --json), files in objects/ it has not committed yet are not counted, and the add may still reuse
+    some of the bytes counted."""
     from modelstore.store.gc import plan_gc
 
     with app.store() as store:
         removed = [m.name for m in store.remove_models(list(names))]  # all or nothing, in one transaction
-        freeable = plan_gc(store).bytes_freed
+        plan = plan_gc(store)
     if as_json:
-        emit_json({"removed": removed, "gc_would_free_bytes": freeable})
+        emit_json({"removed": removed, "gc_would_free_bytes": plan.bytes_freed, "add_running": plan.add_running})
         return
     for name in removed:
         click.echo(f"removed {name}")
-    click.echo(f"`modelstore gc` would free {human_bytes(freeable)}")
+    click.echo(f"`modelstore gc` would free {human_bytes(plan.bytes_freed)}"
+               + (" (an add is running: its objects, not committed yet, are not counted, and it may still reuse "
+                  "some of these bytes)" if plan.add_running else ""))

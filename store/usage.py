@@ -1,5 +1,9 @@
 """`du`: logical bytes (what the models would take as separate copies), stored bytes, the
-saving, and per model the bytes only it holds (what `rm` + `gc` would give back)."""
+saving, and per model the bytes only it holds (what `rm` + `gc` would give back).
+
+The saving compares the models' files with the stored bytes of those files: a planned
+conversion's own blobs (headers, small files) add stored bytes and no logical ones, so they are
+counted apart (`conversion_bytes`) rather than taken off the saving."""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelstore.store.derived import DerivedCache
+from modelstore.store.errors import StoreCorrupt
+from modelstore.store.gc import plan_from_snapshot
 from modelstore.store.store import Store
 
 
@@ -27,33 +33,54 @@ class Usage:
     unreferenced_bytes: int  # blob bytes no model references now
     conversion_bytes: int = 0  # planned conversions' own blobs (headers, config and tokenizer files)
     derived_cache_bytes: int = 0  # converted slices kept in <home>/derived (disposable)
-    # Of `unreferenced_bytes`, those in blobs no model uses at all: what gc gives back. The rest
-    # lies inside blobs other models still read from, and stays.
+    # What `gc` frees now, the figure `gc --dry-run` gives: catalogued blobs no record reads (part of
+    # `unreferenced_bytes`; the rest of that lies inside blobs other models still read, and stays),
+    # plus `outside_catalog_bytes`.
     reclaimable_bytes: int = 0
+    # Of `reclaimable_bytes`, those not in `stored_bytes`: files in objects/ the catalog does not name
+    # (left by an interrupted add) and staging folders of stopped processes.
+    outside_catalog_bytes: int = 0
+    add_running: bool = False  # objects/ files outside the catalog were not counted: maybe a running add's
+
+    @property
+    def model_stored_bytes(self) -> int:
+        """Stored bytes but for the conversions' own blobs: what the models' files take."""
+        return self.stored_bytes - self.conversion_bytes
 
     @property
     def saved_bytes(self) -> int:
-        return self.logical_bytes - self.stored_bytes
+        """Logical bytes minus what the models' files take stored (negative only while `gc` has
+        bytes to free that no model needs)."""
+        return self.logical_bytes - self.model_stored_bytes
 
     @property
     def ratio(self) -> float:
-        return self.logical_bytes / self.stored_bytes if self.stored_bytes else 1.0
+        return self.logical_bytes / self.model_stored_bytes if self.model_stored_bytes > 0 else 1.0
 
     def to_json(self) -> dict[str, Any]:
         return {"logical_bytes": self.logical_bytes, "stored_bytes": self.stored_bytes,
                 "saved_bytes": self.saved_bytes, "dedup_ratio": round(self.ratio, 4),
                 "unreferenced_bytes": self.unreferenced_bytes, "reclaimable_bytes": self.reclaimable_bytes,
+                "outside_catalog_bytes": self.outside_catalog_bytes, "add_running": self.add_running,
                 "conversion_bytes": self.conversion_bytes,
                 "derived_cache_bytes": self.derived_cache_bytes,
                 "models": [m.__dict__ for m in self.models]}
 
 
 def compute_usage(store: Store) -> Usage:
+    listed = store.objects.listing()  # as gc plans: the listing first, then the catalog
+    add_running = bool(store.objects.live_staging())
     with store.catalog.read() as r:
         models = sorted(r.models(), key=lambda m: m.name)
         files = {f.b3: f for f in r.files()}
         blob_sizes = dict(r.blobs())
         owned = {name: value.get("blobs", []) for name, value in r.all_conversions()}
+        for m in models:
+            for b3 in m.files.values():
+                if b3 not in files:
+                    raise StoreCorrupt(f"file {b3} is named by model {m.name} but missing from the catalog; "
+                                       f"run `modelstore fsck`")
+        plan = plan_from_snapshot(store, r, listed, add_running)[0]
     # For each blob, the byte ranges each model's recipes use; a sweep over the boundaries finds
     # the bytes used by exactly one model.
     ranges: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
@@ -84,7 +111,7 @@ def compute_usage(store: Store) -> Usage:
             previous = pos
     stored = sum(blob_sizes.values())
     conversion = sum(blob_sizes.get(b, 0) for b in {b for blobs in owned.values() for b in blobs})
-    reclaimable = sum(size for blob, size in blob_sizes.items() if blob not in ranges)
+    outside = sum(s for _, s in plan.orphans) + sum(s for _, s in plan.staging)
     return Usage(tuple(ModelUsage(n, c, lg, unique[n]) for n, c, lg in per_model),
                  sum(lg for _, _, lg in per_model), stored, stored - referenced, conversion,
-                 DerivedCache(store.home / "derived", 0).used_bytes(), reclaimable)
+                 DerivedCache(store.home / "derived", 0).used_bytes(), plan.bytes_freed, outside, add_running)

@@ -73,7 +73,7 @@ def test_ls_show_du_rm_gc(cli, home: Path, models: Path) -> None:
     assert "saved" in cli("du").out
 
     rm = cli("rm", "b", "--json").json()
-    assert rm == {"removed": ["b"], "gc_would_free_bytes": unique_b}
+    assert rm == {"removed": ["b"], "gc_would_free_bytes": unique_b, "add_running": False}
     dry = cli("gc", "--dry-run", "--json").json()
     assert dry["bytes_freed"] == unique_b and dry["dry_run"] is True
     assert stored_bytes(home) == du["stored_bytes"]

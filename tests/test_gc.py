@@ -139,6 +139,8 @@ def test_gc_counts_stale_staging_and_only_bytes_it_removed(cli, home: Path, mode
     (stale / "sub" / "more").write_bytes(b"y" * 700)
     dry = cli("gc", "--dry-run", "--json").json()
     assert dry["bytes_freed"] == 5700 and dry["stale_staging"] == 1 and dry["stale_staging_bytes"] == 5700
+    du = cli("du", "--json").json()
+    assert du["reclaimable_bytes"] == 5700
 
     from modelstore.store import Store
 
@@ -194,6 +196,51 @@ def test_gc_keeps_a_blob_a_record_reads_that_the_blobs_table_lost(cli, home: Pat
     assert _model_bytes(home, "b") == {"b.gguf": b.read_bytes()} and _model_bytes(home, "a") == {"a.gguf": a.read_bytes()}
 
 
+# -- du -------------------------------------------------------------------------------------------
+
+
+def test_du_reclaimable_is_what_gc_frees(cli, home: Path, models: Path) -> None:
+    """Orphan objects and stale staging are freed by gc, so du's reclaimable counts them too."""
+    _two(cli, models)
+    cli("rm", "b")
+    orphan = _orphan(home, b"o" * 3000)
+    stale = home / "tmp" / "add-1-0123456789ab"
+    stale.mkdir()
+    (stale / "part").write_bytes(b"s" * 400)
+    du = cli("du", "--json").json()
+    dry = cli("gc", "--dry-run", "--json").json()
+    assert dry["orphan_objects"] == 1 and dry["stale_staging"] == 1
+    assert du["reclaimable_bytes"] == dry["bytes_freed"] > 3400
+    assert du["outside_catalog_bytes"] == 3400
+    assert "`modelstore gc` frees" in cli("du").out
+    assert cli("gc", "--json").json()["bytes_freed"] == du["reclaimable_bytes"]
+    assert not orphan.exists() and cli("du", "--json").json()["reclaimable_bytes"] == 0
+
+
+@pytest.mark.corrupts_store
+def test_du_on_a_model_naming_a_missing_file_record_says_run_fsck(cli, home: Path, models: Path) -> None:
+    from modelstore.store import Store
+
+    _two(cli, models)
+    with Store(home, create=False) as store, store.catalog.write() as w:
+        w.txn.delete(store.model("b").files["b.gguf"].encode(), db=w.dbs["files"])
+    for args in (("du",), ("du", "--json"), ("ls",)):
+        r = cli(*args)
+        assert r.code == 6 and "modelstore fsck" in r.err and r.err.count("\n") == 1 and "Traceback" not in r.err
+
+
+def test_du_saving_leaves_out_the_conversions_own_blobs(cli, home: Path, models: Path) -> None:
+    """A safetensors model planned as a GGUF: the converted header is stored and has no logical
+    counterpart. The saving is no longer negative; the header is shown as conversion bytes."""
+    from modelstore.converters.synth import write_hf_model
+
+    assert cli("add", write_hf_model(models / "hf"), "--name", "hf").code == 0
+    du = cli("du", "--json").json()
+    assert du["conversion_bytes"] > 0 and du["stored_bytes"] == stored_bytes(home)
+    assert du["saved_bytes"] == du["logical_bytes"] - (du["stored_bytes"] - du["conversion_bytes"]) == 0
+    assert du["dedup_ratio"] == 1.0
+
+
 # -- while another command runs ---------------------------------------------------------------------
 
 
@@ -234,3 +281,30 @@ def test_gc_waits_for_a_running_fsck(cli, home: Path, models: Path) -> None:
     out, err = gc.communicate(timeout=60)
     assert gc.returncode == 0, err
     assert '"bytes_freed": %d' % dead in out and stored_bytes(home) == 0
+
+
+def test_objects_of_a_running_add_are_no_orphans(cli, home: Path, models: Path) -> None:
+    """While an add runs (its staging folder locked), an object it placed and has not committed is
+    not counted by rm or du as bytes gc frees, and fsck does not call that add interrupted. Once
+    the add is gone (killed: the object stays uncommitted), all three count it."""
+    from modelstore.store import Store
+    from modelstore.store.fsck import fsck
+
+    _two(cli, models)
+    with Store(home, create=False) as store:
+        b_novel = sum(ext.length for ext in store.file(store.model("b").files["b.gguf"]).recipe
+                      if ext.blob not in store.file(store.model("a").files["a.gguf"]).blobs)
+        with store.objects.staging("add"):  # an add running in another process, as the lock shows it
+            placed = _orphan(home, b"n" * 2500)
+            rm = cli("rm", "b", "--json").json()
+            assert rm == {"removed": ["b"], "gc_would_free_bytes": b_novel, "add_running": True}
+            assert "an add is running" in cli("du").out
+            du = cli("du", "--json").json()
+            assert du["reclaimable_bytes"] == b_novel and du["add_running"] is True
+            notes = fsck(store).notes
+            assert any("an add, import or convert is running" in n for n in notes), notes
+            assert not any("interrupted" in n for n in notes), notes
+        notes = fsck(store).notes
+    assert any("interrupted" in n for n in notes), notes
+    assert cli("du", "--json").json()["reclaimable_bytes"] == b_novel + 2500
+    assert cli("gc", "--json").json()["bytes_freed"] == b_novel + 2500 and not placed.exists()
