@@ -97,14 +97,15 @@ def compute_usage(store: Store) -> Usage:
         per_model.append((m.name, len(m.files), logical))
     unique: dict[str, int] = defaultdict(int)
     referenced = 0
-    for spans in ranges.values():
+    for blob, spans in ranges.items():
+        catalogued = blob in blob_sizes  # a blob the catalog lost is in no stored figure (fsck reports it)
         events = sorted([(s, 1, name) for s, _, name in spans] + [(e, -1, name) for _, e, name in spans])
         active: dict[str, int] = defaultdict(int)
         previous = 0
         for pos, delta, name in events:
             users = [n for n, c in active.items() if c > 0]
             if users and pos > previous:
-                referenced += pos - previous
+                referenced += (pos - previous) if catalogued else 0
                 if len(users) == 1:
                     unique[users[0]] += pos - previous
             active[name] += delta
