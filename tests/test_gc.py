@@ -273,7 +273,7 @@ def test_gc_waits_for_a_running_fsck(cli, home: Path, models: Path) -> None:
             gc = subprocess.Popen([sys.executable, "-m", "modelstore.cli", "--home", str(home), "gc", "--json"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             assert gc.stderr is not None
-            assert "waiting for running adds or fsck" in gc.stderr.readline(), "gc did not wait for fsck"
+            assert "waiting for running adds, imports, conversions or fsck" in gc.stderr.readline(), "gc did not wait"
             assert gc.poll() is None and stored_bytes(home) == dead
         finally:
             go.set()
