@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 
 import click
 
@@ -29,11 +30,8 @@ def fsck(app: App, deep: bool, conversions: bool, as_json: bool) -> None:
             total = sum(size for _, size in r.blobs()) if deep else 0
         tick = app.progress(total, "store") if deep else None
         try:
-            report = run_fsck(store, deep=deep, progress=tick, on_wait=app.waiting("gc"))
-            if conversions and report.clean:
-                from modelstore.converters.planner import verify_conversions
-
-                report.problems += verify_conversions(store, app.progress)
+            report = run_fsck(store, deep=deep, progress=tick, on_wait=app.waiting,
+                              then=(lambda: _conversion_problems(store, app)) if conversions else None)
         finally:
             app.close_bars()
     if as_json:
@@ -47,3 +45,9 @@ def fsck(app: App, deep: bool, conversions: bool, as_json: bool) -> None:
         click.echo(("clean" if report.clean else f"{len(report.problems)} problem(s)") + f" ({checked})")
     if not report.clean:
         raise click.exceptions.Exit(1)
+
+
+def _conversion_problems(store: Any, app: App) -> list[str]:
+    from modelstore.converters.planner import verify_conversions
+
+    return verify_conversions(store, app.progress)

@@ -18,7 +18,7 @@ import blake3
 
 from modelstore.store.digests import git_blob_header
 from modelstore.store.gc import live_set
-from modelstore.store.locks import store_lock
+from modelstore.store.locks import WaitNotice, store_lock
 from modelstore.store.records import Extent, FileRecord
 from modelstore.store.store import Store
 
@@ -40,11 +40,15 @@ class FsckReport:
 
 
 def fsck(store: Store, *, deep: bool = False, progress: Callable[[int], None] | None = None,
-         on_wait: Callable[[], None] | None = None) -> FsckReport:
+         on_wait: WaitNotice | None = None, then: Callable[[], list[str]] | None = None) -> FsckReport:
     """Check the store, holding its lock shared (as an add does): a gc, which holds it exclusive,
-    waits until fsck ends instead of removing blobs under it (they would be reported missing)."""
+    waits until fsck ends instead of removing blobs under it (they would be reported missing).
+    `then`, run under the same lock when nothing is wrong, gives more problems (the converters'
+    check of every conversion, which this layer cannot import)."""
     with store_lock(store.lock_path, exclusive=False, on_wait=on_wait):
         report = _fsck(store, deep, progress)
+        if then is not None and report.clean:
+            report.problems += then()
     report.problems = list(dict.fromkeys(report.problems))  # one line per problem, not per extent
     return report
 
@@ -182,6 +186,7 @@ def _deep(store: Store, blobs: dict[str, int], files: dict[str, Any], tensors: l
             report.problems.append(f"blob {blob} no longer hashes to its name (its bytes changed on disk; "
                                    f"{remedy(blob)})")
             bad_blobs.add(blob)
+
     def readable(ext: Any) -> bool:  # an extent the cheap checks found sound (those that are not are reported)
         return ext.blob in blobs and ext.blob not in bad_blobs and 0 <= ext.offset and ext.offset + ext.length <= blobs[ext.blob]
 
