@@ -86,7 +86,8 @@ def du(app: App, as_json: bool) -> None:
     \b
     saved = logical - (stored - conversion): the conversions' own blobs (converted headers and
       small files) are stored but have no logical counterpart, so they are shown apart, not
-      taken off the saving; saved is negative only while gc has bytes to free.
+      taken off the saving. saved is negative when stored blobs hold bytes no model reads: in
+      blobs gc frees, or inside blobs another model still reads (a removed model's tensors).
     reclaimable = what `modelstore gc` frees now (`gc --dry-run` says the same): blobs no model
       or conversion reads, files in objects/ the catalog does not name, and staging left by
       stopped processes. While an add runs, files it has not committed yet are not counted

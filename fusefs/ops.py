@@ -85,13 +85,13 @@ class Operations(pyfuse3.Operations):
         if not isinstance(self.tree.nodes.get(inode), Dir):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         fh = next(self._next_fh)
-        self.listings[fh] = (inode, [])
+        self.listings[fh] = (inode, sorted(self.tree.children.get(inode, {})))  # for a first read past 0 (seekdir)
         return fh
 
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         """A listing spans several requests, and the tree may be replaced between them: the offset
-        is a position in the names the folder had when the listing began (at offset 0, so a
-        rewinddir sees the folder anew), not in its current names. An entry there all along is
+        is a position in the names the folder had when the listing began (at opendir, and again at
+        offset 0, so a rewinddir sees the folder anew), not in its current names. An entry there all along is
         listed exactly once; one removed meanwhile is skipped (never offered to the kernel's cache
         after its invalidation); one added meanwhile waits for the next listing."""
         listing = self.listings.get(fh)

@@ -77,7 +77,7 @@ class GcPlan:
     def to_json(self) -> dict[str, Any]:
         return {"files": len(self.files), "blobs": len(self.blobs), "orphan_objects": len(self.orphans),
                 "stale_staging": self.stale_staging, "stale_staging_bytes": sum(s for _, s in self.staging),
-                "bytes_freed": self.bytes_freed, "add_running": self.add_running}
+                "bytes_freed": self.bytes_freed}  # add_running: never, under gc's lock; rm and du say it
 
 
 @dataclass
@@ -109,7 +109,7 @@ def plan_from_snapshot(store: Store, r: Reader, listed: list[Path], add_running:
 
 
 def plan_gc(store: Store) -> GcPlan:
-    """What gc would free now, without taking the store lock (for rm, du and fsck). While an add
+    """What gc would free now, without taking the store lock (for rm and du). While an add
     runs, objects/ files outside the catalog may be its uncommitted blobs: they are not counted,
     and `add_running` says so. The listing of objects/ is taken before the catalog is read and the
     running operations are looked for in between, so a blob an add commits meanwhile is never
@@ -117,7 +117,9 @@ def plan_gc(store: Store) -> GcPlan:
     listed = store.objects.listing()
     add_running = bool(store.objects.live_staging())
     with store.catalog.read() as r:
-        return plan_from_snapshot(store, r, listed, add_running)[0]
+        plan, live = plan_from_snapshot(store, r, listed, add_running)
+    refuse_unknown_files(live)  # as gc would: its figure would be one gc never frees
+    return plan
 
 
 def refuse_unknown_files(live: LiveSet) -> None:

@@ -49,8 +49,8 @@ class Usage:
 
     @property
     def saved_bytes(self) -> int:
-        """Logical bytes minus what the models' files take stored (negative only while `gc` has
-        bytes to free that no model needs)."""
+        """Logical bytes minus what the models' files take stored: negative when blobs hold bytes
+        no model reads (in blobs gc frees, or inside blobs another model still reads)."""
         return self.logical_bytes - self.model_stored_bytes
 
     @property

@@ -467,6 +467,7 @@ async def test_a_conversion_that_fails_leaves_no_lock_behind(tmp_path: Path) -> 
             await reader.read(piece, 0, 8, {})
     assert len(calls) == 2 and reader.locks == {}
 
+
 def test_fsck_conversions_notices_arithmetic_that_changed(cli, hf_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert cli("add", hf_folder, "--name", "tiny").code == 0
     assert cli("fsck", "--conversions").code == 0

@@ -153,7 +153,6 @@ def test_live_updates_within_a_second(filled: Store, home: Path, tmp_path: Path,
         assert "new-q.gguf" not in os.listdir(m.path / "llamacpp")
 
 
-
 def test_link_counts_and_folder_dates_follow_catalog_changes(store: Store, home: Path, tmp_path: Path,
                                                              models: Path) -> None:
     """Attributes are cached for an hour, so a change must invalidate them: once one of two models
@@ -176,6 +175,7 @@ def test_link_counts_and_folder_dates_follow_catalog_changes(store: Store, home:
         wait_until(lambda: not (m.path / "llamacpp/t-1-2.gguf").exists(), timeout=5)
         assert os.stat(path).st_nlink == alone
         assert os.stat(m.path).st_mtime_ns == first
+
 
 def test_open_file_keeps_reading_after_rm_and_gc(filled: Store, home: Path, tmp_path: Path, models: Path) -> None:
     expected = (models / "tuned.gguf").read_bytes()
@@ -284,6 +284,20 @@ def test_a_listing_across_catalog_changes_lists_every_lasting_entry_once(store: 
         assert all(counts[name] <= 1 for name in (*removed, *added))
         assert set(os.listdir(folder)) == lasting | set(added)
 
+        def listing(skip: int = 0) -> list[str]:  # a fresh descriptor, sought first (seekdir)
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.lseek(fd, skip, os.SEEK_SET)
+                out: list[str] = []
+                while names := getdents(fd):
+                    out += names
+                return out
+            finally:
+                os.close(fd)
+
+        whole = listing()
+        assert len(whole) > 40 and listing(7) == whole[7:]
+
 
 def test_two_mounts_of_one_store(filled: Store, home: Path, tmp_path: Path, models: Path) -> None:
     with mounted(home, tmp_path / "a") as a, mounted(home, tmp_path / "b") as b:
@@ -341,7 +355,6 @@ def test_background_mount_and_umount_commands(filled: Store, home: Path, tmp_pat
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
 
 
-
 def test_the_unmount_hint_is_a_command_a_shell_runs_as_shown(filled: Store, home: Path, tmp_path: Path) -> None:
     """A mount point with spaces (and a quote) is quoted in the "unmount with:" hint, so pasting
     it unmounts that folder, not three others."""
@@ -359,6 +372,7 @@ def test_the_unmount_hint_is_a_command_a_shell_runs_as_shown(filled: Store, home
         assert not os.path.ismount(mnt)
     finally:
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+
 
 def test_links_option_points_into_the_store(filled: Store, home: Path, tmp_path: Path, models: Path) -> None:
     with mounted(home, tmp_path / "mnt", "--links") as m:

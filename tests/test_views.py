@@ -107,7 +107,6 @@ def test_hf_local_commit_is_stable_and_content_derived(populated: tuple[Store, S
     assert re.fullmatch(rb"[0-9a-f]{40}", ref.content.data)
 
 
-
 def hf_repo_bytes(store: Store, snap: Snapshot) -> dict[str, set[str]]:
     """huggingface/ repo folder -> the SHA-256 of every blob it holds."""
     out: dict[str, set[str]] = {}
@@ -337,7 +336,6 @@ def test_same_content_same_inode_everywhere(populated: tuple[Store, Snapshot]) -
     assert indexed.attrs[tiny].nlink >= 4  # hf blob, ollama blob, lmstudio, llamacpp, store
 
 
-
 def test_a_folder_is_dated_by_the_newest_thing_it_holds(populated: tuple[Store, Snapshot]) -> None:
     """No folder shows 1970: the mount root, each view's root, a repo's blobs/ and snapshots/<commit>/
     and ollama/manifests take the newest mtime of what they hold; a folder holding nothing takes
@@ -370,6 +368,7 @@ def test_a_folder_is_dated_by_the_newest_thing_it_holds(populated: tuple[Store, 
         int(m.added_at * 1e9) for m in snap.models if m.name != "my:hf-model")
     empty = index_tree(render_root(Snapshot(0, (), {}, snap.objects_root)), empty_mtime_ns=7)
     assert {a.mtime_ns for ino, a in empty.attrs.items() if ino in empty.children} == {7}
+
 
 def test_links_option(populated: tuple[Store, Snapshot]) -> None:
     store, snap = populated
