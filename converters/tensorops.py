@@ -14,6 +14,7 @@ tensor into row slices that each convert alone, and memory stays one slice per r
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,21 @@ def row_bytes(ggml_type: str, cols: int) -> int:
 
 def can_encode(ggml_type: str, cols: int) -> bool:
     return cols % GGML_QUANT_SIZES[GGMLQuantizationType[ggml_type]][0] == 0
+
+
+@functools.lru_cache(maxsize=None)
+def can_decode(ggml_type: str) -> bool:
+    """Whether a tensor of this ggml type can be read as float32 here: the plain floats, and the
+    quantizations gguf-py dequantizes (not F64, the integer types, Q8_1, Q8_K...), found by
+    dequantizing one block of zeros."""
+    if ggml_type in PLAIN or ggml_type == "BF16":
+        return True
+    try:
+        qtype = GGMLQuantizationType[ggml_type]
+        quants.dequantize(np.zeros((1, GGML_QUANT_SIZES[qtype][1]), np.uint8), qtype)
+    except (KeyError, NotImplementedError, ValueError):
+        return False
+    return True
 
 
 def _decode(raw: bytes, src: str, rows: int, cols: int) -> np.ndarray:

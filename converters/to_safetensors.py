@@ -66,6 +66,10 @@ def plan_safetensors(stored: StoredModel, shards: list[str]) -> Plan:
     unknown = [s.name for _, s in spans if s.name not in names]
     if unknown:
         raise ConversionUnsupported(f"GGUF tensor {unknown[0]} has no Hugging Face name in this converter")
+    unreadable = [s for _, s in spans if not tensorops.can_decode(s.dtype)]
+    if unreadable:
+        raise ConversionUnsupported(f"tensor {unreadable[0].name} is {unreadable[0].dtype}; F32, F16, BF16 and the "
+                                    f"quantizations gguf-py dequantizes (Q4_0, Q8_0, the K- and IQ-quants...) are covered")
     dtype = _target_dtype({s.dtype for _, s in spans})
     heads = int(kv.get(f"{arch.gguf_name}.attention.head_count") or 1)
     head_dim = int(kv.get(f"{arch.gguf_name}.attention.key_length")

@@ -217,6 +217,43 @@ def test_gguf_model_gets_a_safetensors_repo_equal_to_an_eager_conversion(store: 
             assert st.get_tensor(hf_name).tobytes() == want.tobytes(), hf_name
 
 
+def _retyped(src: Path, dst: Path, name: str, qtype: gguf.GGMLQuantizationType) -> Path:
+    """A copy of the GGUF `src` whose tensor `name` is stored as `qtype` (zeros of that type's size)."""
+    reader = gguf.GGUFReader(src)
+    w = gguf.GGUFWriter(dst, reader.get_field("general.architecture").contents())
+    for key, field in reader.fields.items():
+        if not key.startswith("GGUF.") and key != "general.architecture":
+            sub = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
+            w.add_key_value(key, field.contents(), field.types[0], sub_type=sub)
+    for t in reader.tensors:
+        shape = tuple(int(d) for d in reversed(t.shape))
+        if t.name == name:
+            block, size = gguf.GGML_QUANT_SIZES[qtype]  # a 2-D tensor: rows of whole blocks
+            w.add_tensor(t.name, np.zeros((shape[0], shape[1] // block * size), np.uint8), raw_dtype=qtype)
+        else:
+            w.add_tensor(t.name, np.array(t.data).reshape(shape))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return dst
+
+
+@pytest.mark.parametrize("qtype", ["F64", "I32", "Q8_1", "Q8_K"])
+def test_a_gguf_tensor_type_that_cannot_be_read_is_a_plain_reason(store: Store, models: Path, qtype: str) -> None:
+    """gguf-py dequantizes no F64, integer, Q8_1 or Q8_K tensor: the plan says so, rather than
+    the converter failing with a NotImplementedError to "please report"."""
+    plain = write_tiny_llama_gguf(models / "plain.gguf", n_embd=256, n_ff=256)
+    tensor = "blk.0.ffn_down.weight"  # 256 columns: whole blocks of every type
+    path = _retyped(plain, models / f"tiny-{qtype}.gguf", tensor, gguf.GGMLQuantizationType[qtype])
+    assert {t.name: t.tensor_type.name for t in gguf.GGUFReader(path).tensors}[tensor] == qtype
+    add_local(store, path, name="odd")
+    result = plan_conversions(store, "odd")
+    assert result.plans == []
+    assert result.unsupported["safetensors"].startswith(f"tensor {tensor} is {qtype}; F32, F16, BF16 and"), \
+        result.unsupported
+
+
 def _hf_to_gguf_names(n_blocks: int) -> dict[str, str]:
     from modelstore.converters import archs
 
