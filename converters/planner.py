@@ -246,7 +246,9 @@ def plan_conversions(store: Store, name: str, gguf_type: str = "F16", progress: 
                  "files": {p: {"b3": r.b3, **r.to_json()} for p, r in result.files.items()}}
         with store.catalog.write() as w:
             current = w.model(name)
-            if current is None or current.files != model.files:
+            if current is None:  # `rm` meanwhile: nothing to plan any more
+                raise NotFound(f"{name} was removed while its conversions were planned")
+            if current.files != model.files:
                 raise NotFound(f"{name} changed while its conversions were planned; run `modelstore convert {name}`")
             for blob, size in committer.new_blobs.items():
                 if w.blob_size(blob) is None:

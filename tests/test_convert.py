@@ -665,6 +665,29 @@ def test_a_conversion_failing_while_recorded_is_a_reason(store: Store, hf_folder
         assert r.conversions("tiny")["blobs"] == []  # the failed plan's header is owned by nobody: gc takes it
 
 
+def test_convert_of_a_model_removed_meanwhile_says_so(cli, hf_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rm` while `convert` plans: the advice is not to run convert again (it would fail), and
+    the exit status is not found."""
+    from modelstore.converters import planner
+
+    assert cli("add", hf_folder, "--name", "tiny", "--no-convert").code == 0
+    plan, make = planner.plan_conversions, planner.make_plans
+
+    def plan_while_removed(store: Store, name: str, *args: object, **kwargs: object) -> object:
+        def make_then_rm(*a: object, **k: object) -> object:
+            plans = make(*a, **k)
+            store.remove(name)  # as `modelstore rm` in another process
+            return plans
+
+        monkeypatch.setattr(planner, "make_plans", make_then_rm)
+        return plan(store, name, *args, **kwargs)
+
+    monkeypatch.setattr(planner, "plan_conversions", plan_while_removed)
+    r = cli("convert", "tiny")
+    assert r.code == 3
+    assert r.err.strip() == "modelstore: error: tiny was removed while its conversions were planned"
+
+
 def test_convert_keeps_the_type_a_model_was_planned_with(cli, hf_folder: Path) -> None:
     assert cli("add", hf_folder, "--name", "tiny", "--gguf-type", "Q8_0").code == 0
     r = cli("convert", "tiny", "--json")
