@@ -41,7 +41,7 @@ def write_tiny_llama_gguf(path: Path, *, n_embd: int = 64, n_layer: int = 2, n_h
                           n_ff: int = 128, n_ctx: int = 256, seed: int = 0, f16: bool = False,
                           name: str = "tiny-random-llama", changed: dict[str, int] | None = None,
                           chat_template: str | None = None, license: str | None = None,
-                          extra_kv: dict[str, str] | None = None, quant: str | None = None,
+                          extra_kv: dict[str, str | int] | None = None, quant: str | None = None,
                           split_max_tensors: int = 0) -> Path:
     """A llama GGUF that llama.cpp loads (a SentencePiece vocab with all byte tokens). `quant`
     ("Q8_0", "Q4_0", ...) stores the 2-D weights in that ggml type. With `split_max_tensors`, it
@@ -75,7 +75,10 @@ def write_tiny_llama_gguf(path: Path, *, n_embd: int = 64, n_layer: int = 2, n_h
     if license:
         w.add_license(license)
     for key, value in (extra_kv or {}).items():
-        w.add_string(key, value)
+        if isinstance(value, int):
+            w.add_uint32(key, value)
+        else:
+            w.add_string(key, value)
     for tensor_name, shape, norm in llama_tensor_shapes(len(LLAMA_VOCAB), n_embd, n_layer, n_ff, n_head, n_head_kv):
         if changed and tensor_name in changed:
             data = np.random.default_rng(changed[tensor_name]).standard_normal(shape).astype(np.float32) * 0.02

@@ -129,7 +129,7 @@ def plan_safetensors(stored: StoredModel, shards: list[str]) -> Plan:
 
     config = archs.hf_config(arch, kv, {s.name for _, s in spans}, TORCH_DTYPE[dtype], rope_factors)
     generation = {"_from_model_config": True, "bos_token_id": config.get("bos_token_id"),
-                  "eos_token_id": config.get("eos_token_id")}
+                  "eos_token_id": _end_of_generation(kv, config.get("eos_token_id"))}
     files.append(PlannedFile("config.json", [_json_bytes(config)]))
     files.append(PlannedFile("generation_config.json", [_json_bytes(generation)]))
     for name, data in sorted(hf_tokenizer_files(kv).items()):
@@ -138,6 +138,15 @@ def plan_safetensors(stored: StoredModel, shards: list[str]) -> Plan:
     if taken:
         raise ConversionUnsupported(f"the model has a {taken[0]} of its own")
     return Plan("safetensors", how, list(shards), files)
+
+
+def _end_of_generation(kv: dict[str, Any], eos: Any) -> Any:
+    """generation_config.json's eos_token_id: the GGUF's EOS, and its end-of-turn and end-of-message
+    tokens, which llama.cpp's generation also stops at (a list, which transformers accepts, when
+    there are several)."""
+    ids = [eos] + [kv.get(f"tokenizer.ggml.{k}_token_id") for k in ("eot", "eom")]
+    unique = list(dict.fromkeys(i for i in ids if isinstance(i, int) and not isinstance(i, bool)))
+    return unique if len(unique) > 1 else eos
 
 
 def _rope_factors(stored: StoredModel, found: list[tuple[str, TensorSpan]]) -> np.ndarray | None:

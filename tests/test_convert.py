@@ -254,6 +254,20 @@ def test_a_gguf_tensor_type_that_cannot_be_read_is_a_plain_reason(store: Store, 
         result.unsupported
 
 
+@pytest.mark.parametrize(("extra", "want"), [({}, 2), ({"tokenizer.ggml.eot_token_id": 300}, [2, 300]),
+                                            ({"tokenizer.ggml.eot_token_id": 300, "tokenizer.ggml.eom_token_id": 301},
+                                             [2, 300, 301]),
+                                            ({"tokenizer.ggml.eot_token_id": 2}, 2)])
+def test_generation_stops_where_llama_cpp_does(store: Store, models: Path, extra: dict[str, int],
+                                               want: object) -> None:
+    """llama.cpp ends generation at EOS, EOT and EOM alike: generation_config.json names them all."""
+    add_local(store, write_tiny_llama_gguf(models / "eot.gguf", extra_kv=extra), name="eot")
+    files = plan_conversions(store, "eot").files
+    generation = json.loads(converted_bytes(store, files["generation_config.json"]))
+    assert generation["eos_token_id"] == want
+    assert json.loads(converted_bytes(store, files["config.json"]))["eos_token_id"] == 2
+
+
 def _hf_to_gguf_names(n_blocks: int) -> dict[str, str]:
     from modelstore.converters import archs
 
