@@ -223,8 +223,8 @@ def _write_model_keys(writer: gguf.GGUFWriter, config: Mapping[str, Any]) -> Non
     dim = head_dim(config)
     partial = float(config.get("partial_rotary_factor") or 1.0)  # llama.cpp's converter rounds it so:
     writer.add_rope_dimension_count(dim if partial == 1.0 else int(partial * config["hidden_size"]) // heads)
+    original = config.get("original_max_position_embeddings")
     if config.get("model_type") == "phi3":  # as llama.cpp's converter writes phi3 headers
-        original = config.get("original_max_position_embeddings")
         if original:
             writer.add_rope_scaling_orig_ctx_len(int(original))
         writer.add_sliding_window(int(config.get("sliding_window") or 0))
@@ -236,9 +236,13 @@ def _write_model_keys(writer: gguf.GGUFWriter, config: Mapping[str, Any]) -> Non
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         writer.add_rope_scaling_factor(float(rope["factor"]))
     elif rope_type == "yarn":
+        factor, context, attn_factor = _yarn_for_gguf(config, rope)
         writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
-        writer.add_rope_scaling_factor(float(rope["factor"]))
-        writer.add_rope_scaling_orig_ctx_len(int(rope["original_max_position_embeddings"]))
+        writer.add_rope_scaling_factor(factor)
+        if not (config.get("model_type") == "phi3" and original):  # written above already
+            writer.add_rope_scaling_orig_ctx_len(context)
+        if attn_factor is not None:
+            writer.add_rope_scaling_attn_factors(attn_factor)
     elif rope_type == "llama3":
         pass  # no keys: llama.cpp reads it from the rope_freqs tensor (llama3_rope_factors)
     elif rope_type != "default":
@@ -301,15 +305,101 @@ def _hf_config(arch: Arch, kv: Mapping[str, Any], tensors: set[str], dtype: str,
         config["original_max_position_embeddings"] = int(key("rope.scaling.original_context_length",
                                                              config["max_position_embeddings"]))
         config["sliding_window"] = int(key("attention.sliding_window", 0)) or None
-    scaling = key("rope.scaling.type")
+    scaling = _rope_scaling_from_gguf(a, kv, config)
     if rope_factors is not None:
-        if scaling not in (None, "none"):
-            raise ConversionUnsupported(f"the GGUF has both rope_freqs and {scaling} rope scaling")
+        if scaling is not None:
+            raise ConversionUnsupported(f"the GGUF has both rope_freqs and {scaling['rope_type']} rope scaling")
         config["rope_scaling"] = llama3_rope_from_factors(rope_factors, config)
-    elif scaling in ("linear", "yarn"):
-        config["rope_scaling"] = {"rope_type": scaling, "factor": float(key("rope.scaling.factor", 1.0))}
-        if scaling == "yarn":
-            config["rope_scaling"]["original_max_position_embeddings"] = int(key("rope.scaling.original_context_length"))
-    elif scaling not in (None, "none"):
-        raise ConversionUnsupported(f"rope scaling {scaling!r} is not covered by the safetensors converter")
+    elif scaling is not None:
+        if arch is PHI3:  # transformers' Phi3Config refuses any other type
+            raise ConversionUnsupported(f"transformers' phi3 takes only longrope rope scaling, not the "
+                                        f"{scaling['rope_type']} scaling llama.cpp applies to this GGUF")
+        config["rope_scaling"] = scaling
     return config
+
+
+# YaRN as llama.cpp runs it for the architectures here: it reads the scaling type, factor, original
+# context and `rope.scaling.attn_factor` (a multiplier of its own magnitude 1 + 0.1 ln(factor)),
+# but no `rope.scaling.yarn_*` key, so its betas are always 32 and 1 (transformers' defaults too).
+YARN_BETAS = {"beta_fast": 32.0, "beta_slow": 1.0}
+_IGNORED_YARN_KEYS = {"rope.scaling.yarn_beta_fast": 32.0, "rope.scaling.yarn_beta_slow": 1.0,
+                      "rope.scaling.yarn_attn_factor": 1.0, "rope.scaling.yarn_log_multiplier": 0.0}
+
+
+def _hf_yarn_magnitude(factor: float, mscale: float = 1.0) -> float:
+    """transformers' yarn_get_mscale: the attention factor YaRN gets unless config.json names one."""
+    return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
+
+
+def _ggml_yarn_magnitude(factor: float) -> float:
+    """What llama.cpp multiplies its attn_factor by under YaRN (ggml's rope, freq_scale = 1 / factor)."""
+    return 1.0 + 0.1 * math.log(factor)
+
+
+def _yarn_for_gguf(config: Mapping[str, Any], rope: Mapping[str, Any]) -> tuple[float, int, float | None]:
+    """(factor, original context, `rope.scaling.attn_factor` or None) of config.json's YaRN, as
+    transformers reads them; what llama.cpp cannot run alike is refused."""
+    arch = config.get("model_type")
+    top, inner = config.get("original_max_position_embeddings"), rope.get("original_max_position_embeddings")
+    if top and inner and int(top) != int(inner):  # transformers 5 takes the top-level one, 4.x rope_scaling's
+        raise ConversionUnsupported(f"config.json gives YaRN two original contexts ({top} and {inner})")
+    context = int(top or inner or config.get("max_position_embeddings") or 4096)
+    factor = float(rope["factor"]) if rope.get("factor") is not None else int(config["max_position_embeddings"]) / context
+    if not (math.isfinite(factor) and factor > 0):
+        raise ConversionUnsupported(f"YaRN factor {factor} is no usable scaling factor")
+    for name, default in YARN_BETAS.items():
+        value = float(rope.get(name) or default)  # transformers reads 0 and null as its default
+        if value != default:
+            raise ConversionUnsupported(f"YaRN {name} {value:g}: llama.cpp reads no {name} for {arch} and "
+                                        f"runs it with {default:g}")
+    if rope.get("truncate", True) is False:
+        raise ConversionUnsupported("YaRN with truncate false: llama.cpp always rounds its correction range")
+    attention = rope.get("attention_factor")
+    if attention is None:
+        mscale, mscale_all_dim = rope.get("mscale"), rope.get("mscale_all_dim")
+        attention = (_hf_yarn_magnitude(factor, float(mscale)) / _hf_yarn_magnitude(factor, float(mscale_all_dim))
+                     if mscale and mscale_all_dim else _hf_yarn_magnitude(factor))
+    attn_factor = float(attention) / _ggml_yarn_magnitude(factor)
+    if not (math.isfinite(attn_factor) and attn_factor > 0):
+        raise ConversionUnsupported(f"YaRN attention factor {attention} is not usable")
+    return factor, context, None if math.isclose(attn_factor, 1.0, rel_tol=1e-6) else attn_factor
+
+
+def _rope_scaling_from_gguf(a: str, kv: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """config.json's rope_scaling for the rope scaling llama.cpp applies to this GGUF (rope_freqs
+    aside): the type defaults to linear, the factor is `rope.scaling.factor` or the older
+    `rope.scale_linear`, and a factor of 0 or 1 (or type none) scales nothing. None for no scaling."""
+    def key(name: str, default: Any = None) -> Any:
+        return kv.get(f"{a}.{name}", default)
+
+    kind = key("rope.scaling.type", "linear")
+    if kind not in ("none", "linear", "yarn"):
+        raise ConversionUnsupported(f"rope scaling {kind!r} is not covered by the safetensors converter")
+    for name, default in _IGNORED_YARN_KEYS.items():
+        if key(name) is not None and float(key(name)) != default:
+            raise ConversionUnsupported(f"the GGUF sets {a}.{name} to {key(name):g}, which llama.cpp does not read "
+                                        f"for {a} (it runs with {default:g}): no config.json computes the same")
+    ext = key("rope.scaling.yarn_ext_factor")
+    if ext is not None and float(ext) not in (-1.0, 1.0 if kind == "yarn" else 0.0):
+        raise ConversionUnsupported(f"the GGUF sets {a}.rope.scaling.yarn_ext_factor to {ext:g}, which llama.cpp "
+                                    f"does not read for {a}")
+    factor = key("rope.scaling.factor")
+    factor = float(key("rope.scale_linear", 0.0) if factor is None else factor)
+    if not (math.isfinite(factor) and factor >= 0):
+        raise ConversionUnsupported(f"rope scaling factor {factor} is no usable scaling factor")
+    if kind == "none" or factor == 0.0:
+        factor = 1.0  # llama.cpp: frequencies unscaled
+    attn_factor = float(key("rope.scaling.attn_factor", 1.0))
+    if kind == "yarn":
+        if factor == 1.0 and attn_factor == 1.0:
+            return None
+        context = int(key("rope.scaling.original_context_length") or config["max_position_embeddings"])
+        scaling: dict[str, Any] = {"rope_type": "yarn", "factor": factor, "original_max_position_embeddings": context}
+        attention = attn_factor * _ggml_yarn_magnitude(factor)
+        if not math.isclose(attention, _hf_yarn_magnitude(factor), rel_tol=1e-6):
+            scaling["attention_factor"] = attention
+        return scaling
+    if attn_factor != 1.0:
+        raise ConversionUnsupported(f"the GGUF scales rope by {a}.rope.scaling.attn_factor {attn_factor:g} without "
+                                    f"YaRN, which config.json cannot say")
+    return None if factor == 1.0 else {"rope_type": "linear", "factor": factor}

@@ -588,6 +588,104 @@ def test_odd_config_values_are_refused_with_the_reason(bad: dict[str, object], w
         archs.gguf_model_keys(gguf.GGUFWriter(None, "llama"), config)
 
 
+_GGUF_LLAMA = {"llama.embedding_length": 64, "llama.attention.head_count": 4, "llama.feed_forward_length": 128,
+               "llama.block_count": 2, "llama.context_length": 256}
+
+
+@pytest.mark.parametrize(("kv", "want"), [
+    ({}, None),
+    # llama.cpp's default type is linear, and rope.scale_linear its older name for the factor
+    ({"llama.rope.scaling.factor": 4.0}, {"rope_type": "linear", "factor": 4.0}),
+    ({"llama.rope.scale_linear": 4.0}, {"rope_type": "linear", "factor": 4.0}),
+    ({"llama.rope.scaling.type": "linear", "llama.rope.scale_linear": 2.0}, {"rope_type": "linear", "factor": 2.0}),
+    # a factor of 0 or 1, or type none, scales nothing (and rope.scaling.factor wins over the older key)
+    ({"llama.rope.scaling.factor": 0.0, "llama.rope.scale_linear": 4.0}, None),
+    ({"llama.rope.scaling.factor": 1.0}, None),
+    ({"llama.rope.scaling.type": "none", "llama.rope.scaling.factor": 4.0}, None),
+    ({"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 0.0}, None),
+    # YaRN: the original context defaults to the context length, as in llama.cpp; attn_factor
+    # multiplies llama.cpp's own magnitude 1 + 0.1 ln(factor), which transformers' default equals
+    ({"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0},
+     {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 256}),
+    ({"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0, "llama.rope.scaling.original_context_length": 32,
+      "llama.rope.scaling.attn_factor": 0.5, "llama.rope.scaling.yarn_beta_fast": 32.0},
+     {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32,
+      "attention_factor": pytest.approx(0.5 * (1 + 0.1 * np.log(4.0)))}),
+])
+def test_gguf_rope_scaling_reaches_config_json_as_llama_cpp_applies_it(kv: dict[str, object], want: object) -> None:
+    from modelstore.converters import archs
+
+    assert archs.hf_config(archs.LLAMA, {**_GGUF_LLAMA, **kv}, set(), "float16").get("rope_scaling") == want
+
+
+@pytest.mark.parametrize(("kv", "word"), [
+    ({"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0, "llama.rope.scaling.yarn_beta_fast": 8.0},
+     "yarn_beta_fast to 8, which llama.cpp does not read"),
+    ({"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0, "llama.rope.scaling.yarn_attn_factor": 0.7},
+     "yarn_attn_factor to 0.7"),
+    ({"llama.rope.scaling.factor": 4.0, "llama.rope.scaling.attn_factor": 0.5}, "without YaRN"),
+    ({"llama.rope.scaling.type": "longrope"}, "'longrope' is not covered"),
+    ({"llama.rope.scaling.type": "dynamic"}, "'dynamic' is not covered"),
+])
+def test_gguf_rope_scaling_config_json_cannot_say_is_refused(kv: dict[str, object], word: str) -> None:
+    from modelstore.converters import archs
+    from modelstore.converters.errors import ConversionUnsupported
+
+    with pytest.raises(ConversionUnsupported, match=word):
+        archs.hf_config(archs.LLAMA, {**_GGUF_LLAMA, **kv}, set(), "float16")
+
+
+def test_rope_scaling_transformers_phi3_cannot_take_is_refused() -> None:
+    from modelstore.converters import archs
+    from modelstore.converters.errors import ConversionUnsupported
+
+    kv = {k.replace("llama.", "phi3."): v for k, v in _GGUF_LLAMA.items()}
+    assert "rope_scaling" not in archs.hf_config(archs.PHI3, kv, set(), "float16")
+    with pytest.raises(ConversionUnsupported, match="phi3 takes only longrope rope scaling, not the linear"):
+        archs.hf_config(archs.PHI3, {**kv, "phi3.rope.scale_linear": 2.0}, set(), "float16")
+
+
+_HF_QWEN2 = {"model_type": "qwen2", "num_attention_heads": 4, "hidden_size": 64, "num_hidden_layers": 2,
+             "intermediate_size": 128, "max_position_embeddings": 128}
+_YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32}
+
+
+@pytest.mark.parametrize(("rope", "want"), [
+    (_YARN, {"type": "yarn", "factor": 4.0, "original_context_length": 32}),
+    # transformers' defaults, said explicitly; no original context: max_position_embeddings
+    ({"rope_type": "yarn", "factor": 4.0, "beta_fast": 32, "beta_slow": 1.0, "truncate": True},
+     {"type": "yarn", "factor": 4.0, "original_context_length": 128}),
+    # the attention magnitude llama.cpp would not give by itself: its attn_factor multiplies 1 + 0.1 ln 4
+    ({**_YARN, "attention_factor": 0.8}, {"type": "yarn", "factor": 4.0, "original_context_length": 32,
+                                          "attn_factor": pytest.approx(0.8 / (1 + 0.1 * np.log(4.0)), rel=1e-6)}),
+    ({**_YARN, "mscale": 1.0, "mscale_all_dim": 0.5},
+     {"type": "yarn", "factor": 4.0, "original_context_length": 32,
+      "attn_factor": pytest.approx((1 + 0.1 * np.log(4.0)) / (1 + 0.05 * np.log(4.0)) / (1 + 0.1 * np.log(4.0)),
+                                   rel=1e-6)}),
+])
+def test_yarn_reaches_the_gguf_keys_llama_cpp_reads(rope: dict[str, object], want: dict[str, object]) -> None:
+    from modelstore.converters import archs
+
+    writer = gguf.GGUFWriter(None, "qwen2")
+    archs.gguf_model_keys(writer, {**_HF_QWEN2, "rope_scaling": rope})
+    keys = {k.removeprefix("qwen2.rope.scaling."): v.value for k, v in writer.kv_data[0].items()
+            if k.startswith("qwen2.rope.scaling.")}
+    assert keys == {**want, "type": "yarn"}
+
+
+@pytest.mark.parametrize(("rope", "word"), [
+    ({**_YARN, "beta_fast": 8.0}, "YaRN beta_fast 8: llama.cpp reads no beta_fast for qwen2 and runs it with 32"),
+    ({**_YARN, "beta_slow": 2.0}, "YaRN beta_slow 2: llama.cpp reads no beta_slow"),
+    ({**_YARN, "truncate": False}, "truncate false"),
+])
+def test_yarn_llama_cpp_cannot_run_alike_is_refused(rope: dict[str, object], word: str) -> None:
+    from modelstore.converters import archs
+    from modelstore.converters.errors import ConversionUnsupported
+
+    with pytest.raises(ConversionUnsupported, match=word):
+        archs.gguf_model_keys(gguf.GGUFWriter(None, "qwen2"), {**_HF_QWEN2, "rope_scaling": rope})
+
+
 def test_a_gguf_key_of_the_wrong_type_is_refused_with_the_reason() -> None:
     from modelstore.converters import archs
     from modelstore.converters.errors import ConversionUnsupported

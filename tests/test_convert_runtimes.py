@@ -18,8 +18,10 @@ Tolerances (max |logit difference| over every position from the prompt's last on
 values; measured on this machine with these seeds, llama-cpp-python 0.3.36 on CPU, transformers 5.23):
 - F32 and F16: 0.03. Measured 0.0067 (F32), 0.0077-0.0099 (F16 llama, qwen2), 0.0091 (qwen3 F16),
   0.0139 (mistral F16), 0.0074-0.0105 (F16 llama, qwen2, qwen3 GGUFs read back as safetensors),
-  0.0073 (phi3 F16), 0.0037 (gemma F16; 0.0062 read back), 0.021 (llama3 rope F16; 0.018 read back). llama.cpp keeps K and V in an F16 cache, so even an F32 file is off by F16
-  rounding, and the sharp attention these tests need amplifies it.
+  0.0073 (phi3 F16), 0.0037 (gemma F16; 0.0062 read back), 0.021 (llama3 rope F16; 0.018 read back),
+  0.0089 / 0.021 (qwen2 / llama YaRN F16; qwen2 0.0071 read back), 0.0096 (linear rope read back).
+  llama.cpp keeps K and V in an F16 cache, so even an F32 file is off by F16 rounding, and the
+  sharp attention these tests need amplifies it.
 - BF16: 0.15. Measured 0.039 (safetensors -> GGUF), 0.070 (GGUF -> safetensors); 0.086 with
   another seed. llama.cpp rounds activations to BF16 for BF16 weights.
 - Q8_0: 0.5, measured 0.17-0.28. A Q4_0 GGUF read back as safetensors: 0.5, measured 0.17.
@@ -31,7 +33,8 @@ values; measured on this machine with these seeds, llama-cpp-python 0.3.36 on CP
   For BF16 and Q8_0 the margins are below 2 x their tolerance: equal tokens there are empirical.
 - A converter that forgets llama's Q/K permutation moves logits by 3.8 (3.6 for mistral; 4.4 and
   4.4 for qwen2 and qwen3 permuted as if they were llama; 3.0 for qwen3 with q_norm and k_norm
-  swapped): test_the_comparison_catches_a_missing_qk_permutation shows it with GGUFs written
+  swapped; 1.57 for YaRN without its attention factor, 3.8 for YaRN betas llama.cpp does not read;
+  4.3 for no rope_freqs): test_the_comparison_catches_a_missing_qk_permutation shows it with GGUFs written
   eagerly with and without it, so the comparisons above would catch it (> 100 x 0.03).
 - qwen3's head_dim (32) is not hidden / heads (16): its GGUF needs `qwen3.attention.key_length`
   and `value_length` (asserted in the tensor test; llama.cpp refuses the tensor shapes without
@@ -43,6 +46,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -68,6 +72,7 @@ TEXT = "hello world the tiny model"
 # top-2 margins >= 0.14 (see above); gemma's tied, sqrt(hidden)-scaled embeddings make a tiny gemma
 # repeat itself: 132 is the seed under 300 whose greedy run has 3 distinct tokens and a 0.16 margin
 LLAMA_SEED, QWEN_SEED, QWEN3_SEED, MISTRAL_SEED, ROPE3_SEED, PHI3_SEED, GEMMA_SEED = 222, 25, 64, 90, 292, 109, 132
+QWEN2YARN_SEED, LLAMAYARN_SEED = 100, 110  # top-2 margins 0.18 and 0.24
 SYNTH_SEED = 2  # write_tiny_llama_gguf (std 0.02 weights): logits std 0.16, margins >= 0.027
 N_NEW = 8
 
@@ -110,6 +115,10 @@ HF_TO_GGUF = {
     "phimini-f16": HfToGguf("phimini-f32", "F16", TOL_FLOAT),
     # gemma: norms become 1 + w, lm_head is the embeddings
     "gemma-f16": HfToGguf("gemma-f32", "F16", TOL_FLOAT),
+    # YaRN: the attention magnitude config.json sets (qwen2: attention_factor 0.8; llama: mscale and
+    # mscale_all_dim) reaches llama.cpp as rope.scaling.attn_factor, a multiplier of its own 1 + 0.1 ln 4
+    "qwen2yarn-f16": HfToGguf("qwen2yarn-f32", "F16", TOL_FLOAT),
+    "llamayarn-f16": HfToGguf("llamayarn-f32", "F16", TOL_FLOAT),
     # Q4_0 moves this model's logits by ~2.4 from transformers': it is compared with llama.cpp on the
     # eager Q4_0 file instead (test_q4_0_rendition_runs_like_the_eager_q4_0), and byte for byte.
     "llama-q4": HfToGguf("llama-f32", "Q4_0", 0.0, tokens=False),
@@ -140,7 +149,15 @@ GGUF_TO_HF = {
     "gg-llama3rope-f16": GgufToHf("llama3rope-F16", TOL_FLOAT, MIN_MARGIN),
     "gg-phimini-f16": GgufToHf("phimini-F16", TOL_FLOAT, MIN_MARGIN),
     "gg-gemma-f16": GgufToHf("gemma-F16", TOL_FLOAT, MIN_MARGIN),
+    # linear rope scaling llama.cpp applies with no scaling type in the file (its default is linear):
+    # a bare rope.scaling.factor, the older rope.scale_linear (llama.cpp on it: 0.059 margin)
+    "gg-llama-ropefactor-f16": GgufToHf("llama-ropefactor-F16", TOL_FLOAT, 0.05),
+    "gg-llama-scalelinear-f16": GgufToHf("llama-scalelinear-F16", TOL_FLOAT, 0.05),
+    # YaRN with rope.scaling.attn_factor: config.json's attention_factor found again
+    "gg-qwen2yarn-f16": GgufToHf("qwen2yarn-F16", TOL_FLOAT, MIN_MARGIN),
 }
+# safetensors models no GGUF rendition is made of, and why (a part of the reason show gives)
+REFUSED = {"qwen2yarnbeta": ("qwen2yarnbeta-f32", "YaRN beta_fast 8: llama.cpp reads no beta_fast for qwen2")}
 SPLIT_NAME = "split-llama"
 MEASURED: dict[str, float] = {}  # max logit differences, printed at the end (pytest -s)
 
@@ -218,7 +235,7 @@ def hf_models(work: Path) -> dict[str, dict[str, Any]]:
 
     folders = run_tinymodels("build-hf", work / "hf", work,
                              extra=tuple(map(str, (LLAMA_SEED, QWEN_SEED, QWEN3_SEED, MISTRAL_SEED, ROPE3_SEED, PHI3_SEED,
-                                                   GEMMA_SEED))))
+                                                   GEMMA_SEED, QWEN2YARN_SEED, LLAMAYARN_SEED))))
     ids = {label: Tokenizer.from_file(str(Path(f) / "tokenizer.json")).encode(TEXT).ids for label, f in folders.items()}
     refs = run_tinymodels("hf-run", [{"ref": f, "ids": ids[label], "n_new": N_NEW, "text": TEXT}
                                      for label, f in folders.items()], work)
@@ -239,10 +256,26 @@ def gguf_sources(work: Path, hf_models: dict[str, dict[str, Any]]) -> dict[str, 
                                                 tm.Q.F16)
     sources["synth"] = write_tiny_llama_gguf(out / "tiny-spm.gguf", n_head_kv=2, seed=SYNTH_SEED)
     sources["llama3rope-F16"] = rope_freqs_gguf(hf_models["llama3rope-f32"]["folder"], out / "tiny-llama3rope-F16.gguf")
+    sources["llama-ropefactor-F16"] = tm.write_gguf(folder, out / "tiny-ropefactor-F16.gguf", tm.Q.F16,
+                                                    extra_kv={"llama.rope.scaling.factor": 2.0})
+    sources["llama-scalelinear-F16"] = tm.write_gguf(folder, out / "tiny-scalelinear-F16.gguf", tm.Q.F16,
+                                                     extra_kv={"llama.rope.scale_linear": 2.0})
+    sources["qwen2yarn-F16"] = tm.write_gguf(hf_models["qwen2yarn-f32"]["folder"], out / "tiny-qwen2yarn-F16.gguf",
+                                             tm.Q.F16, extra_kv=yarn_kv("qwen2"))
     sources["single"] = tm.write_gguf(folder, out / "tiny-split.gguf", tm.Q.F16)
     (out / "shards").mkdir()
     sources["shards"] = tm.write_gguf(folder, out / "shards" / "tiny-split.gguf", tm.Q.F16, split_max_tensors=7).parent
     return sources
+
+
+def yarn_kv(arch: str, attention_factor: float | None = 0.8, **more: float) -> dict[str, Any]:
+    """The GGUF keys of tinymodels' YaRN (factor 4, original context 32): llama.cpp multiplies the
+    attention magnitude by 1 + 0.1 ln(factor) itself, so an attention_factor of A is A / that."""
+    keys: dict[str, Any] = {f"{arch}.rope.scaling.type": "yarn", f"{arch}.rope.scaling.factor": 4.0,
+                            f"{arch}.rope.scaling.original_context_length": 32}
+    if attention_factor is not None:
+        keys[f"{arch}.rope.scaling.attn_factor"] = attention_factor / (1.0 + 0.1 * math.log(4.0))
+    return {**keys, **{f"{arch}.rope.scaling.{k}": v for k, v in more.items()}}
 
 
 def rope_freqs_gguf(folder: Path, path: Path) -> Path:
@@ -286,6 +319,7 @@ def added(conv_home: Path, hf_models: dict[str, dict[str, Any]], gguf_sources: d
     jobs = [(name, hf_models[c.source]["folder"], ["--gguf-type", c.gguf_type]) for name, c in HF_TO_GGUF.items()]
     jobs += [(name, gguf_sources[c.source], []) for name, c in GGUF_TO_HF.items()]
     jobs.append((SPLIT_NAME, gguf_sources["shards"], []))
+    jobs += [(name, hf_models[source]["folder"], []) for name, (source, _) in REFUSED.items()]
     out = {}
     for name, path, extra in jobs:
         res = run_cli(conv_home, "add", path, "--name", name, *extra)
@@ -380,6 +414,18 @@ def test_converted_gguf_runs_like_transformers(name: str, hf_models: dict[str, d
     assert results[1:] == results[:-1], "the same file in three views must run identically"
 
 
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_a_model_llama_cpp_would_run_otherwise_gets_no_gguf(name: str, added: dict[str, Added]) -> None:
+    """YaRN betas other than 32 and 1: llama.cpp reads none for these architectures (the
+    "yarn_beta_* keys" case of test_the_comparison_catches_a_missing_qk_permutation shows it), so a
+    GGUF would run another model; the GGUF views leave it out and say why."""
+    views = added[name].views()
+    assert views["huggingface"]["present"]
+    for view in ("llamacpp", "lmstudio", "ollama"):
+        assert not views[view]["present"], f"{name} is in {view}/"
+        assert REFUSED[name][1] in views[view]["reason"], views[view]["reason"]
+
+
 def test_q4_0_rendition_runs_like_the_eager_q4_0(hf_models: dict[str, dict[str, Any]], added: dict[str, Added],
                                                   mnt: Mount, work: Path) -> None:
     require("llama_cpp")
@@ -412,6 +458,7 @@ def test_the_comparison_catches_a_missing_qk_permutation(hf_models: dict[str, di
     rope3 = hf_models["llama3rope-f32"]
     without_rope_freqs = {k: v for k, v in tm.gguf_from_hf(rope3["folder"], tm.Q.F32).items() if k != "rope_freqs.weight"}
     phi = hf_models["phimini-f32"]
+    yarn, yarnbeta = hf_models["qwen2yarn-f32"], hf_models["qwen2yarnbeta-f32"]
     phi_tensors = tm.gguf_from_hf(phi["folder"], tm.Q.F32)
 
     def halves_swapped(entry: tuple[Any, tuple[int, ...], bytes]) -> tuple[Any, tuple[int, ...], bytes]:
@@ -453,6 +500,16 @@ def test_the_comparison_catches_a_missing_qk_permutation(hf_models: dict[str, di
         # the rope scaling lost
         "llama3 rope, no rope_freqs tensor": (rope3, tm.write_gguf(rope3["folder"], work / "mut-rope3.gguf", tm.Q.F32,
                                                                    tensors=without_rope_freqs), False),
+        "qwen2 YaRN eager": (yarn, tm.write_gguf(yarn["folder"], work / "mut-yarn-ok.gguf", tm.Q.F32,
+                                                 extra_kv=yarn_kv("qwen2")), True),
+        # YaRN's attention_factor lost (llama.cpp's own magnitude instead)
+        "qwen2 YaRN, no attn_factor": (yarn, tm.write_gguf(yarn["folder"], work / "mut-yarn-noattn.gguf", tm.Q.F32,
+                                                           extra_kv=yarn_kv("qwen2", None)), False),
+        # betas written as llama.cpp's converter writes them: llama.cpp does not read them for qwen2,
+        # which is why a model with such betas gets no GGUF (REFUSED)
+        "qwen2 YaRN betas 8 and 2 in yarn_beta_* keys": (
+            yarnbeta, tm.write_gguf(yarnbeta["folder"], work / "mut-yarnbeta.gguf", tm.Q.F32,
+                                    extra_kv=yarn_kv("qwen2", None, yarn_beta_fast=8.0, yarn_beta_slow=2.0)), False),
     }
     results = run_tinymodels("llama-run", [{"path": str(path), "ids": src["ids"], "n_new": N_NEW,
                                             "teacher": src["ref"]["greedy"], "text": TEXT}

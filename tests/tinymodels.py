@@ -60,10 +60,11 @@ QWEN_MERGES = [("h", "e"), ("l", "l"), ("he", "ll"), ("Ġ", "w"), ("o", "r"), ("
 
 
 def build_hf_models(out: Path, seed: int = 0, qwen_seed: int = 0, qwen3_seed: int = 0, mistral_seed: int = 0,
-                    rope3_seed: int = 0, phi3_seed: int = 0, gemma_seed: int = 0, qk_scale: float = 3.0,
-                    qk_norm_scale: float = 2.0) -> dict[str, str]:
+                    rope3_seed: int = 0, phi3_seed: int = 0, gemma_seed: int = 0, qwen2yarn_seed: int = 0,
+                    llamayarn_seed: int = 0, qk_scale: float = 3.0, qk_norm_scale: float = 2.0) -> dict[str, str]:
     """Write llama (F32, F16 and BF16 copies of one model), a llama with Llama 3.1's rope scaling,
-    qwen2, qwen3, mistral, phi3 and gemma (F32) folders under `out`."""
+    qwen2, qwen3, mistral, phi3 and gemma, and qwen2 and llama with YaRN rope scaling (F32) folders
+    under `out`."""
     import copy
 
     import torch
@@ -202,7 +203,31 @@ def build_hf_models(out: Path, seed: int = 0, qwen_seed: int = 0, qwen3_seed: in
     gemma.save_pretrained(folder)
     tok.save_pretrained(folder)
     folders["gemma-f32"] = str(folder)
+
+    # YaRN: an original context of 32 puts this head_dim's 8 frequencies on all three sides of the
+    # ramp; each model names what changes the attention magnitude in its own way (an explicit
+    # attention_factor; mscale and mscale_all_dim), and qwen2yarnbeta betas llama.cpp does not read
+    for label, yarn_seed, cls, cfg_cls, rope, vocab_tok in (
+            ("qwen2yarn-f32", qwen2yarn_seed, Qwen2ForCausalLM, Qwen2Config, {**YARN, "attention_factor": 0.8}, qtok),
+            ("llamayarn-f32", llamayarn_seed, LlamaForCausalLM, LlamaConfig,
+             {**YARN, "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 0.5}, None),
+            ("qwen2yarnbeta-f32", qwen2yarn_seed, Qwen2ForCausalLM, Qwen2Config,
+             {**YARN, "beta_fast": 8.0, "beta_slow": 2.0}, qtok)):
+        torch.manual_seed(yarn_seed)
+        extra = {"use_sliding_window": False} if cls is Qwen2ForCausalLM else {}
+        config = cfg_cls(vocab_size=vocab_tok.get_vocab_size() if vocab_tok else 256, rms_norm_eps=1e-6, **extra,
+                         **{**common, "max_position_embeddings": 128})  # = factor x original: no warning
+        config.rope_parameters = {"rope_theta": 10000.0, **rope}
+        yarn = cls(config)
+        sharpen(yarn, bias=cls is Qwen2ForCausalLM)
+        folder = out / label
+        yarn.save_pretrained(folder)
+        (PreTrainedTokenizerFast(tokenizer_object=vocab_tok) if vocab_tok else tok).save_pretrained(folder)
+        folders[label] = str(folder)
     return folders
+
+
+YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32}
 
 
 # --- safetensors without torch ------------------------------------------------------------------
@@ -327,12 +352,14 @@ def tokenizer_vocab(folder: Path) -> tuple[list[str], list[str]]:
 
 
 def write_gguf(folder: Path, path: Path, qtype: Q, *, permute: bool | None = None, split_max_tensors: int = 0,
-               tensors: dict[str, tuple[Q, tuple[int, ...], bytes]] | None = None, pre: str | None = None) -> Path:
+               tensors: dict[str, tuple[Q, tuple[int, ...], bytes]] | None = None, pre: str | None = None,
+               extra_kv: dict[str, str | int | float] | None = None) -> Path:
     """A GGUF of the HF model in `folder` (by `gguf_from_hf`), with a gpt2 (byte-level BPE)
     vocabulary, no BOS, file type from `qtype`; pre-tokenizer `pre` (default: "qwen2" for qwen
     models, as llama.cpp's converter names theirs, else "default"); `<arch>.attention.key_length` and
     `value_length` where the head_dim is not hidden / heads. With `split_max_tensors`, the shards
-    `<stem>-0000k-of-0000n.gguf` are written instead (returned: the first)."""
+    `<stem>-0000k-of-0000n.gguf` are written instead (returned: the first). `extra_kv`: further
+    keys (rope scaling, as llama.cpp's converter would write it), each as a string, uint32 or float32."""
     cfg = hf_config(folder)
     arch = cfg["model_type"]
     n_head = cfg["num_attention_heads"]
@@ -363,6 +390,13 @@ def write_gguf(folder: Path, path: Path, qtype: Q, *, permute: bool | None = Non
     w.add_token_types([gguf.TokenType.NORMAL] * len(tokens))
     w.add_token_merges(merges or [PLACEHOLDER_MERGE])
     w.add_add_bos_token(False)
+    for key, value in (extra_kv or {}).items():
+        if isinstance(value, str):
+            w.add_string(key, value)
+        elif isinstance(value, int):
+            w.add_uint32(key, value)
+        else:
+            w.add_float32(key, value)
     for name, (dst, shape, data) in (tensors or gguf_from_hf(folder, qtype, permute=permute)).items():
         if dst in (Q.F32, Q.F16):
             w.add_tensor(name, np.frombuffer(data, np.float32 if dst == Q.F32 else np.float16).reshape(shape))
@@ -491,7 +525,10 @@ def llama_run(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for job in jobs:
         try:
-            llm = Llama(model_path=job["path"], n_ctx=128, n_threads=2, logits_all=True, verbose=False, seed=0)
+            # yarn_*: -1 takes the model's own values, as llama.cpp's tools do (llama-cpp-python's
+            # defaults would override them with 32, 1 and 1)
+            llm = Llama(model_path=job["path"], n_ctx=128, n_threads=2, logits_all=True, verbose=False, seed=0,
+                        yarn_beta_fast=-1.0, yarn_beta_slow=-1.0, yarn_attn_factor=-1.0)
             facts = {"text_ids": llm.tokenize(job["text"].encode()) if "text" in job else None,
                      "arch": llm.metadata.get("general.architecture"), "n_vocab": llm.n_vocab()}
             ids = list(job.get("ids") or [])
@@ -518,7 +555,7 @@ def llama_run(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def main(argv: list[str]) -> None:
     command, arg = argv[0], argv[1]
     if command == "build-hf":
-        result: Any = build_hf_models(Path(arg), *(int(a) for a in argv[2:9]), *(float(a) for a in argv[9:]))
+        result: Any = build_hf_models(Path(arg), *(int(a) for a in argv[2:11]), *(float(a) for a in argv[11:]))
     elif command == "hf-run":
         result = hf_run(json.loads(Path(arg).read_text()))
     elif command == "llama-run":
