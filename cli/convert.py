@@ -52,7 +52,8 @@ def plan_committed(app: App, store: Store, names: list[str], gguf_type: str, no_
             if no_convert:
                 skip_conversions(store, name)
             else:
-                results.append(plan_conversions(store, name, gguf_type.upper(), progress=app.progress))
+                results.append(plan_conversions(store, name, gguf_type.upper(), progress=app.progress,
+                                                on_wait=app.waiting))
         except NotFound as exc:
             warnings.append(f"no renditions planned for {name}: {exc}")
         except (OutOfSpace, KeyboardInterrupt) as exc:
@@ -108,7 +109,8 @@ def convert(app: App, names: tuple[str, ...], all_models: bool, gguf_type: str |
         try:
             for name in targets:
                 chosen = gguf_type.upper() if gguf_type else _planned_type(store, name)
-                results.append(plan_conversions(store, name, chosen, progress=app.progress, force=True))
+                results.append(plan_conversions(store, name, chosen, progress=app.progress, force=True,
+                                                on_wait=app.waiting))
                 if not as_json:
                     click.echo(name)
                     report(results[-1])

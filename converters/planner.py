@@ -28,7 +28,7 @@ from modelstore.converters.to_gguf import GGUF_TYPES, plan_gguf
 from modelstore.converters.to_safetensors import plan_safetensors
 from modelstore.store.digests import GIT_SHA1_LIMIT, git_blob_header
 from modelstore.store.errors import NotFound, UsageError
-from modelstore.store.locks import store_lock
+from modelstore.store.locks import WaitNotice, store_lock
 from modelstore.store.metadata import is_projector, split_group, why_not_whole
 from modelstore.store.objects import fsync_path, no_space
 from modelstore.store.records import Derived, Extent, FileRecord
@@ -213,13 +213,13 @@ def _recorded(value: dict[str, Any], name: str) -> ConversionResult:
 
 
 def plan_conversions(store: Store, name: str, gguf_type: str = "F16", progress: Progress | None = None,
-                     *, force: bool = False) -> ConversionResult:
+                     *, force: bool = False, on_wait: WaitNotice | None = None) -> ConversionResult:
     """Plan, hash and record the conversions of model `name`. Conversions already recorded for
     the same files and GGUF type are kept as they are, unless `force`."""
     if gguf_type not in GGUF_TYPES:
         raise UsageError(f"--gguf-type {gguf_type}: choose one of {', '.join(GGUF_TYPES)}")
     result = ConversionResult(name)
-    with store_lock(store.lock_path, exclusive=False), store.objects.staging("convert") as staging:
+    with store_lock(store.lock_path, exclusive=False, on_wait=on_wait), store.objects.staging("convert") as staging:
         model = store.model(name)
         with store.catalog.read() as r:
             existing = r.conversions(name)

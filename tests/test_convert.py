@@ -823,3 +823,26 @@ def test_fsck_conversions_blames_a_damaged_source_blob_not_the_converter(cli, ho
     assert r.code == 1
     problems = r.json()["problems"]
     assert any("no longer hashes" in p for p in problems) and not any("modelstore convert" in p for p in problems)
+
+
+def test_a_convert_waiting_for_gc_says_so(cli, home: Path, hf_folder: Path) -> None:
+    import subprocess
+    import sys
+
+    from modelstore.store.locks import store_lock
+
+    assert cli("add", hf_folder, "--name", "m", "--no-convert").code == 0
+    with store_lock(home / "store.lock", exclusive=True):  # as a running gc holds it
+        proc = subprocess.Popen([sys.executable, "-m", "modelstore.cli", "--home", str(home), "convert", "m", "--json"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        said: list[str] = []
+        reader = threading.Thread(target=lambda: said.append(proc.stderr.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(30)  # a convert that waits without a word says nothing here, and the lock is let go
+        assert said and "waiting for a running gc to finish" in said[0], said
+        assert proc.poll() is None
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    planned = json.loads(out)[0]
+    assert planned["model"] == "m" and [p for p in planned["files"] if p.endswith(".gguf")], planned
