@@ -347,12 +347,15 @@ def _yarn_for_gguf(config: Mapping[str, Any], rope: Mapping[str, Any]) -> tuple[
     factor = float(rope["factor"]) if rope.get("factor") is not None else int(config["max_position_embeddings"]) / context
     if not (math.isfinite(factor) and factor > 0):
         raise ConversionUnsupported(f"YaRN factor {factor} is no usable scaling factor")
+    if factor < 1:
+        raise ConversionUnsupported(f"YaRN factor {factor:g} below 1: llama.cpp versions differ on its attention "
+                                    f"magnitude (current ones clamp it to 1, older ones do not)")
     for name, default in YARN_BETAS.items():
         value = float(rope.get(name) or default)  # transformers reads 0 and null as its default
         if value != default:
             raise ConversionUnsupported(f"YaRN {name} {value:g}: llama.cpp reads no {name} for {arch} and "
                                         f"runs it with {default:g}")
-    if rope.get("truncate", True) is False:
+    if not rope.get("truncate", True):  # transformers rounds only when truncate is true (or not given)
         raise ConversionUnsupported("YaRN with truncate false: llama.cpp always rounds its correction range")
     attention = rope.get("attention_factor")
     if attention is None:
@@ -393,6 +396,9 @@ def _rope_scaling_from_gguf(a: str, kv: Mapping[str, Any], config: Mapping[str, 
     if kind == "yarn":
         if factor == 1.0 and attn_factor == 1.0:
             return None
+        if factor < 1:
+            raise ConversionUnsupported(f"YaRN factor {factor:g} below 1: llama.cpp versions differ on its attention "
+                                        f"magnitude (current ones clamp it to 1, older ones do not)")
         context = int(key("rope.scaling.original_context_length") or config["max_position_embeddings"])
         scaling: dict[str, Any] = {"rope_type": "yarn", "factor": factor, "original_max_position_embeddings": context}
         attention = attn_factor * _ggml_yarn_magnitude(factor)

@@ -141,12 +141,13 @@ def plan_safetensors(stored: StoredModel, shards: list[str]) -> Plan:
 
 
 def _end_of_generation(kv: dict[str, Any], eos: Any) -> Any:
-    """generation_config.json's eos_token_id: the GGUF's EOS, and its end-of-turn and end-of-message
-    tokens, which llama.cpp's generation also stops at (a list, which transformers accepts, when
-    there are several)."""
+    """generation_config.json's eos_token_id: the GGUF's EOS, end-of-turn and end-of-message
+    tokens, which llama.cpp's generation stops at (a list, which transformers accepts, when there
+    are several). llama.cpp also stops at control tokens it knows by their text (<|im_end|>,
+    <end_of_turn>, ...) and at FIM tokens; those are not added."""
     ids = [eos] + [kv.get(f"tokenizer.ggml.{k}_token_id") for k in ("eot", "eom")]
     unique = list(dict.fromkeys(i for i in ids if isinstance(i, int) and not isinstance(i, bool)))
-    return unique if len(unique) > 1 else eos
+    return unique if len(unique) > 1 else (unique[0] if unique else eos)
 
 
 def _rope_factors(stored: StoredModel, found: list[tuple[str, TensorSpan]]) -> np.ndarray | None:

@@ -268,6 +268,11 @@ def test_generation_stops_where_llama_cpp_does(store: Store, models: Path, extra
     assert json.loads(converted_bytes(store, files["config.json"]))["eos_token_id"] == 2
 
 
+def test_an_end_of_turn_without_eos_is_the_one_eos() -> None:
+    assert to_safetensors._end_of_generation({"tokenizer.ggml.eot_token_id": 300}, None) == 300
+    assert to_safetensors._end_of_generation({}, None) is None
+
+
 def _hf_to_gguf_names(n_blocks: int) -> dict[str, str]:
     from modelstore.converters import archs
 
@@ -625,6 +630,7 @@ def test_gguf_rope_scaling_reaches_config_json_as_llama_cpp_applies_it(kv: dict[
      "yarn_attn_factor to 0.7"),
     ({"llama.rope.scaling.factor": 4.0, "llama.rope.scaling.attn_factor": 0.5}, "without YaRN"),
     ({"llama.rope.scaling.type": "longrope"}, "'longrope' is not covered"),
+    ({"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 0.5}, "YaRN factor 0.5 below 1"),
     ({"llama.rope.scaling.type": "dynamic"}, "'dynamic' is not covered"),
 ])
 def test_gguf_rope_scaling_config_json_cannot_say_is_refused(kv: dict[str, object], word: str) -> None:
@@ -677,6 +683,8 @@ def test_yarn_reaches_the_gguf_keys_llama_cpp_reads(rope: dict[str, object], wan
     ({**_YARN, "beta_fast": 8.0}, "YaRN beta_fast 8: llama.cpp reads no beta_fast for qwen2 and runs it with 32"),
     ({**_YARN, "beta_slow": 2.0}, "YaRN beta_slow 2: llama.cpp reads no beta_slow"),
     ({**_YARN, "truncate": False}, "truncate false"),
+    ({**_YARN, "truncate": None}, "truncate false"),
+    ({**_YARN, "factor": 0.5}, "YaRN factor 0.5 below 1"),
 ])
 def test_yarn_llama_cpp_cannot_run_alike_is_refused(rope: dict[str, object], word: str) -> None:
     from modelstore.converters import archs
