@@ -99,7 +99,7 @@ def _planned_type(store: object, name: str) -> str:
 def convert(app: App, names: tuple[str, ...], all_models: bool, gguf_type: str | None, as_json: bool) -> None:
     """Plan the converted renditions of stored models (GGUF <-> safetensors, split GGUF -> one file)."""
     from modelstore.converters.planner import plan_conversions
-    from modelstore.store.errors import UsageError
+    from modelstore.store.errors import NotFound, UsageError
 
     if bool(names) == all_models:
         raise UsageError("name the models to convert, or pass --all")
@@ -109,8 +109,14 @@ def convert(app: App, names: tuple[str, ...], all_models: bool, gguf_type: str |
         try:
             for name in targets:
                 chosen = gguf_type.upper() if gguf_type else _planned_type(store, name)
-                results.append(plan_conversions(store, name, chosen, progress=app.progress, force=True,
-                                                on_wait=app.waiting))
+                try:
+                    results.append(plan_conversions(store, name, chosen, progress=app.progress, force=True,
+                                                    on_wait=app.waiting))
+                except NotFound as exc:
+                    if not all_models:
+                        raise
+                    click.echo(f"warning: {exc}", err=True)  # --all: one removed meanwhile, the rest go on
+                    continue
                 if not as_json:
                     click.echo(name)
                     report(results[-1])

@@ -807,6 +807,21 @@ def test_convert_of_a_model_removed_meanwhile_says_so(cli, hf_folder: Path, monk
     assert r.code == 3
     assert r.err.strip() == "modelstore: error: tiny was removed while its conversions were planned"
 
+    # --all: the one removed meanwhile is a warning, and the others are planned
+    assert cli("add", hf_folder, "--name", "a-keep", "--no-convert").code == 0
+    assert cli("add", hf_folder, "--name", "tiny", "--no-convert").code == 0
+    monkeypatch.setattr(planner, "make_plans", make)
+    gone = {"tiny"}
+
+    def remove_tiny(store: Store, name: str, *args: object, **kwargs: object) -> object:
+        return plan_while_removed(store, name, *args, **kwargs) if name in gone else plan(store, name, *args, **kwargs)
+
+    monkeypatch.setattr(planner, "plan_conversions", remove_tiny)
+    r = cli("convert", "--all", "--json")
+    assert r.code == 0, r.err
+    assert [c["model"] for c in r.json()] == ["a-keep"]
+    assert "warning: tiny was removed while its conversions were planned" in r.err
+
 
 def test_convert_keeps_the_type_a_model_was_planned_with(cli, hf_folder: Path) -> None:
     assert cli("add", hf_folder, "--name", "tiny", "--gguf-type", "Q8_0").code == 0
