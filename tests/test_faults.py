@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -616,25 +617,33 @@ def test_staging_being_created_is_not_taken_for_a_dead_one(home: Path) -> None:
     assert objects.clean_stale_staging() == 1 and staging_left(home) == []
 
 
+@contextmanager
+def paused_add(home: Path, tmp_path: Path, src: Path, name: str) -> Iterator[subprocess.Popen]:
+    """`modelstore add SRC --name NAME --json` in a subprocess, paused at its first hashed chunk
+    (holding the store lock and, for a GGUF, the tensor lock) until the block ends."""
+    hold = tmp_path / f"hold-{name}"
+    hold.mkdir()
+    proc = spawn(home, "add", src, "--name", name, "--json", driver=True, stdout=subprocess.PIPE,
+                 env={"FAULT_AT": "chunk", "FAULT_NTH": "1", "FAULT_HOLD": str(hold)})
+    try:
+        deadline = time.monotonic() + 30
+        while not (hold / "ready").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the add never got going"
+            time.sleep(0.01)
+        yield proc
+    finally:
+        (hold / "go").touch()
+
+
 def test_an_add_waiting_for_another_says_which(home: Path, tmp_path: Path, pair: tuple[Path, Path]) -> None:
     """Two adds of models that share tensors: the second waits for the first to store its
     tensors, and says it waits for another add (not for a gc, which is not running)."""
     a, b = pair
-    hold = tmp_path / "hold"
-    hold.mkdir()
-    first = spawn(home, "add", a, "--name", "a", "--json", driver=True, stdout=subprocess.PIPE,
-                  env={"FAULT_AT": "chunk", "FAULT_NTH": "1", "FAULT_HOLD": str(hold)})
-    try:
-        deadline = time.monotonic() + 30
-        while not (hold / "ready").exists():
-            assert first.poll() is None and time.monotonic() < deadline, "the add never got going"
-            time.sleep(0.01)
+    with paused_add(home, tmp_path, a, "a") as first:
         second = spawn(home, "add", b, "--name", "b", "--json", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert second.stderr is not None
         said = second.stderr.readline()
         assert "waiting for another add storing tensors" in said and "gc" not in said, said
-    finally:
-        (hold / "go").touch()
     assert first.wait(60) == 0
     out, _ = second.communicate(timeout=60)
     assert second.returncode == 0
@@ -653,22 +662,12 @@ def test_gc_during_an_add(home: Path, tmp_path: Path, pair: tuple[Path, Path], r
     a, b = pair
     new = b if reuse == "tensors" else a
     assert ms(home, "add", a, "--name", "old") == 0
-    hold = tmp_path / "hold"
-    hold.mkdir()
-    add = spawn(home, "add", new, "--name", "new", "--json", driver=True, stdout=subprocess.PIPE,
-                env={"FAULT_AT": "chunk", "FAULT_NTH": "1", "FAULT_HOLD": str(hold)})
-    try:
-        deadline = time.monotonic() + 30
-        while not (hold / "ready").exists():
-            assert add.poll() is None and time.monotonic() < deadline, "the add never got going"
-            time.sleep(0.01)
+    with paused_add(home, tmp_path, new, "new") as add:
         assert ms(home, "rm", "old") == 0
         gc = spawn(home, "gc", "--json", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert gc.stderr is not None
         assert "waiting for running adds" in gc.stderr.readline(), "gc did not wait for the add"
         assert gc.poll() is None and add.poll() is None
-    finally:
-        (hold / "go").touch()
     out, _ = add.communicate(timeout=60)
     assert add.returncode == 0
     gc_out, gc_err = gc.communicate(timeout=60)
