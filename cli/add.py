@@ -78,6 +78,10 @@ def add(app: App, source: str, name: str | None, revision: str | None, include: 
                 if mode != "copy":
                     raise UsageError("--reflink, --link and --move are for local files; Hub files are "
                                      "downloaded straight into the store")
+                if not app.debug:  # its retries are not errors, and an error is one line of ours
+                    from huggingface_hub.utils import logging as hf_logging
+
+                    hf_logging.set_verbosity_error()
                 result = add_from_hub(store, source, name=name, revision=revision, include=include,
                                       exclude=exclude, progress=app.progress, on_wait=app.waiting)
             else:

@@ -137,6 +137,7 @@ class Fault:
     interrupt: bool = False  # raise KeyboardInterrupt in the main thread, as Ctrl-C would
     methods: tuple[str, ...] = ("GET",)
     etag: str | None = None  # serve the file under this ETag (a hostile server)
+    cut_once: int | None = None  # the first GET sends this many bytes of the body, then hangs up
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -156,6 +157,7 @@ class FakeHub:
         self.repos: dict[str, Repo] = {}
         self.requests: list[Request] = []
         self.faults: dict[tuple[str, str], Fault] = {}
+        self.cut: set[tuple[str, str]] = set()  # files whose cut_once fault has happened
         self.connections: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._server = _QuietServer(("127.0.0.1", 0), _make_handler(self))
@@ -314,6 +316,14 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                     _thread.interrupt_main()
                 elif fault.status is not None:
                     self._error(fault.status, None, f"injected {fault.status}")
+                    return
+                elif fault.cut_once is not None and (repo.repo_id, path) not in hub.cut and self.command == "GET":
+                    hub.cut.add((repo.repo_id, path))
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(file.body())))
+                    self.end_headers()
+                    self.wfile.write(file.body()[: fault.cut_once])
+                    self.close_connection = True
                     return
             self._file(commit, path, file, fault.etag if fault is not None and self.command in fault.methods else None)
 

@@ -315,6 +315,23 @@ def test_a_hostile_etag_names_no_path(cli: Cli, home: Path, models: Path, fake_h
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("victim", "planted"))) == ["victim.txt"]
 
 
+def test_a_dropped_connection_is_resumed_without_noise(cli: Cli, home: Path, models: Path, fake_hub: FakeHub) -> None:
+    """huggingface_hub resumes a download the server hung up on, and logs that it does: add says
+    nothing of it (errors are one line of modelstore's own; --debug shows the library's logs)."""
+    import os
+    import subprocess
+    import sys
+
+    repo = hf_repo(fake_hub, models)
+    fake_hub.fail("org/tiny", "model.safetensors", Fault(cut_once=1000))
+    r = subprocess.run([sys.executable, "-m", "modelstore.cli", "--home", str(home), "add", "org/tiny", "--json"],
+                       capture_output=True, text=True, env=dict(os.environ), timeout=120)  # the library's own stderr
+    assert r.returncode == 0, r.stderr
+    assert ("org/tiny", "model.safetensors") in fake_hub.cut
+    assert_stored_as_served(home, "org/tiny", repo)
+    assert r.stderr == ""
+
+
 def test_hub_blobs_are_read_only(cli: Cli, home: Path, models: Path, fake_hub: FakeHub) -> None:
     hf_repo(fake_hub, models)
     add_json(cli, "org/tiny")
