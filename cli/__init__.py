@@ -70,8 +70,11 @@ def run(argv: list[str] | None = None) -> int:
         rc = cli.main(args=args, prog_name="modelstore", standalone_mode=False)
         return rc if isinstance(rc, int) else 0
     except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("interrupted; nothing was committed", err=True)
+        click.echo("modelstore: error: interrupted; nothing was committed (run the same command again)", err=True)
         return 130
+    except click.exceptions.NoArgsIsHelpError as exc:  # `modelstore` alone: the help, as --help shows it
+        click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
+        return 0
     except click.UsageError as exc:  # one line, like every other error
         hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else " (see `modelstore --help`)"
         click.echo(f"modelstore: error: {' '.join(exc.format_message().split())}{hint}", err=True)

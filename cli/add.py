@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from modelstore.cli.app import App, emit_json, human_bytes, pass_app, printable
+from modelstore.cli.app import App, emit_json, files, human_bytes, pass_app, printable
 from modelstore.cli.convert import GGUF_TYPE_OPTION, plan_committed, report
 
 if TYPE_CHECKING:  # the store's modules load lmdb and gguf: only inside the command
@@ -60,7 +60,7 @@ GGUF or safetensors file whose tensors are stored already costs its header and i
 def add(app: App, source: str, name: str | None, revision: str | None, include: tuple[str, ...],
         exclude: tuple[str, ...], mode: str, gguf_type: str, no_convert: bool, as_json: bool) -> None:
     """Add a model from a local GGUF/safetensors file, an HF-format folder, or a Hub repo."""
-    from modelstore.store.errors import UsageError
+    from modelstore.store.errors import NotFound, UsageError
     from modelstore.store.ingest import ImportMode
     from modelstore.store.names import looks_like_repo_id
     from modelstore.store.sources.huggingface import add_from_hub
@@ -74,7 +74,7 @@ def add(app: App, source: str, name: str | None, revision: str | None, include: 
                     raise UsageError("--revision, --include and --exclude are for Hub repos, not local paths")
                 result = add_local(store, path, name=name, mode=ImportMode(mode), progress=app.progress,
                                    on_wait=app.waiting)
-            elif looks_like_repo_id(source):
+            elif looks_like_repo_id(source) and path.suffix.lower() not in (".gguf", ".safetensors"):
                 if mode != "copy":
                     raise UsageError("--reflink, --link and --move are for local files; Hub files are "
                                      "downloaded straight into the store")
@@ -84,8 +84,9 @@ def add(app: App, source: str, name: str | None, revision: str | None, include: 
                     hf_logging.set_verbosity_error()
                 result = add_from_hub(store, source, name=name, revision=revision, include=include,
                                       exclude=exclude, progress=app.progress, on_wait=app.waiting)
-            else:
-                raise UsageError(f"{source}: no such file or folder, and not a Hugging Face repo id (org/name)")
+            else:  # a repo id never ends in .gguf: a file name that does is a missing file
+                raise NotFound(f"{source}: no such file or folder" + (
+                    "" if looks_like_repo_id(source) else ", and not a Hugging Face repo id (org/name)"))
             planned, warnings, stopped = plan_committed(app, store, [result.model.name], gguf_type, no_convert)
             conversions = planned[0] if planned else None
         finally:
@@ -106,14 +107,14 @@ def _print_added(result: AddResult, conversions: ConversionResult | None, as_jso
         fetched = (f"{human_bytes(result.downloaded_bytes)} downloaded to compare (a file the Hub names by a "
                    f"hash the store does not index), nothing written") if result.downloaded_bytes else \
             "nothing downloaded or written"
-        click.echo(f"{model.name} is up to date ({len(model.files)} files, {human_bytes(result.logical_bytes)}); "
+        click.echo(f"{model.name} is up to date ({files(len(model.files))}, {human_bytes(result.logical_bytes)}); "
                    f"{fetched}")
         if conversions is not None:
             report(conversions)
         return
     verb = "Replaced" if result.replaced else "Added"
     where = f" @ {model.source.revision[:12]}" if model.source.revision else ""
-    click.echo(f"{verb} {model.name}{where}: {len(model.files)} file(s), {human_bytes(result.logical_bytes)}")
+    click.echo(f"{verb} {model.name}{where}: {files(len(model.files))}, {human_bytes(result.logical_bytes)}")
     saved = result.logical_bytes - result.novel_bytes
     click.echo(f"  stored {human_bytes(result.novel_bytes)} new; {human_bytes(saved)} was already in the store"
                + (f"; downloaded {human_bytes(result.downloaded_bytes)}" if result.downloaded_bytes else ""))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -22,8 +23,19 @@ class App:
     @contextmanager
     def store(self, *, create: bool = False) -> Iterator[Any]:
         from modelstore.store import Store
+        from modelstore.store.errors import UsageError
 
-        with Store(self.home, create=create) as store:
+        if self.home.exists() and not self.home.is_dir():
+            raise UsageError(f"the store home {self.home} is a file, not a folder (give --home or MODELSTORE_HOME "
+                             f"a folder)")
+        try:
+            opened = Store(self.home, create=create)
+        except OSError as exc:  # a read-only disk, another user's folder, a file on the way
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR):
+                raise
+            raise UsageError(f"cannot create the store at {self.home}: {exc.strerror} (give --home or "
+                             f"MODELSTORE_HOME a folder you may write)") from None
+        with opened as store:
             yield store
 
     def progress(self, total: int, desc: str) -> Callable[[int], None]:
@@ -50,6 +62,10 @@ class App:
 
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
 
 
 def human_bytes(n: int | float) -> str:

@@ -102,7 +102,7 @@ def convert(app: App, names: tuple[str, ...], all_models: bool, gguf_type: str |
     from modelstore.store.errors import NotFound, UsageError
 
     if bool(names) == all_models:
-        raise UsageError("name the models to convert, or pass --all")
+        raise UsageError("give model names or --all, not both" if names else "name the models to convert, or pass --all")
     results = []
     with app.store() as store:
         targets = [m.name for m in store.models()] if all_models else list(names)

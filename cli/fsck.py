@@ -37,7 +37,7 @@ def fsck(app: App, deep: bool, conversions: bool, as_json: bool) -> None:
     if as_json:
         emit_json(report.to_json())
     else:
-        checked = ", ".join(f"{v} {k}" for k, v in report.checked.items())
+        checked = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in report.checked.items())
         for p in report.problems:
             click.echo(f"PROBLEM: {p}")
         for n in report.notes:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from modelstore.cli.app import App, emit_json, human_bytes, pass_app, printable
+from modelstore.cli.app import App, emit_json, files, human_bytes, pass_app, printable
 from modelstore.cli.convert import GGUF_TYPE_OPTION, plan_committed, report as report_conversions
 from modelstore.cli.where import where_table
 
@@ -202,7 +202,7 @@ def _print_report(report: Any, kind: str, mode: str, as_json: bool, conversions:
     planned = {c.model: c for c in conversions}
     for m in report.models:
         note = "" if m.status == "unchanged" else f"  {human_bytes(m.stored_bytes)} new in the store"
-        click.echo(f"  {m.status:<9} {m.name}  ({len(m.model.files)} files, {human_bytes(m.logical_bytes)}){note}")
+        click.echo(f"  {m.status:<9} {m.name}  ({files(len(m.model.files))}, {human_bytes(m.logical_bytes)}){note}")
         if m.name in planned:
             report_conversions(planned[m.name])
     changed = [m for m in report.models if m.status != "unchanged"]
@@ -218,7 +218,7 @@ def _print_report(report: Any, kind: str, mode: str, as_json: bool, conversions:
     removal = report.removal
     if mode == "move" and removal.files:
         kept = removal.bytes - removal.freed
-        click.echo(f"Removed {removal.files} file(s), {human_bytes(removal.bytes)}, from the folder: "
+        click.echo(f"Removed {files(removal.files)}, {human_bytes(removal.bytes)}, from the folder: "
                    f"{human_bytes(removal.freed)} of disk freed"
                    + (" (the rest now lives in the store)." if kept else "."))
     elif mode == "move":
@@ -240,7 +240,7 @@ def _print_dry_run(dry: Any, kind: str, mode: str, as_json: bool) -> None:
     for m in dry.models:
         state = {"new": "new", "unchanged": "in the store already, unchanged"}.get(
             m.status, "in the store already: its files are checked, new ones added")
-        click.echo(f"  would import {m.name}  ({m.files} files, {human_bytes(m.logical_bytes)}; {state})")
+        click.echo(f"  would import {m.name}  ({files(m.files)}, {human_bytes(m.logical_bytes)}; {state})")
     if dry.models:
         click.echo(f"{len(dry.models)} model(s), {human_bytes(dry.total('logical_bytes'))} from {where}:")
         click.echo(f"  {human_bytes(dry.total('stored_bytes'))} the store holds already, "

@@ -103,7 +103,7 @@ def du(app: App, as_json: bool) -> None:
     print_table(["MODEL", "FILES", "LOGICAL", "UNIQUE"], rows, right={1, 2, 3})
     click.echo("")
     click.echo(f"logical {human_bytes(usage.logical_bytes)}, stored {human_bytes(usage.stored_bytes)}, "
-               f"saved {human_bytes(max(usage.saved_bytes, 0))} ({usage.ratio:.2f}x)")
+               f"saved {human_bytes(usage.saved_bytes)} ({usage.ratio:.2f}x)")
     if usage.conversion_bytes or usage.derived_cache_bytes:
         click.echo(f"conversions: {human_bytes(usage.conversion_bytes)} of planned headers and files (in stored, "
                    f"not in saved); {human_bytes(usage.derived_cache_bytes)} of converted tensors cached in "

@@ -367,6 +367,6 @@ def copy_range(fd_in: int, fd_out: int, offset: int, count: int) -> int:
 def no_space(exc: OSError, where: Path, what: str) -> OutOfSpace | OSError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         free = shutil.disk_usage(where).free
-        return OutOfSpace(f"no space left in {where} while {what} ({free} bytes free); "
+        return OutOfSpace(f"no space left in {where} while {what} ({free / 2**20:.1f} MiB free); "
                           f"nothing was committed, free some space and run it again")
     return exc

@@ -87,7 +87,7 @@ def test_errors_are_one_line_with_exit_codes(cli, models: Path) -> None:
     cases = [
         (("show", "nope"), 3, "no model named"),
         (("rm", "nope"), 3, "no model named"),
-        (("add", models / "missing.gguf"), 2, "no such file"),
+        (("add", models / "missing.gguf"), 3, "no such file"),
         (("add", a, "--name", "../x"), 4, "not allowed"),
         (("add", a, "--revision", "main"), 2, "for Hub repos"),
         (("add", "org/name", "--link"), 2, "for local files"),
@@ -407,3 +407,51 @@ def test_renditions_left_unplanned_after_a_commit_say_what_was_committed(cli, mo
     planned = [c["model"] for c in r.json()["conversions"]]
     assert "d" in planned and "c" not in planned  # (a and b too: their planning was cut short above)
     assert "warning: no renditions planned for c: no model named 'c'" in r.err
+
+
+def test_everyday_mistakes_in_plain_words(cli, home: Path, models: Path, tmp_path: Path) -> None:
+    """Found by a new user's audit: each gives one line that says what to do, with the README's
+    exit status."""
+    a = write_tiny_llama_gguf(models / "a.gguf")
+    r = cli("add", "somewhere/missing.gguf")  # looks like org/name, but a repo id never ends in .gguf
+    assert r.code == 3 and r.err.strip() == "modelstore: error: somewhere/missing.gguf: no such file or folder"
+    r = cli("add", tmp_path / "nowhere")
+    assert r.code == 3 and "no such file or folder" in r.err
+
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"")
+    for args in (("--home", afile, "ls"), ("--home", afile / "sub", "add", a)):
+        r = cli(*args)
+        assert r.code == 2 and r.err.count("\n") == 1 and "folder" in r.err and "Errno" not in r.err, r.err
+
+    r = cli("convert", "--all", "x")
+    assert r.code == 2 and "not both" in r.err
+
+    # Two files whose names hold no ASCII: distinct default names, and never one replacing the other
+    first, second = models / "日本語 モデル.gguf", models / "中文.gguf"
+    first.write_bytes(a.read_bytes())
+    second.write_bytes(write_tiny_llama_gguf(models / "b.gguf", seed=5).read_bytes())
+    assert cli("add", first, "--no-convert").code == 0 and cli("add", second, "--no-convert").code == 0
+    names = [m["name"] for m in cli("ls", "--json").json()]
+    assert len(names) == 2 and all(n.startswith("model-") for n in names), names
+    # A default name taken by a model from elsewhere is refused; the same file again replaces it
+    other = models / "x" / "a.gguf"
+    other.parent.mkdir()
+    other.write_bytes(a.read_bytes())
+    assert cli("add", a, "--no-convert").code == 0
+    r = cli("add", other, "--no-convert")
+    assert r.code == 2 and "--name" in r.err and str(a.resolve()) in r.err, r.err
+    assert cli("add", a, "--no-convert").code == 0
+
+    # A fine-tune of a, then a removed: a's blob stays, read by the fine-tune, so saved is negative,
+    # in the text as in --json
+    tuned = write_tiny_llama_gguf(models / "t.gguf", changed={"blk.1.ffn_up.weight": 7})
+    assert cli("add", tuned, "--no-convert").code == 0
+    assert cli("rm", "a", *names).code == 0 and cli("gc").code == 0
+    saved = cli("du", "--json").json()["saved_bytes"]
+    assert saved < 0 and "saved -" in cli("du").out
+    deep = cli("fsck", "--deep")
+    assert deep.code == 0 and "rehashed blobs" in deep.out and "_" not in deep.out.split("(")[-1]
+
+    r = cli()  # `modelstore` alone prints its help, not an error line
+    assert r.code == 0 and r.out.startswith("Usage: modelstore") and "Commands:" in r.out and r.err == ""

@@ -643,6 +643,11 @@ def test_reruns_dry_runs_and_the_summary_say_what_happens(home: Path, tmp_path: 
     assert r.code == 2 and "--from ollama" in r.err
     r = cli("import", "--from", "ollama", weights.hf)
     assert r.code == 2 and "not an Ollama models folder" in r.err
+    lms = tmp_path / "lms"
+    write_lmstudio_model(lms, "pub", "m-GGUF", {"m.gguf": weights.llama})
+    for kind in ("ollama", "huggingface"):
+        r = cli("import", "--from", kind, lms)
+        assert r.code == 2 and "LM Studio models folder" in r.err and "--from lmstudio" in r.err, r.err
     fresh = tmp_path / "fresh"
     (fresh / "hub").mkdir(parents=True)
     (fresh / "hub" / "version.txt").write_text("1")
@@ -788,7 +793,7 @@ def test_cli_errors_and_output(cli, tmp_path: Path, weights: Weights, monkeypatc
     r = cli("import", "--from", "ollama", "--move")
     assert r.code == 0, r.err
     assert "imported  tiny:1b" in r.out and "tiny:latest" in r.out
-    assert "Removed 14 file(s)" in r.out and "0 B of disk freed" in r.out
+    assert "Removed 14 files" in r.out and "0 B of disk freed" in r.out
     assert "OLLAMA_MODELS=" in r.out and "OLLAMA_NOPRUNE=1" in r.out
     assert r.err.strip() == f"warning: skipped blobs/sha256-{'e' * 64}-partial: an unfinished download"
 

@@ -4,6 +4,7 @@ committing a model."""
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import os
 import re
 import stat
@@ -57,7 +58,9 @@ def is_partial(name: str) -> bool:
 def default_name(text: str) -> str:
     """A valid model name from a file or folder name: other characters become '-', and a name
     longer than a model name may be is cut (a suffix such as @lmstudio-2 must still fit)."""
-    cleaned = re.sub(r"[^A-Za-z0-9._:@+/-]+", "-", text).strip("-./") or "model"
+    cleaned = re.sub(r"[^A-Za-z0-9._:@+/-]+", "-", text).strip("-./")
+    if not cleaned:  # nothing ASCII in it (a Japanese file name): a name of its own all the same
+        cleaned = "model-" + hashlib.sha1(text.encode(errors="surrogateescape")).hexdigest()[:8]
     cleaned = cleaned if re.match(r"[A-Za-z0-9_]", cleaned) else "m" + cleaned
     return cleaned[:160].rstrip("-./")
 

@@ -66,6 +66,19 @@ def _shards(path: Path, shard: Shard) -> dict[str, Path]:
     return {check_relpath(name, where=str(path.parent)): path.parent / name for name in names}
 
 
+def _not_anothers(store: Store, name: str, source: Source) -> None:
+    """A name made from a file name replaces only the model added from that same place: two
+    files whose names clean up alike (non-ASCII names) must not replace each other unasked."""
+    try:
+        current = store.model(name)
+    except NotFound:
+        return
+    if (current.source.kind, current.source.location) != (source.kind, source.location):
+        raise UsageError(f"{source.location}: its default name {name} is taken by the model added from "
+                         f"{current.source.location}; give it another with --name (or --name {name} to replace "
+                         f"that one)")
+
+
 def add_local(store: Store, path: Path, *, name: str | None = None, mode: ImportMode = ImportMode.COPY,
               progress: ProgressFactory | None = None, on_wait: Any = None) -> AddResult:
     if not path.exists():
@@ -93,8 +106,11 @@ def add_local(store: Store, path: Path, *, name: str | None = None, mode: Import
         if links:
             raise UsageError(f"{files[links[0]]} is a symlink: --move would leave the file it points to "
                              f"behind; use --copy or --link")
-    name = check_model_name(name or default_name(default))  # before anything is stored
     source = Source("local", str(path.resolve()))
+    if name is None:
+        name = default_name(default)
+        _not_anothers(store, name, source)
+    check_model_name(name)  # before anything is stored
     with store.adding(mode, progress, on_wait) as ingest:
         stored, logical, novel, reused = ingest_all(ingest, files)
         return finish(store, ingest, name, source, stored, files, logical, novel, reused, skipped=skipped)

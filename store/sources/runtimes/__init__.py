@@ -65,6 +65,9 @@ def check_kind(kind: str, root: Path) -> None:
         raise UsageError(f"{root} is laid out as {_LABELS[shown]}: import it with --from {shown}")
     if shown is None and kind == "huggingface" and any((root / name).is_file() for name in _HF_FILES):
         return
+    if shown is None and kind in _EXPECTED and not any(root.glob("*.gguf")) and any(root.glob("*/*/*.gguf")):
+        raise UsageError(f"{root} is laid out as an LM Studio models folder (<publisher>/<model>/*.gguf): import "
+                         f"it with --from lmstudio")
     if shown is None and kind in _EXPECTED and any(not p.name.startswith(".") for p in root.iterdir()):
         raise UsageError(f"{root} is not {_LABELS[kind]} (no {_EXPECTED[kind]} in it); give that folder, "
                          f"or import any GGUF and Hugging Face folders in it with --from path")
