@@ -68,7 +68,8 @@ def ollama_blob(root: Path, data: bytes) -> str:
 
 def write_ollama_model(root: Path, name: str, gguf: Path, *, template: str | None = None,
                        params: dict[str, object] | None = None, system: str | None = None,
-                       licenses: tuple[str, ...] = (), projector: Path | None = None) -> OllamaModel:
+                       licenses: tuple[str, ...] = (), projector: Path | None = None,
+                       extra_layers: tuple[tuple[str, bytes], ...] = ()) -> OllamaModel:
     """`name` = host/namespace/model/tag. Layers and config as `ollama create` writes them; the
     manifest compact JSON with a trailing newline (Go's json.Encoder)."""
     layers = []
@@ -88,6 +89,8 @@ def write_ollama_model(root: Path, name: str, gguf: Path, *, template: str | Non
         layer("params", json.dumps(params).encode())
     if system is not None:
         layer("system", system.encode())
+    for media_type, data in extra_layers:  # (full media type, bytes): layers of kinds ollama create never writes
+        layers.append({"mediaType": media_type, "digest": f"sha256:{ollama_blob(root, data)}", "size": len(data)})
     config = {"model_format": "gguf", "model_family": "llama", "model_families": ["llama"], "model_type": "1M",
               "file_type": "F32", "architecture": "amd64", "os": "linux",
               "rootfs": {"type": "layers", "diff_ids": [entry["digest"] for entry in layers]}}

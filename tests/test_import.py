@@ -244,6 +244,22 @@ def test_ollama_models_keep_name_manifest_and_blobs(home: Path, tmp_path: Path, 
         assert {p: file_sha256(p) for p in files_under(root)} == before
 
 
+def test_an_ollama_layer_named_like_the_config_is_stored_too(home: Path, tmp_path: Path, weights: Weights) -> None:
+    """A manifest with a layer whose media type says config (or manifest): its blob is stored as
+    well, so the ollama/ view serves every blob the manifest names."""
+    root = tmp_path / "ollama"
+    extra = (("application/vnd.ollama.image.config", b'{"not":"the config"}'),
+             ("application/vnd.ollama.image.manifest", b"not the manifest"))
+    model = write_ollama_model(root, "registry.ollama.ai/library/odd/latest", weights.llama, extra_layers=extra)
+    age(root)
+    report = importing(home, "ollama", root)
+    assert [m.name for m in report.models] == ["odd:latest"] and report.skipped == []
+    tree = view(home, "ollama")
+    assert node_bytes(home, tree["manifests/registry.ollama.ai/library/odd/latest"]) == model.manifest
+    for digest in model.blobs:
+        assert sha256(node_bytes(home, tree[f"blobs/sha256-{digest}"])) == digest
+
+
 def test_ollama_hostile_input_is_skipped_with_warnings(home: Path, tmp_path: Path, weights: Weights) -> None:
     """A manifest naming a missing blob, a blob whose bytes do not match its name, a pull in
     progress (sha256-…-partial), a manifest that is not JSON, one at the wrong depth: each skipped

@@ -86,6 +86,18 @@ def _layer_kind(kind: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", kind).strip("-.") or "layer"
 
 
+def _free_path(rel_path: str, files: dict[str, Path]) -> str:
+    """`rel_path`, or with -2, -3... before its .gguf when another layer (or the config, or the
+    manifest) has it: every blob the manifest names must be stored, or the view's manifest names a
+    blob it does not serve."""
+    stem, dot, ext = rel_path.rpartition(".") if rel_path.endswith(".gguf") else (rel_path, "", "")
+    n = 2
+    while rel_path in files:
+        rel_path = f"{stem}-{n}{dot}{ext}"
+        n += 1
+    return rel_path
+
+
 class OllamaFolder(RuntimeFolder):
     kind = "ollama"
     label = "Ollama"
@@ -162,6 +174,7 @@ class OllamaFolder(RuntimeFolder):
                     rel_path = f"{_GGUF_LAYERS[kind]}{suffix}.gguf"
                 else:
                     rel_path = f"ollama/{_layer_kind(kind)}{suffix}"
+            rel_path = _free_path(rel_path, files)  # a layer of kind "config" or "manifest" keeps its own
             named[digest] = rel_path
             files[rel_path] = blob
             expected[rel_path] = Digest("sha256", digest)
