@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -156,3 +156,17 @@ def plain_names_first(models: Iterable[ModelRecord],
     if shown_unchanged is None:
         return sorted(models, key=lambda m: re.search(r"[^A-Za-z0-9._:/-]", m.name) is not None)
     return sorted(models, key=lambda m: not shown_unchanged(m))
+
+
+def named_gguf_units(snapshot: Snapshot) -> Iterator[tuple[ModelRecord, str, GgufUnit]]:
+    """Every model's loadable GGUFs, each with the one name a llama.cpp-style folder gives it: the
+    model's name (with '/' as '--', ':' as '-'), plus the quant when the model has several;
+    `unique` across all models, since llama-server names a file by its stem and a folder by its
+    name, one namespace (the llamacpp/ and jan/ views name models alike)."""
+    taken: set[str] = set()
+    for model in plain_names_first(snapshot.models):
+        units = gguf_units(model, snapshot)
+        base = safe_part(model.name.replace("/", "--").replace(":", "-"), limit=120)
+        for unit in units:
+            name = base if len(units) == 1 else f"{base}-{unit.quant or PurePosixPath(unit.files[0]).stem}"
+            yield model, unique(name, taken), unit
