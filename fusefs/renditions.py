@@ -11,6 +11,8 @@ from modelstore.fusefs.views.common import gguf_units
 from modelstore.store.metadata import why_not_whole
 from modelstore.store.records import ModelRecord
 
+GGUF_VIEWS = ("ollama", "lmstudio", "llamacpp", "jan")  # the views that show GGUF files only
+
 
 @dataclass
 class Rendition:
@@ -40,9 +42,9 @@ def _why_absent(view: str, model: ModelRecord, snapshot: Snapshot) -> str:
         not_planned = "nothing to convert"
     units = gguf_units(model, snapshot, merged=view == "ollama")
     broken = [u for u in gguf_units(model, snapshot, whole=False) if not u.whole]
-    if view in ("ollama", "lmstudio", "llamacpp") and not units and broken:
+    if view in GGUF_VIEWS and not units and broken:
         return why_not_whole((u.files, u.shards) for u in broken)
-    if view in ("ollama", "lmstudio", "llamacpp") and not units:
+    if view in GGUF_VIEWS and not units:
         if "gguf" in unsupported:
             return f"no GGUF file, and no GGUF conversion: {unsupported['gguf']}"
         return "no GGUF file, and " + (not_planned if entry is None or entry.get("skipped")

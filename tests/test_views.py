@@ -582,3 +582,157 @@ def test_only_names_llama_cpp_takes_for_shards_make_a_split(store: Store, models
     assert {r.view: r.reason for r in renditions(snap, store.model("upper"))}["llamacpp"] == (
         "tiny-00001-of-00003.GGUF, tiny-00003-of-00003.GGUF: shards not named as llama.cpp finds them "
         "(-0000N-of-0000M.gguf)")
+
+
+# -- jan/ ---------------------------------------------------------------------------------------
+
+JAN_ID = re.compile(r"[a-zA-Z0-9/_\-.]+")  # Jan's import() isValidModelId
+
+
+def write_tiny_embedding_gguf(path: Path) -> Path:
+    """A GGUF whose general.architecture is one Jan takes for an embedding model."""
+    import gguf
+    import numpy as np
+
+    w = gguf.GGUFWriter(str(path), "nomic-bert")
+    w.add_tensor("token_embd.weight", np.arange(64, dtype=np.float32).reshape(8, 8))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def jan_models(store: Store, snap: Snapshot, options: ViewOptions = ViewOptions()) -> dict[str, dict]:
+    """id -> {"yml": model.yml as yaml.safe_load reads it, "raw": its bytes, "files": name -> bytes}."""
+    import yaml
+
+    root = render_root(snap, options).children["jan"]
+    assert isinstance(root, Dir)
+    out = {}
+    for model_id, folder in root.children.items():
+        assert isinstance(folder, Dir) and JAN_ID.fullmatch(model_id) and model_id not in (".", "..")
+        assert all(isinstance(n, (File, Link)) for n in folder.children.values())  # one level, as list() stops
+        raw = folder.children["model.yml"]
+        assert isinstance(raw, File) and isinstance(raw.content, Literal)
+        files = {name: Path(n.target).read_bytes() if isinstance(n, Link) else content_bytes(store, n)
+                 for name, n in folder.children.items() if name != "model.yml"}
+        out[model_id] = {"yml": yaml.safe_load(raw.content.data), "raw": raw.content.data, "files": files}
+    return out
+
+
+def check_model_yml(model_id: str, entry: dict) -> None:
+    """What Jan's load() and modelstore's importer rely on: paths relative to the data folder into
+    this very folder, sizes and sha256 of the bytes served there, `embedding` always a bool."""
+    yml, files = entry["yml"], entry["files"]
+    prefix = f"llamacpp/models/{model_id}/"
+    assert yml["model_path"].startswith(prefix) and yml["model_path"][len(prefix):] in files
+    model = files[yml["model_path"][len(prefix):]]
+    assert yml["model_sha256"] == hashlib.sha256(model).hexdigest()
+    assert yml["model_size_bytes"] == len(model)
+    if "mmproj_path" in yml:
+        assert yml["mmproj_path"].startswith(prefix) and "mmproj" in yml["mmproj_path"][len(prefix):]
+        mmproj = files[yml["mmproj_path"][len(prefix):]]
+        assert yml["mmproj_sha256"] == hashlib.sha256(mmproj).hexdigest()
+        assert yml["mmproj_size_bytes"] == len(mmproj)
+    else:
+        assert "mmproj_sha256" not in yml and "mmproj_size_bytes" not in yml
+    assert yml["size_bytes"] == sum(len(data) for data in files.values())
+    assert isinstance(yml["embedding"], bool) and isinstance(yml["name"], str)
+    assert all(name.endswith(".gguf") for name in files)
+
+
+def test_jan_layout_and_model_yml(populated: tuple[Store, Snapshot], models: Path) -> None:
+    store, _ = populated
+    split = models / "split"
+    split.mkdir()
+    write_tiny_llama_gguf(split / "big-Q8_0.gguf", quant="Q8_0", seed=6, split_max_tensors=8)
+    add_local(store, split, name="org/big")
+    vision = models / "vision"
+    vision.mkdir()
+    write_tiny_llama_gguf(vision / "see-Q8_0.gguf", quant="Q8_0", seed=7)
+    write_tiny_projector(vision / "projector.gguf")  # a projector by its header, not its name
+    add_local(store, vision, name="see:q8")
+    add_local(store, write_tiny_embedding_gguf(models / "embed.gguf"), name="nomic-embed")
+    snap = take_snapshot(store.catalog, str(store.objects.root))
+    jan = jan_models(store, snap)
+    cpp = render_root(snap).children["llamacpp"]
+    assert isinstance(cpp, Dir)
+    # the ids are the llamacpp/ view's names: one namespace, unique; no GGUF (my:hf-model): not here
+    assert sorted(jan) == sorted(name.removesuffix(".gguf") for name in cpp.children) == [
+        "nomic-embed", "org--big", "org--m-GGUF-F16", "org--m-GGUF-Q8_0", "quants-F16", "quants-Q8_0", "see-q8",
+        "team--other", "tiny-q8"]
+    for model_id, entry in jan.items():
+        check_model_yml(model_id, entry)
+    assert jan["tiny-q8"]["yml"] == {
+        "model_path": "llamacpp/models/tiny-q8/tiny.gguf", "name": "tiny:q8",
+        "size_bytes": (models / "tiny.gguf").stat().st_size,
+        "model_sha256": hashlib.sha256((models / "tiny.gguf").read_bytes()).hexdigest(),
+        "model_size_bytes": (models / "tiny.gguf").stat().st_size, "embedding": False}
+    assert jan["tiny-q8"]["files"] == {"tiny.gguf": (models / "tiny.gguf").read_bytes()}
+    # a split: every shard beside the first, under its own name (llama.cpp opens them by name)
+    shards = sorted(p.name for p in split.iterdir())
+    assert len(shards) == 3 and sorted(jan["org--big"]["files"]) == shards
+    assert jan["org--big"]["yml"]["model_path"] == f"llamacpp/models/org--big/{shards[0]}"
+    assert all(jan["org--big"]["files"][name] == (split / name).read_bytes() for name in shards)
+    # a projector: with "mmproj" in its name, named by mmproj_path
+    assert jan["see-q8"]["files"] == {"see-Q8_0.gguf": (vision / "see-Q8_0.gguf").read_bytes(),
+                                      "mmproj-projector.gguf": (vision / "projector.gguf").read_bytes()}
+    assert jan["see-q8"]["yml"]["mmproj_path"] == "llamacpp/models/see-q8/mmproj-projector.gguf"
+    # several quants of one model: one id each, told apart by name too
+    assert (jan["quants-F16"]["yml"]["name"], jan["quants-Q8_0"]["yml"]["name"]) == ("quants (F16)", "quants (Q8_0)")
+    assert {i for i, e in jan.items() if e["yml"]["embedding"]} == {"nomic-embed"}
+
+
+def test_jan_model_yml_names_with_yaml_special_characters(store: Store, models: Path) -> None:
+    """Any name reads back as the same string, in YAML 1.1 (PyYAML) and 1.2 (Jan's serde_yaml),
+    where a plain 1e5 or 0o17 is a number: every string is double-quoted."""
+    from modelstore.fusefs.views import VIEWS
+
+    add_local(store, write_tiny_llama_gguf(models / "tiny.gguf"), name="plain")
+    tricky = ["1e5", "0o17", "1:30", "null", "true", "123", 'we"ird: #name {x} [y] & *z !t | >f \'q\' % @ `',
+              "ünï: cödé", "a" * 150]
+    with store.catalog.write() as w:
+        model = w.model("plain")
+        assert model is not None
+        for i, name in enumerate(tricky):
+            w.put_model(ModelRecord(name, Source("local", f"/x/{i}"), model.files, model.metadata, 10.0 + i))
+    snap = take_snapshot(store.catalog, str(store.objects.root))
+    root = VIEWS["jan"](snap, ViewOptions())
+    import yaml
+
+    names = {}
+    for model_id, folder in root.children.items():
+        assert isinstance(folder, Dir) and JAN_ID.fullmatch(model_id) and len(model_id) <= 130
+        node = folder.children["model.yml"]
+        assert isinstance(node, File) and isinstance(node.content, Literal)
+        text = node.content.data.decode()
+        assert len(text.splitlines()) == 6  # one line per field: no folding a reader could get wrong
+        for line in text.splitlines():
+            key, value = line.split(": ", 1)
+            assert value.startswith('"') or key in ("size_bytes", "model_size_bytes", "embedding"), line
+        yml = yaml.safe_load(text)
+        assert yaml.load(text, Loader=yaml.BaseLoader)["name"] == yml["name"]
+        names[yml["name"]] = node.owner
+    assert names == {name: name for name in ["plain", *tricky]}
+
+
+def test_jan_links_option_and_owners(populated: tuple[Store, Snapshot]) -> None:
+    """--links: the weights are links to the store's objects, model.yml stays generated; every file
+    is tagged with its model, so `show` lists jan/ paths like the other views'."""
+    from modelstore.fusefs.renditions import renditions
+
+    store, snap = populated
+    linked = render_root(snap, ViewOptions(links=True)).children["jan"]
+    assert isinstance(linked, Dir)
+    tiny = linked.children["tiny-q8"]
+    assert isinstance(tiny, Dir) and isinstance(tiny.children["tiny.gguf"], Link)
+    assert isinstance(tiny.children["model.yml"], File)
+    assert jan_models(store, snap, ViewOptions(links=True)) == jan_models(store, snap)
+    by_view = {r.view: r for r in renditions(snap, store.model("tiny:q8"))}
+    assert by_view["jan"].paths == ["jan/tiny-q8/model.yml", "jan/tiny-q8/tiny.gguf"]
+    both = {r.view: r for r in renditions(snap, store.model("quants"))}
+    assert both["jan"].paths == ["jan/quants-F16/m-F16.gguf", "jan/quants-F16/model.yml",
+                                 "jan/quants-Q8_0/m-Q8_0.gguf", "jan/quants-Q8_0/model.yml"]
+    hf_only = {r.view: r for r in renditions(snap, store.model("my:hf-model"))}
+    assert not hf_only["jan"].present and "no GGUF" in str(hf_only["jan"].reason)

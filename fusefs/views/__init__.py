@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from modelstore.fusefs.snapshot import Snapshot
 from modelstore.fusefs.tree import Dir
-from modelstore.fusefs.views import huggingface, llamacpp, lmstudio, ollama, store
+from modelstore.fusefs.views import huggingface, jan, llamacpp, lmstudio, ollama, store
 from modelstore.fusefs.views.common import ViewOptions
 
 View = Callable[[Snapshot, ViewOptions], Dir]
@@ -16,6 +16,7 @@ VIEWS: dict[str, View] = {
     "ollama": ollama.render,
     "lmstudio": lmstudio.render,
     "llamacpp": llamacpp.render,
+    "jan": jan.render,
     "store": store.render,
 }
 
