@@ -181,7 +181,8 @@ def hint(kind: str, mnt: str) -> str:
         "llamacpp": f"point llama.cpp at the mount: LLAMA_CACHE={mnt}/huggingface (-hf with --offline), "
                     f"or llama-server --models-dir {mnt}/llamacpp",
         "gpt4all": f"point GPT4All at the mount: Settings → Download path = {mnt}/llamacpp",
-        "jan": f"Jan has no view of its own yet: its models are under {mnt}/llamacpp",
+        "jan": f"point Jan at the mount: move <Jan data folder>/llamacpp/models aside, then "
+               f"ln -s {mnt}/jan <Jan data folder>/llamacpp/models",
         "path": f"the models are under {mnt}/store/by-model (GGUF also under {mnt}/llamacpp)",
     }[kind]
 

@@ -25,6 +25,7 @@ Then point each runtime at its folder:
   export OLLAMA_MODELS=/mnt/models/ollama OLLAMA_NOPRUNE=1
   LM Studio: models folder = /mnt/models/lmstudio
   llama-server --models-dir /mnt/models/llamacpp
+  Jan: ln -s /mnt/models/jan <Jan data folder>/llamacpp/models  (the old folder moved aside)
 \b
 Models added or removed while mounted show up within a second, without remounting.
 --links presents files that are one whole blob as symlinks to the store's own files, so reads
@@ -56,7 +57,7 @@ def _me() -> str:
 def mount(app: App, mountpoint: Path, foreground: bool, allow_other: bool, links: bool, fuse_debug: bool,
           ready_fd: int | None) -> None:
     """Mount the store read-only with a folder per runtime: huggingface/, ollama/, lmstudio/,
-    llamacpp/ and store/."""
+    llamacpp/, jan/ and store/."""
     from modelstore.fusefs.mount import MountOptions, check_mountpoint, pid_file, run_mount
 
     mountpoint = mountpoint.absolute()

@@ -118,3 +118,32 @@ def test_llama_cpp_loads_from_ollama_lmstudio_and_llamacpp_views(store: Store, h
     assert original["arch"] == "llama" and original["vocab"] == 317 and len(original["generated"]) == 8
     for path in paths[1:]:
         assert result[path] == original, path
+
+
+def test_llama_cpp_loads_what_jan_s_model_yml_names_through_a_linked_models_folder(
+        store: Store, home: Path, tmp_path: Path, models: Path) -> None:
+    """Jan's load(): llama-server -m <data>/<model_path>, with <data>/llamacpp/models a link to the
+    jan/ view. A split's first shard: llama.cpp finds the others beside it, by name."""
+    require("llama_cpp")
+    import yaml
+
+    gguf = write_tiny_llama_gguf(models / "tiny.gguf", n_embd=128, n_ff=256, seed=7)
+    add_local(store, gguf, name="tiny:f32")
+    split = models / "split"
+    split.mkdir()
+    first = write_tiny_llama_gguf(split / "tiny.gguf", n_embd=128, n_ff=256, seed=7, split_max_tensors=8)
+    add_local(store, split, name="tiny-split")
+    with mounted(home, tmp_path / "mnt") as m:
+        data = tmp_path / "Jan" / "data"
+        (data / "llamacpp").mkdir(parents=True)
+        (data / "llamacpp" / "models").symlink_to(m.path / "jan")
+        paths = [str(gguf), str(first)]
+        for model_id in ("tiny-f32", "tiny-split"):
+            yml = yaml.safe_load((data / "llamacpp/models" / model_id / "model.yml").read_text())
+            paths.append(str(data / yml["model_path"]))
+        result = run_child(GENERATE_LLAMA_CPP, *paths)
+    original = result[paths[0]]
+    assert original["arch"] == "llama" and len(original["generated"]) == 8
+    assert paths[3].endswith("/tiny-split/tiny-00001-of-00003.gguf")
+    for path in paths[1:]:
+        assert result[path] == original, path
