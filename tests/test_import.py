@@ -537,6 +537,45 @@ def test_jan_move_and_finishing_an_interrupted_one(home: Path, tmp_path: Path, w
     assert model_files_sha(home, "tiny") == {"model.gguf": file_sha256(weights.llama), "mmproj.gguf": file_sha256(weights.mmproj)}
 
 
+def test_jan_models_keep_their_ids_in_the_jan_view(home: Path, tmp_path: Path, weights: Weights) -> None:
+    """Imported from Jan, a model is back at its own id in jan/ (Jan's threads name models by id),
+    with the model.yml fields Jan wrote; a model whose name wants a folder above such an id, or an
+    id a model already holds, gets another."""
+    import yaml
+
+    from modelstore.fusefs.snapshot import take_snapshot
+    from modelstore.fusefs.tree import Dir, File, Literal
+    from modelstore.fusefs.views import ViewOptions
+    from modelstore.fusefs.views.jan import render
+    from modelstore.store.sources.local import add_local
+
+    data = tmp_path / "jan"
+    write_jan_model(data, "tiny", weights.llama, mmproj=weights.mmproj)
+    write_jan_model(data, "org/other", weights.other)
+    before = {i: yaml.safe_load((data / "llamacpp/models" / i / "model.yml").read_text()) for i in ("tiny", "org/other")}
+    importing(home, "jan", data)
+    with Store(home) as store:
+        add_local(store, weights.other, name="org")  # llamacpp/ calls it org.gguf; jan/ cannot have org/
+        jan = render(take_snapshot(store.catalog, str(store.objects.root)), ViewOptions())
+
+    def files(node: Dir, prefix: str = "") -> dict[str, File]:
+        out = {}
+        for name, child in node.children.items():
+            out.update(files(child, f"{prefix}{name}/") if isinstance(child, Dir) else {prefix + name: child})
+        return out
+
+    shown = files(jan)
+    assert sorted(shown) == ["org-2/model.yml", "org-2/other.gguf", "org/other/model.gguf", "org/other/model.yml",
+                             "tiny/mmproj.gguf", "tiny/model.gguf", "tiny/model.yml"]
+    for model_id, old in before.items():
+        node = shown[f"{model_id}/model.yml"]
+        assert isinstance(node, File) and isinstance(node.content, Literal)
+        new = yaml.safe_load(node.content.data)
+        for key in ("model_path", "mmproj_path", "model_sha256", "size_bytes", "embedding"):
+            assert new.get(key) == old.get(key), (model_id, key)
+    assert yaml.safe_load(shown["org-2/model.yml"].content.data)["model_path"] == "llamacpp/models/org-2/other.gguf"
+
+
 def test_jan_never_takes_files_outside_its_folder(home: Path, tmp_path: Path, weights: Weights) -> None:
     """A model.yml whose model_path names something that is not a GGUF (../victim/notes.txt) is
     skipped with a warning. One naming a GGUF outside the data folder (a Jan import that kept the

@@ -7,8 +7,10 @@ for the user to link in its place: `ln -s /mnt/models/jan <data>/llamacpp/models
 
 <id> is the name the llamacpp/ view gives the same GGUF (common.named_gguf_units): letters,
 digits and ._- only, so it passes Jan's own id check (import() isValidModelId,
-`^[a-zA-Z0-9/_\\-\\.]+$`, no "." or ".." part) and is one folder, never nested: list() stops at
-the first folder holding a model.yml, so a model x/b inside model x would never be seen.
+`^[a-zA-Z0-9/_\\-\\.]+$`, no "." or ".." part). A model imported from Jan keeps the id it had
+there (its source location), '/' and all, so Jan's threads that name it still find it; those are
+placed first. No id is the folder of another: list() stops at the first folder holding a
+model.yml, so a model x/b inside model x would never be seen.
 
 What Jan does with this folder (janhq/jan extensions/llamacpp-extension/src/index.ts; the Tauri
 commands in src-tauri/src/core/filesystem/commands.rs; see shared/provider-layouts.md §6):
@@ -45,6 +47,7 @@ downloading into a models folder of Jan's own, then `modelstore import --from ja
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import PurePosixPath
 from typing import Any
@@ -53,11 +56,20 @@ import yaml
 
 from modelstore.fusefs.snapshot import Snapshot
 from modelstore.fusefs.tree import Dir, File, Literal
-from modelstore.fusefs.views.common import GgufUnit, ViewOptions, mtime_ns, named_gguf_units, projector_name, stored_node
+from modelstore.fusefs.views.common import (
+    GgufUnit,
+    ViewOptions,
+    mtime_ns,
+    named_gguf_units,
+    projector_name,
+    stored_node,
+    unique,
+)
 from modelstore.store.records import ModelRecord
 
 MODELS_DIR = "llamacpp/models"  # relative to Jan's data folder: where model_path points
 EMBEDDING_ARCHITECTURES = ("bert", "nomic-bert")  # resolveEmbeddingConfig() and import()
+_JAN_ID = re.compile(r"[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*")  # import() isValidModelId, no empty part
 
 
 class _Quoted(str):
@@ -103,9 +115,35 @@ def _fields(snapshot: Snapshot, model: ModelRecord, model_id: str, unit: GgufUni
     return fields
 
 
+def jan_id(model: ModelRecord) -> str | None:
+    """The id a model imported from Jan had there, when Jan's import() would take it."""
+    if model.source.kind != "jan" or not _JAN_ID.fullmatch(model.source.location):
+        return None
+    return None if {".", ".."} & set(model.source.location.split("/")) else model.source.location
+
+
+def _ids(named: list[tuple[ModelRecord, str, GgufUnit]]) -> list[str]:
+    """Each unit's folder: a Jan model's own id when it is free, else the llamacpp/ name."""
+    per_model = Counter(model.name for model, _, _ in named)
+    kept: dict[int, str] = {}
+    folders: set[str] = set()  # every kept id and each folder above one
+    for i, (model, _, _) in enumerate(named):
+        wanted = jan_id(model)
+        if wanted is None or per_model[model.name] > 1:
+            continue
+        above = {"/".join(wanted.split("/")[:n]) for n in range(1, wanted.count("/") + 1)}
+        if wanted in folders or above & set(kept.values()):
+            continue
+        kept[i] = wanted
+        folders |= above | {wanted}
+    taken = set(folders)
+    return [kept[i] if i in kept else unique(name, taken) for i, (_, name, _) in enumerate(named)]
+
+
 def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
     root = Dir()
-    units = list(named_gguf_units(snapshot))
+    named = list(named_gguf_units(snapshot))
+    units = [(model, model_id, unit) for (model, _, unit), model_id in zip(named, _ids(named))]
     per_model = Counter(model.name for model, _, _ in units)
     for model, model_id, unit in units:
         # A split keeps its shard names (llama.cpp finds the others by them); the projector gets
@@ -117,7 +155,8 @@ def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
         label = model.name
         if per_model[model.name] > 1:
             label += f" ({unit.quant or PurePosixPath(unit.files[0]).stem})"
-        folder = root.dir(model_id, mtime_ns(model))
+        folder = Dir(mtime_ns=mtime_ns(model))
+        root.add(model_id, folder)
         for path, name in names.items():
             folder.children[name] = stored_node(snapshot, model.files[path], model, options)
         folder.children["model.yml"] = File(Literal(model_yml(_fields(snapshot, model, model_id, unit, label, names))),
