@@ -194,3 +194,21 @@ def write_jan_model(data: Path, model_id: str, gguf: Path, *, mmproj: Path | Non
     (folder / "model.yml").write_text("\n".join(lines) + "\n")
     age(data)
     return folder
+
+
+def add_split_and_vision_models(store, models: Path) -> tuple[Path, Path]:
+    """Two models a Jan folder lays out with more than one file, added to `store`: org/big, a split
+    GGUF of three shards, and see:q8 with a projector known by its header (named projector.gguf).
+    Returns their folders."""
+    from modelstore.converters.synth import write_tiny_llama_gguf, write_tiny_projector
+    from modelstore.store.sources.local import add_local
+
+    split, vision = models / "split", models / "vision"
+    split.mkdir()
+    write_tiny_llama_gguf(split / "big-Q8_0.gguf", quant="Q8_0", seed=6, split_max_tensors=8)
+    add_local(store, split, name="org/big")
+    vision.mkdir()
+    write_tiny_llama_gguf(vision / "see-Q8_0.gguf", quant="Q8_0", seed=7)
+    write_tiny_projector(vision / "projector.gguf")
+    add_local(store, vision, name="see:q8")
+    return split, vision

@@ -470,19 +470,11 @@ def test_jan_reads_the_jan_view_as_its_models_folder(store: Store, home: Path, t
     """A Jan data folder whose llamacpp/models is a link to <mount>/jan, read by modelstore's own Jan
     importer (which follows model.yml as Jan does): every model found, its files' bytes hash to
     the store's and to the sha256 model.yml gives, and `import --dry-run` has nothing new to store."""
-    from modelstore.converters.synth import write_tiny_projector
     from modelstore.store.sources.runtimes import open_folder
+    from tests.runtime_folders import add_split_and_vision_models
 
     add_local(store, write_tiny_llama_gguf(models / "tiny.gguf"), name="tiny:f32")
-    split = models / "split"
-    split.mkdir()
-    write_tiny_llama_gguf(split / "big-Q8_0.gguf", quant="Q8_0", seed=5, split_max_tensors=8)
-    add_local(store, split, name="org/big")
-    vision = models / "vision"
-    vision.mkdir()
-    write_tiny_llama_gguf(vision / "see-Q8_0.gguf", quant="Q8_0", seed=6)
-    write_tiny_projector(vision / "mmproj-see-F16.gguf")
-    add_local(store, vision, name="see")
+    add_split_and_vision_models(store, models)
     add_local(store, write_tiny_hf_folder(models / "hf"), name="hf-only")  # no GGUF: not in jan/
     stored = {m.name: {rel: store.file(b3).sha256 for rel, b3 in m.files.items()} for m in store.models()}
     with mounted(home, tmp_path / "mnt") as m:
@@ -492,7 +484,7 @@ def test_jan_reads_the_jan_view_as_its_models_folder(store: Store, home: Path, t
         scan = open_folder("jan", data).scan()
         assert not scan.skipped
         found = {f.source.location: f for f in scan.models}
-        assert set(found) == set(os.listdir(m.path / "jan")) == {"tiny-f32", "org--big", "see"}
+        assert set(found) == set(os.listdir(m.path / "jan")) == {"tiny-f32", "org--big", "see-q8"}
         for model_id, model in found.items():
             assert all(path.parent == data / "llamacpp/models" / model_id for path in model.files.values())
             hashes = {rel: sha256_file(path) for rel, path in model.files.items()}
@@ -500,9 +492,9 @@ def test_jan_reads_the_jan_view_as_its_models_folder(store: Store, home: Path, t
             # the folder Jan's llama-server is pointed at: the model's stored files, each byte
             folder = {p.name: sha256_file(p) for p in (m.path / "jan" / model_id).iterdir() if p.name != "model.yml"}
             assert set(hashes.values()) <= set(folder.values())
-            owner = {"tiny-f32": "tiny:f32", "org--big": "org/big", "see": "see"}[model_id]
+            owner = {"tiny-f32": "tiny:f32", "org--big": "org/big", "see-q8": "see:q8"}[model_id]
             assert sorted(folder.values()) == sorted(stored[owner].values())
-        assert set(found["see"].files) == {"see-Q8_0.gguf", "mmproj-see-F16.gguf"}
+        assert set(found["see-q8"].files) == {"see-Q8_0.gguf", "mmproj-projector.gguf"}
         assert next(iter(found["org--big"].files)).endswith("-00001-of-00003.gguf")  # model_path: the first shard
         dry = cli("import", "--from", "jan", data, "--dry-run", "--json")
         assert dry.code == 0, dry.err

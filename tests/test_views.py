@@ -643,16 +643,10 @@ def check_model_yml(model_id: str, entry: dict) -> None:
 
 
 def test_jan_layout_and_model_yml(populated: tuple[Store, Snapshot], models: Path) -> None:
+    from tests.runtime_folders import add_split_and_vision_models
+
     store, _ = populated
-    split = models / "split"
-    split.mkdir()
-    write_tiny_llama_gguf(split / "big-Q8_0.gguf", quant="Q8_0", seed=6, split_max_tensors=8)
-    add_local(store, split, name="org/big")
-    vision = models / "vision"
-    vision.mkdir()
-    write_tiny_llama_gguf(vision / "see-Q8_0.gguf", quant="Q8_0", seed=7)
-    write_tiny_projector(vision / "projector.gguf")  # a projector by its header, not its name
-    add_local(store, vision, name="see:q8")
+    split, vision = add_split_and_vision_models(store, models)
     add_local(store, write_tiny_embedding_gguf(models / "embed.gguf"), name="nomic-embed")
     snap = take_snapshot(store.catalog, str(store.objects.root))
     jan = jan_models(store, snap)
