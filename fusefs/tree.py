@@ -73,22 +73,28 @@ class Dir:
     mtime_ns: int = 0
 
     def dir(self, name: str, mtime_ns: int = 0) -> "Dir":
-        """The child folder `name`, created if missing."""
+        """The child folder `name`, created if missing. Where a file holds that name, a folder
+        that is in no tree: what is placed in it is not shown (the first placed stays, and
+        `show` says the model is not shown there), rather than one model ending every view."""
         child = self.children.get(name)
         if child is None:
             child = self.children[name] = Dir(mtime_ns=mtime_ns)
         if not isinstance(child, Dir):
-            raise ValueError(f"{name!r} is a file and a folder")
+            return Dir()
         child.mtime_ns = max(child.mtime_ns, mtime_ns)
         return child
 
-    def add(self, path: str, node: "Node") -> None:
-        """Place `node` at the relative `path`, creating folders on the way."""
+    def add(self, path: str, node: "Node") -> bool:
+        """Place `node` at the relative `path`, creating folders on the way; False, and nothing
+        replaced, when that path is taken: one model never hides another."""
         parts = path.split("/")
         folder = self
         for part in parts[:-1]:
             folder = folder.dir(part, getattr(node, "mtime_ns", 0))
+        if parts[-1] in folder.children:
+            return False
         folder.children[parts[-1]] = node
+        return True
 
 
 Node = File | Link | Dir

@@ -730,3 +730,27 @@ def test_jan_links_option_and_owners(populated: tuple[Store, Snapshot]) -> None:
                                  "jan/quants-Q8_0/m-Q8_0.gguf", "jan/quants-Q8_0/model.yml"]
     hf_only = {r.view: r for r in renditions(snap, store.model("my:hf-model"))}
     assert not hf_only["jan"].present and "no GGUF" in str(hf_only["jan"].reason)
+
+
+def test_names_that_clash_hide_no_model_and_end_no_view(store: Store, models: Path) -> None:
+    """Names a view turns into one path (foo's file foo.gguf and model foo.gguf's folder; a:b and
+    a-b.gguf; x/b shown flat beside a model really named x--b, and x/b-2): every model is still
+    shown in every GGUF view and in store/, and building the tree raises nothing."""
+    plain = write_tiny_llama_gguf(models / "plain.gguf")
+    withproj = models / "withproj"
+    withproj.mkdir()
+    write_tiny_llama_gguf(withproj / "m.gguf", seed=2)
+    write_tiny_projector(withproj / "mmproj-m.gguf")
+    names = {"foo": plain, "foo.gguf": withproj, "a-b.gguf": withproj, "a:b": plain,
+             "x": plain, "x/b": plain, "x--b": plain, "x/b-2": plain}
+    for name, source in names.items():
+        add_local(store, source, name=name)
+    root = render_root(take_snapshot(store.catalog, str(store.objects.root)))
+    for view in ("llamacpp", "jan", "lmstudio", "store"):
+        tree = walk(root.children[view])  # type: ignore[arg-type]
+        shown = {n.owner for n in tree.values() if isinstance(n, File)}
+        assert shown == set(names), (view, set(names) - shown)
+    cpp = walk(root.children["llamacpp"])  # type: ignore[arg-type]
+    assert isinstance(cpp["foo.gguf"], File) and cpp["foo.gguf"].owner == "foo"
+    assert sorted(p for p in cpp if p.startswith("foo-2")) == ["foo-2.gguf", "foo-2.gguf/m.gguf",
+                                                              "foo-2.gguf/mmproj-m.gguf"]

@@ -133,16 +133,19 @@ def safe_part(text: str, allowed: str = r"A-Za-z0-9._-", limit: int = 80) -> str
 _GGUF_END = re.compile(r"(-\d{5}-of-\d{5})?\.gguf$", re.I)
 
 
-def unique(name: str, taken: set[str]) -> str:
+def unique(name: str, taken: set[str], also: Callable[[str], str] | None = None) -> str:
     """`name`, or `name-2`, `name-3`...: two models never hide each other. A GGUF file keeps its
-    .gguf (and a shard its -0000N-of-0000M.gguf) at the end, where runtimes look for it."""
+    .gguf (and a shard its -0000N-of-0000M.gguf) at the end, where runtimes look for it. `also`:
+    a second name the candidate takes as well (and which must be free too)."""
     m = _GGUF_END.search(name)
     stem, end = (name[:m.start()], name[m.start():]) if m else (name, "")
     candidate, n = name, 2
-    while candidate in taken:
+    while candidate in taken or (also is not None and also(candidate) in taken):
         candidate = f"{stem}-{n}{end}"
         n += 1
     taken.add(candidate)
+    if also is not None:
+        taken.add(also(candidate))
     return candidate
 
 
@@ -169,4 +172,7 @@ def named_gguf_units(snapshot: Snapshot) -> Iterator[tuple[ModelRecord, str, Ggu
         base = safe_part(model.name.replace("/", "--").replace(":", "-"), limit=120)
         for unit in units:
             name = base if len(units) == 1 else f"{base}-{unit.quant or PurePosixPath(unit.files[0]).stem}"
-            yield model, unique(name, taken), unit
+            # A single file is shown as <name>.gguf: that name is taken too, so a model named
+            # foo.gguf (a folder, with its mmproj) never lands on model foo's file.
+            name = unique(name, taken, also=(lambda n: f"{n}.gguf") if not (unit.split or unit.mmproj) else None)
+            yield model, name, unit

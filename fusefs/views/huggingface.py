@@ -107,10 +107,7 @@ def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
         refs = {} if newest.source.kind == "huggingface" else {"main": newest}
         for model in sorted(models, key=lambda m: m.added_at):  # a ref two snapshots claim: the newer one
             refs.update(dict.fromkeys(hf_refs(model), model))
-        for ref, model in sorted(refs.items()):
-            try:
-                commit = commit_of(replace(model, files=stored_files(model, snapshot)))
-                repo.dir("refs").add(ref, File(Literal(commit.encode()), mtime_ns(model), model.name))
-            except ValueError:  # "a" and "a/b" both claimed: the first one placed stays
-                continue
+        for ref, model in sorted(refs.items()):  # "a" and "a/b" both claimed: the first one placed stays
+            commit = commit_of(replace(model, files=stored_files(model, snapshot)))
+            repo.dir("refs").add(ref, File(Literal(commit.encode()), mtime_ns(model), model.name))
     return root

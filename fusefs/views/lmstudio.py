@@ -30,11 +30,8 @@ def _render_imported(model: ModelRecord, snapshot: Snapshot, options: ViewOption
     publisher, name = place
     folder_path = unique(f"{publisher}/{name}", taken)
     folder = root.dir(publisher).dir(folder_path.split("/", 1)[1])
-    for path, b3 in stored_files(model, snapshot).items():
-        try:
-            folder.add(path, stored_node(snapshot, b3, model, options))
-        except ValueError:  # "a" is a file and "a/b" another: the first one placed stays
-            continue
+    for path, b3 in stored_files(model, snapshot).items():  # "a" a file and "a/b" another: the first stays
+        folder.add(path, stored_node(snapshot, b3, model, options))
     return True
 
 
