@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from modelstore.cli.add import add
-from modelstore.cli.app import App
+from modelstore.cli.app import App, printable
 from modelstore.cli.convert import convert
 from modelstore.cli.fsck import fsck
 from modelstore.cli.gc import gc
@@ -87,12 +87,12 @@ def run(argv: list[str] | None = None) -> int:
     except ModelstoreError as exc:
         if debug:
             raise
-        click.echo(f"modelstore: error: {exc}", err=True)
+        click.echo(f"modelstore: error: {printable(str(exc))}", err=True)  # names from files: escaped
         return exc.exit_code
     except OSError as exc:  # permissions, a vanished file, a full disk outside the store's own checks
         if debug:
             raise
-        click.echo(f"modelstore: error: {exc}", err=True)
+        click.echo(f"modelstore: error: {printable(str(exc))}", err=True)
         return 1
 
 

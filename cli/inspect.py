@@ -6,7 +6,7 @@ import datetime as dt
 
 import click
 
-from modelstore.cli.app import App, emit_json, human_bytes, human_count, pass_app, print_table
+from modelstore.cli.app import App, emit_json, human_bytes, human_count, pass_app, print_table, printable
 
 
 @click.command(epilog="\b\nExamples:\n  modelstore ls\n  modelstore ls --json | jq '.[].name'")
@@ -59,22 +59,22 @@ def show(app: App, name: str, as_json: bool) -> None:
                    "views": [v.to_json() for v in views]})
         return
     src = model.source
-    click.echo(f"{model.name}")
-    click.echo(f"  {'source:':<20}{src.kind} {src.location}" + (f" @ {src.revision}" if src.revision else ""))
+    click.echo(f"{model.name}")  # metadata, sources and paths come from the files: shown escaped
+    click.echo(printable(f"  {'source:':<20}{src.kind} {src.location}" + (f" @ {src.revision}" if src.revision else "")))
     click.echo(f"  {'added:':<20}{dt.datetime.fromtimestamp(model.added_at).isoformat(timespec='seconds')}")
     for key, value in model.metadata.items():
         if key == "parameter_count":
             value = f"{value} ({human_count(value)})"
-        click.echo(f"  {key + ':':<20}{value}")
-    rows = [[rel, human_bytes(f.size), f.sha256[:16], str(len(f.recipe))] for rel, f in sorted(files.items())]
+        click.echo(f"  {printable(key) + ':':<20}{printable(str(value))}")
+    rows = [[printable(rel), human_bytes(f.size), f.sha256[:16], str(len(f.recipe))] for rel, f in sorted(files.items())]
     print_table(["FILE", "SIZE", "SHA256", "EXTENTS"], rows, right={1, 3})
     click.echo("")
     click.echo("In the mount (paths under the mount point):")
     for v in views:
         shown = ", ".join(v.paths[:3]) + (f" (+{len(v.paths) - 3} more)" if len(v.paths) > 3 else "")
-        click.echo(f"  {v.view + ':':<13}{shown if v.present else 'absent: ' + str(v.reason)}")
+        click.echo(f"  {v.view + ':':<13}{printable(shown) if v.present else 'absent: ' + printable(str(v.reason))}")
         if v.converted:
-            click.echo(f"  {'':<13}converted: {v.converted}")
+            click.echo(f"  {'':<13}converted: {printable(v.converted)}")
 
 
 @click.command(epilog="\b\nExamples:\n  modelstore du\n  modelstore du --json | jq .saved_bytes")

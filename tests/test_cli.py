@@ -455,3 +455,18 @@ def test_everyday_mistakes_in_plain_words(cli, home: Path, models: Path, tmp_pat
 
     r = cli()  # `modelstore` alone prints its help, not an error line
     assert r.code == 0 and r.out.startswith("Usage: modelstore") and "Commands:" in r.out and r.err == ""
+
+
+def test_control_characters_from_files_are_shown_escaped(cli, home: Path, models: Path) -> None:
+    """A GGUF's metadata and a file name are the file's author's: show and the error line print
+    their control characters escaped, never as terminal sequences (a title change, a clear)."""
+    evil = "evil\x1b]0;PWNED\x07\x1b[2J\nfake-line: x"
+    gguf = write_tiny_llama_gguf(models / "esc.gguf", name=evil, license="MIT\x1b[5m")
+    assert cli("add", gguf, "--name", "esc", "--no-convert").code == 0
+    out = cli("show", "esc").out
+    assert "\x1b" not in out and "\x07" not in out and "\\x1b]0;PWNED" in out
+    assert not any(line.startswith("fake-line") for line in out.splitlines())
+    bad = models / "x\x1b[2Jbad.gguf"
+    bad.write_bytes(gguf.read_bytes()[:100])
+    r = cli("add", bad)
+    assert r.code == 4 and "\x1b" not in r.err and "\\x1b[2Jbad.gguf" in r.err and r.err.count("\n") == 1
