@@ -244,6 +244,35 @@ def test_ollama_models_keep_name_manifest_and_blobs(home: Path, tmp_path: Path, 
         assert {p: file_sha256(p) for p in files_under(root)} == before
 
 
+def test_a_jan_split_model_is_imported_whole(home: Path, tmp_path: Path) -> None:
+    """Jan's model_path names a split's first shard, and llama.cpp opens the others beside it:
+    import takes every shard (--move removes them all), or, with one missing, none."""
+    made = tmp_path / "made"
+    made.mkdir()
+    first = write_tiny_llama_gguf(made / "big.gguf", split_max_tensors=8)
+    shards = sorted(made.glob("big-*-of-*.gguf"))
+    assert len(shards) > 2 and shards[0] == first
+    data = tmp_path / "jan"
+    folder = write_jan_model(data, "big", first, with_sha256=False)
+    (folder / "model.gguf").unlink()
+    for shard in shards:
+        shutil.copyfile(shard, folder / shard.name)
+    yml = folder / "model.yml"
+    yml.write_text(yml.read_text().replace("big/model.gguf", f"big/{first.name}"))
+    (folder / shards[-1].name).rename(tmp_path / "aside.gguf")
+    age(data)
+    report = importing(home, "jan", data, "move")
+    assert report.models == [] and "misses 1 of" in report.skipped[0].why
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["model.yml", *(s.name for s in shards[:-1])])
+    (tmp_path / "aside.gguf").rename(folder / shards[-1].name)
+    age(data)
+    report = importing(home, "jan", data, "move")
+    assert [sorted(m.model.files) for m in report.models] == [[s.name for s in shards]]
+    assert not folder.exists()
+    for shard in shards:
+        assert store_bytes_of(home, "big", shard.name) == shard.read_bytes()
+
+
 def test_an_ollama_layer_named_like_the_config_is_stored_too(home: Path, tmp_path: Path, weights: Weights) -> None:
     """A manifest with a layer whose media type says config (or manifest): its blob is stored as
     well, so the ollama/ view serves every blob the manifest names."""

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from modelstore.store.metadata import shard_of
 from modelstore.store.records import Source
 from modelstore.store.sources.common import default_name, read_small
 from modelstore.store.sources.runtimes.files import inside, is_gguf_name, usable, walk
@@ -118,6 +119,14 @@ class JanFolder(RuntimeFolder):
             if len(files) < len(parts):
                 scan.skip(what, "its model_path and mmproj_path are the same file")
                 continue
+            # model_path names a split's first shard; llama.cpp opens the others by name beside it
+            if (shard := shard_of(weights.name)) is not None:
+                shards = [weights.with_name(shard.name(n)) for n in range(1, shard.count + 1)]
+                missing = [p.name for p in shards if not p.is_file()]
+                if missing:
+                    scan.skip(what, f"its split GGUF misses {len(missing)} of {shard.count} shards ({missing[0]}...)")
+                    continue
+                files.update({p.name: p for p in shards})
             # Weights Jan was pointed at elsewhere (an import that kept them in place) are the user's
             # own files: --move takes only what is in Jan's folder.
             owned = [p for p in files.values() if self._owns(p)]
