@@ -20,6 +20,9 @@ MAX_DIMS = 4
 MAX_NAME_BYTES = 1024
 DEFAULT_ALIGNMENT = 32
 KEEP_STRING_BYTES = 1 << 20  # longer string values are summarised, not kept
+# Far more keys than any model file has (a few dozen, plus one per tokenizer array): every key is
+# kept in the catalog and read by ls and the mount, so a header of a million keys is refused.
+MAX_METADATA_KEYS = 65536
 
 _SCALARS: dict[GGUFValueType, struct.Struct] = {
     GGUFValueType.UINT8: struct.Struct("<B"),
@@ -156,6 +159,8 @@ def parse_gguf(path: str, buf: Any, file_size: int | None = None) -> WeightsHead
     # not fit in the file is a lie, whatever follows.
     if kv_count * 13 > remaining:
         raise cur.fail(f"header claims {kv_count} metadata keys, more than the file can hold")
+    if kv_count > MAX_METADATA_KEYS:
+        raise cur.fail(f"header has {kv_count} metadata keys, more than the {MAX_METADATA_KEYS} this reads")
     if tensor_count * 25 > remaining:
         raise cur.fail(f"header claims {tensor_count} tensors, more than the file can hold")
 

@@ -23,6 +23,23 @@ DTYPE_BITS = {
 }
 
 
+KEEP_METADATA_BYTES = 64 << 10  # what the catalog keeps of __metadata__ (real ones: a few keys)
+
+
+def _kept(metadata: dict[str, str]) -> dict[str, str]:
+    """The __metadata__ entries kept in the catalog, which ls and the mount read whole: in order,
+    while they fit in KEEP_METADATA_BYTES; the rest is only counted."""
+    kept: dict[str, str] = {}
+    used = 0
+    for key, value in metadata.items():
+        used += len(key) + len(value)
+        if used > KEEP_METADATA_BYTES:
+            kept["__dropped__"] = f"{len(metadata) - len(kept)} entries over {KEEP_METADATA_BYTES} bytes"
+            break
+        kept[key] = value
+    return kept
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -58,6 +75,7 @@ def parse_safetensors(path: str, buf: Any, file_size: int | None = None) -> Weig
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise BadModelFile(path, "safetensors __metadata__ must map strings to strings")
+    metadata = _kept(metadata)
 
     data_start = 8 + n
     spans: list[TensorSpan] = []

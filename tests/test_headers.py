@@ -288,3 +288,27 @@ print(len(header.tensors))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, (done.returncode, done.stderr[-500:])
     assert int(done.stdout) == len(expected.tensors)  # parsed from the bytes read before the truncation
+
+
+def test_a_header_of_too_many_keys_is_refused(tmp_path: Path) -> None:
+    """Every key is kept in the catalog, read whole by ls and the mount: a million of them is not
+    a model file but a way to make every command slow and large."""
+    from modelstore.store.gguf_header import MAX_METADATA_KEYS
+
+    g = valid_gguf()
+    for i in range(MAX_METADATA_KEYS):
+        g.add_raw_kv(gguf_str(f"k{i}") + struct.pack("<II", UINT32, i))
+    assert f"{MAX_METADATA_KEYS + 1} metadata keys" in problem_of(tmp_path, g.build())
+
+
+def test_safetensors_metadata_is_kept_up_to_a_bound(tmp_path: Path) -> None:
+    from modelstore.store.safetensors_header import KEEP_METADATA_BYTES
+
+    meta = {"format": "pt", "big": "x" * (4 * KEEP_METADATA_BYTES), "after": "y"}
+    header = json.dumps({"__metadata__": meta, "t": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 8)
+    parsed = read_weights_header(path)
+    assert parsed is not None and parsed.metadata["format"] == "pt"
+    assert "big" not in parsed.metadata and "after" not in parsed.metadata
+    assert len(json.dumps(parsed.metadata)) < KEEP_METADATA_BYTES
