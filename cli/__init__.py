@@ -47,6 +47,7 @@ for command in (add, convert, ls, show, rm, du, gc, fsck, mount, umount, scan, i
 
 
 MODE_FLAGS = ("--copy", "--reflink", "--link", "--move")
+_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click 8.2+; 8.1 prints the help itself
 
 
 def _one_mode(args: list[str]) -> None:
@@ -72,7 +73,7 @@ def run(argv: list[str] | None = None) -> int:
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("modelstore: error: interrupted; nothing was committed (run the same command again)", err=True)
         return 130
-    except click.exceptions.NoArgsIsHelpError as exc:  # `modelstore` alone: the help, as --help shows it
+    except _NO_ARGS as exc:  # `modelstore` alone: the help, as --help shows it
         click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
         return 0
     except click.UsageError as exc:  # one line, like every other error

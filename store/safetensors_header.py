@@ -32,9 +32,9 @@ def _kept(metadata: dict[str, str]) -> dict[str, str]:
     kept: dict[str, str] = {}
     used = 0
     for key, value in metadata.items():
-        used += len(key) + len(value)
+        used += len(key.encode()) + len(value.encode())
         if used > KEEP_METADATA_BYTES:
-            kept["__dropped__"] = f"{len(metadata) - len(kept)} entries over {KEEP_METADATA_BYTES} bytes"
+            kept["__dropped__"] = f"{len(metadata) - len(kept)} entries past the first {KEEP_METADATA_BYTES} bytes"
             break
         kept[key] = value
     return kept

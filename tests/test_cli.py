@@ -354,6 +354,9 @@ def test_add_one_shard_adds_the_split_model(cli, models: Path) -> None:
     assert sorted(shown["files"]) == shards
     assert {f: v["sha256"] for f, v in shown["files"].items()} == {
         name: hashlib.sha256((models / name).read_bytes()).hexdigest() for name in shards}
+    assert shown["source"]["location"] == str(first.resolve())  # the split is where its first shard is
+    again = cli("add", first, "--json")  # named by another shard: the same model, not another's name
+    assert again.code == 0 and again.json()["unchanged"] is True, again.err
     second.unlink()
     r = cli("add", first, "--name", "other")
     assert r.code == 2

@@ -266,11 +266,15 @@ def test_a_jan_split_model_is_imported_whole(home: Path, tmp_path: Path) -> None
     assert sorted(p.name for p in folder.iterdir()) == sorted(["model.yml", *(s.name for s in shards[:-1])])
     (tmp_path / "aside.gguf").rename(folder / shards[-1].name)
     age(data)
-    report = importing(home, "jan", data, "move")
+    report = importing(home, "jan", data, "copy")
     assert [sorted(m.model.files) for m in report.models] == [[s.name for s in shards]]
-    assert not folder.exists()
     for shard in shards:
         assert store_bytes_of(home, "big", shard.name) == shard.read_bytes()
+    # A --move killed after the first shard was removed: the next one removes the rest, not only
+    # model.yml (the other shards would be left where Jan no longer sees them)
+    (folder / first.name).unlink()
+    report = importing(home, "jan", data, "move")
+    assert not folder.exists(), sorted(p.name for p in folder.iterdir())
 
 
 def test_an_ollama_layer_named_like_the_config_is_stored_too(home: Path, tmp_path: Path, weights: Weights) -> None:

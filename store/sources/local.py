@@ -88,6 +88,7 @@ def add_local(store: Store, path: Path, *, name: str | None = None, mode: Import
     where = Path(os.path.realpath(path)) if path.is_dir() else Path(os.path.realpath(path.parent), path.name)
     if where.is_relative_to(os.path.realpath(store.home)):
         raise UsageError(f"{path} is inside the store ({store.home}): it holds nothing to add")
+    shard = None
     if path.is_dir():
         files, skipped = list_folder(path, [store.home])
         if not files:
@@ -106,7 +107,8 @@ def add_local(store: Store, path: Path, *, name: str | None = None, mode: Import
         if links:
             raise UsageError(f"{files[links[0]]} is a symlink: --move would leave the file it points to "
                              f"behind; use --copy or --link")
-    source = Source("local", str(path.resolve()))
+    # A split is where its first shard is, whichever shard was named
+    source = Source("local", str((path.with_name(shard.name(1)) if shard else path).resolve()))
     if name is None:
         name = default_name(default)
         _not_anothers(store, name, source)

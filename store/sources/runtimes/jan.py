@@ -78,6 +78,14 @@ class JanFolder(RuntimeFolder):
             return None
         return Path(value) if os.path.isabs(value) else self.data / value
 
+    def _named(self, doc: dict[str, Any]) -> list[Path]:
+        """The files a model.yml names: model_path (with a split's other shards, which llama.cpp
+        opens beside it) and mmproj_path."""
+        weights, mmproj = self._path(doc.get("model_path")), self._path(doc.get("mmproj_path"))
+        shard = shard_of(weights.name) if weights is not None else None
+        shards = [weights.with_name(shard.name(n)) for n in range(1, shard.count + 1)] if weights and shard else []
+        return [p for p in (shards or [weights]) + [mmproj] if p is not None]
+
     def scan(self) -> Scan:
         scan = Scan()
         for model_id, yml, doc in self._entries():
@@ -150,7 +158,7 @@ class JanFolder(RuntimeFolder):
         for model_id, yml, doc in self._entries():
             if doc is None or not held.has_source(Source(self.kind, model_id)):
                 continue
-            named = [p for p in (self._path(doc.get("model_path")), self._path(doc.get("mmproj_path"))) if p]
+            named = self._named(doc)
             if all(p.exists() for p in named):
                 continue
             for path in named:
