@@ -66,6 +66,14 @@ QWEN2_PRES = frozenset({"qwen2", "deepseek-r1-qwen", "megrez"})
 GPT2_PRES = frozenset({"gpt-2", "phi-2", "mpt", "olmo"})
 ADDS_BOS_BY_DEFAULT = LLAMA3_IGNORE_MERGES | {"tekken"}
 
+# Bounds on the merges rebuilt from a SentencePiece vocabulary's scores (_merges_from_scores), far
+# above real ones (Llama 2: 32k tokens of at most 16 characters; Gemma: 256k of at most a few dozen).
+MAX_SPLIT_WORK = 1 << 28  # characters copied while trying every split: sum of squared token lengths
+MERGES_PER_TOKEN, MERGES_BASE = 16, 1 << 16
+MERGE_CHARS_PER_CHAR, MERGE_CHARS_BASE = 16, 1 << 22
+# and on tokenizer.json against the GGUF vocabulary it comes from (characters of tokens and merges)
+TOKENIZER_JSON_PER_CHAR, TOKENIZER_JSON_BASE = 64, 1 << 20
+
 SPECIAL_KINDS = ("bos", "eos", "unk", "sep", "pad")
 K = gguf.Keys.Tokenizer
 ID_KEYS = {"bos": K.BOS_ID, "eos": K.EOS_ID, "unk": K.UNK_ID, "sep": K.SEP_ID, "pad": K.PAD_ID}
@@ -477,7 +485,12 @@ def hf_tokenizer_files(kv: Mapping[str, Any]) -> dict[str, bytes]:
                                          texts.get("eos") if add_eos else None, special)
     config = _tokenizer_config(kv, tokens, types, texts, add_bos, add_eos)
     special_map = {f"{k}_token": text for k, text in texts.items()}
-    return {"tokenizer.json": _tokenizer_json(tokenizer),
+    tokenizer_json = _tokenizer_json(tokenizer)
+    source_chars = sum(len(t) + 1 for t in tokens) + sum(len(str(m)) + 1 for m in kv.get(K.MERGES) or [])
+    if len(tokenizer_json) > TOKENIZER_JSON_PER_CHAR * source_chars + TOKENIZER_JSON_BASE:
+        raise ConversionUnsupported(f"tokenizer.json would be {len(tokenizer_json)} bytes from a vocabulary of "
+                                    f"{source_chars} characters; not converted")
+    return {"tokenizer.json": tokenizer_json,
             "tokenizer_config.json": _dump(config),
             "special_tokens_map.json": _dump(special_map)}
 
@@ -551,17 +564,34 @@ def _spm_tokenizer(tokens: list[str], types: list[int], scores: list[float], unk
 
 def _merges_from_scores(tokens: list[str], types: list[int], scores: list[float]) -> list[tuple[str, str]]:
     """The merge list HF BPE needs to do what llama.cpp's SPM tokenizer does with scores: every
-    way to split a normal token into two tokens, best-scored result first."""
+    way to split a normal token into two tokens, best-scored result first.
+
+    That is up to one merge per character of every token, each spelling the token out, so a
+    hostile vocabulary ("zz", "zzz", ... a thousand z's) would ask for gigabytes. The work (the
+    sum of squared token lengths) and the merges (their count and text) are bounded far above
+    what SentencePiece vocabularies need, and beyond that the vocabulary is refused."""
     mergeable = {text: i for i, text in enumerate(tokens)
                  if types[i] in (gguf.TokenType.NORMAL, gguf.TokenType.USER_DEFINED)}
-    ranked = []
+    work = sum(len(text) ** 2 for text in mergeable)
+    if work > MAX_SPLIT_WORK:
+        longest = max(mergeable, key=len)
+        raise ConversionUnsupported(f"the GGUF's tokens are too long to rebuild merges from (longest {len(longest)} "
+                                    f"characters; squared lengths sum to {work}, the limit is {MAX_SPLIT_WORK})")
+    max_merges = MERGES_PER_TOKEN * len(mergeable) + MERGES_BASE
+    max_chars = MERGE_CHARS_PER_CHAR * sum(len(text) for text in mergeable) + MERGE_CHARS_BASE
+    ranked: list[tuple[float, int, int]] = []
+    chars = 0
     for text, i in mergeable.items():
         for cut in range(1, len(text)):
-            left, right = text[:cut], text[cut:]
-            if left in mergeable and right in mergeable:
-                ranked.append((-scores[i], i, cut, left, right))
+            if text[:cut] in mergeable and text[cut:] in mergeable:
+                ranked.append((-scores[i], i, cut))
+                chars += len(text)
+        if len(ranked) > max_merges or chars > max_chars:
+            raise ConversionUnsupported(f"the GGUF's vocabulary of {len(tokens)} tokens splits into more than "
+                                        f"{min(len(ranked), max_merges)} merges ({chars} characters), far more than "
+                                        "a SentencePiece vocabulary makes; not converted")
     ranked.sort()
-    return [(left, right) for *_, left, right in ranked]
+    return [(tokens[i][:cut], tokens[i][cut:]) for _, i, cut in ranked]
 
 
 def _add_special_tokens(tokenizer: Tokenizer, tokens: list[str], types: list[int]) -> None:

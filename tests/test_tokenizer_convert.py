@@ -494,3 +494,49 @@ def test_added_tokens_stay_inside_the_config_vocab_size_as_llama_cpp_converter_k
     json_files["tokenizer.json"] = json.dumps(raw).encode()
     kv = write_vocab_gguf(tmp_path / "j.gguf", json_files)
     assert len(kv["tokenizer.ggml.tokens"]) == tok.get_vocab_size() and "<pad>" not in kv["tokenizer.ggml.tokens"]
+
+
+def _z_vocab_kv(longest: int, **tokens_extra: object) -> dict[str, object]:
+    from modelstore.converters.synth import LLAMA_VOCAB
+
+    tokens = list(dict.fromkeys([*LLAMA_VOCAB, *("z" * k for k in range(2, longest + 1))]))
+    return {"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.token_type": [2, 3, 3] + [6] * 256 + [1] * (len(tokens) - 259),
+            "tokenizer.ggml.scores": [0.0] * len(tokens), **tokens_extra}
+
+
+@pytest.mark.parametrize("longest", [600, 1200])
+def test_a_vocabulary_whose_merges_explode_is_refused_in_flat_memory(longest: int) -> None:
+    """"zz", "zzz", ... each split every way into two tokens: before the bound, 600 z's took 1.1 s,
+    443 MB and made a 79 MB tokenizer.json from 180 KB of tokens (1200: 3.4 GB, 577 MiB)."""
+    import time
+    import tracemalloc
+
+    kv = _z_vocab_kv(longest)
+    start = time.monotonic()
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConversionUnsupported, match="merges|too long"):
+            hf_tokenizer_files(kv)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20 and time.monotonic() - start < 5, (peak, time.monotonic() - start)
+
+
+def test_long_tokens_no_merge_makes_are_refused_before_splitting_them() -> None:
+    """Trying every split of every token costs the sum of squared token lengths, even when no split
+    is a merge: 60 tokens of 3000 characters cost 540M character copies."""
+    kv = _z_vocab_kv(2)
+    tokens = kv["tokenizer.ggml.tokens"] + [f"{i:03d}" + "y" * 2997 for i in range(60)]
+    kv |= {"tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": kv["tokenizer.ggml.token_type"] + [1] * 60,
+           "tokenizer.ggml.scores": [0.0] * len(tokens)}
+    with pytest.raises(ConversionUnsupported, match="too long"):
+        hf_tokenizer_files(kv)
+
+
+def test_a_short_z_ladder_still_converts_with_every_merge() -> None:
+    """The bounds leave ordinary vocabularies alone: a short ladder gets all its merges."""
+    out = json.loads(hf_tokenizer_files(_z_vocab_kv(20))["tokenizer.json"])
+    merges = {tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in out["model"]["merges"]}
+    assert ("zzzzzzzzzz", "zzzzzzzzzz") in merges and len([m for m in merges if m[0].startswith("z")]) >= 18 * 19 // 2
