@@ -22,6 +22,7 @@ GGUF_TYPES = ("F16", "BF16", "F32", "Q8_0", "Q4_0")
 FILE_TYPE = {"F32": gguf.LlamaFileType.ALL_F32, "F16": gguf.LlamaFileType.MOSTLY_F16,
              "BF16": gguf.LlamaFileType.MOSTLY_BF16, "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
              "Q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}
+EMBEDDING = "model.embed_tokens.weight"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "added_tokens.json", "tokenizer_config.json", "config.json",
                    "generation_config.json", "chat_template.jinja", "special_tokens_map.json")
 
@@ -43,6 +44,16 @@ def _target_type(gguf_type: str, shape: tuple[int, ...]) -> str:
     if gguf_type in ("Q8_0", "Q4_0") and not tensorops.can_encode(gguf_type, shape[-1]):
         return "F16"  # rows that are no whole number of blocks stay F16, as llama.cpp does
     return gguf_type
+
+
+def _embedding_rows(stored: StoredModel, files: list[str]) -> int:
+    """The token embedding's rows: the number of tokens llama.cpp will want the GGUF to name."""
+    for path in files:
+        if path in stored.model.files:
+            for span in stored.header(path).tensors:
+                if span.name == EMBEDDING and len(span.shape) == 2:
+                    return span.shape[0]
+    raise ConversionUnsupported(f"no {EMBEDDING} (2-D) among the safetensors tensors")
 
 
 def gguf_file_name(model_name: str, gguf_type: str) -> str:
@@ -76,7 +87,7 @@ def plan_gguf(stored: StoredModel, gguf_type: str = "F16") -> Plan:
     if gguf_type in ("Q8_0", "Q4_0"):
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     texts = {name: data for name in TOKENIZER_FILES if (data := stored.text(name)) is not None}
-    write_gguf_tokenizer(writer, texts, arch.gguf_name)
+    write_gguf_tokenizer(writer, texts, arch.gguf_name, _embedding_rows(stored, files))
 
     tensors: list[tuple[str, list[Piece], int]] = []
     for path in files:

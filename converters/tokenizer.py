@@ -84,15 +84,19 @@ SPECIAL_TYPES = (gguf.TokenType.CONTROL, gguf.TokenType.UNKNOWN)
 
 
 @malformed_input("the tokenizer files (tokenizer.json, tokenizer_config.json, ...)")
-def write_gguf_tokenizer(writer: gguf.GGUFWriter, files: dict[str, bytes], arch: str) -> None:
+def write_gguf_tokenizer(writer: gguf.GGUFWriter, files: dict[str, bytes], arch: str,
+                         n_vocab: int | None = None) -> None:
     """Add the tokenizer keys for the HF repo `files` (file name -> bytes) to `writer`, as llama.cpp's
     converter would for architecture `arch`. Needs `tokenizer.json`, else a SentencePiece
     `tokenizer.model` (with `added_tokens.json`); reads `tokenizer_config.json`,
     `special_tokens_map.json`, `config.json`, `generation_config.json` and `chat_template.jinja`
-    (or `chat_template.json`) when present."""
+    (or `chat_template.json`) when present.
+
+    `n_vocab` is the token embedding's rows, when known: llama.cpp loads a GGUF only when it names
+    one token per row, so the vocabulary is that long and config.json's vocab_size must agree."""
     if "tokenizer.json" not in files:
         if "tokenizer.model" in files:
-            _write_sentencepiece_tokenizer(writer, files)
+            _write_sentencepiece_tokenizer(writer, files, n_vocab)
             return
         raise ConversionUnsupported("no tokenizer.json or tokenizer.model in the repo")
     tok = _json(files, "tokenizer.json")
@@ -101,7 +105,7 @@ def write_gguf_tokenizer(writer: gguf.GGUFWriter, files: dict[str, bytes], arch:
     model = tok.get("model") or {}
     kind = _hf_vocab_kind(tok)
 
-    tokens = _tokens_by_id(model, tok.get("added_tokens") or [], _config_vocab_size(config))
+    tokens = _tokens_by_id(model, tok.get("added_tokens") or [], _vocab_size(config, n_vocab))
     added = {int(a["id"]): a for a in tok.get("added_tokens") or []}
     names = [text if text is not None else f"[PAD{i}]" for i, text in enumerate(tokens)]
     ids = {text: i for i, text in enumerate(names)}
@@ -183,11 +187,24 @@ def _config_vocab_size(config: Mapping[str, Any]) -> int:
     return size if isinstance(size, int) else 0
 
 
+def _vocab_size(config: Mapping[str, Any], n_vocab: int | None) -> int:
+    """How many tokens the GGUF names: the embedding's rows, which config.json's vocab_size must
+    agree with; without them, vocab_size (0 when config.json has none)."""
+    size = _config_vocab_size(config)
+    if n_vocab is not None:
+        if size and size != n_vocab:
+            raise ConversionUnsupported(f"config.json's vocab_size {size} is not the token embedding's {n_vocab} rows "
+                                        "(llama.cpp needs one token per row)")
+        return n_vocab
+    return size
+
+
 def _tokens_by_id(model: Mapping[str, Any], added_tokens: Sequence[Mapping[str, Any]],
                   vocab_size: int) -> list[str | None]:
     """Token text by id, None for ids nothing names. As llama.cpp's converter: config.json's
     vocab_size (the embedding's rows) is the length, and an id beyond it is left out; without one,
-    the highest id named (refused when it is far beyond the count of tokens: a hostile file)."""
+    the highest id named. Either is refused when it is far beyond the count of tokens: the rest
+    would be "[PAD<id>]" placeholders, megabytes of them for a hostile file."""
     by_id: dict[int, str] = {}
     for text, i in (model.get("vocab") or {}).items():
         if (n := _token_id(i, None)) is not None and isinstance(text, str):
@@ -196,8 +213,8 @@ def _tokens_by_id(model: Mapping[str, Any], added_tokens: Sequence[Mapping[str, 
         if isinstance(a, Mapping) and (n := _token_id(a.get("id"), None)) is not None and isinstance(a.get("content"), str):
             by_id[n] = a["content"]
     size = vocab_size or max(by_id, default=-1) + 1
-    if not vocab_size and size > 2 * len(by_id) + 1024:
-        raise ConversionUnsupported(f"tokenizer.json names token id {size - 1} among {len(by_id)} tokens")
+    if size > 2 * len(by_id) + 1024:
+        raise ConversionUnsupported(f"a vocabulary of {size} names only {len(by_id)} tokens in tokenizer.json")
     return [by_id.get(i) for i in range(size)]
 
 
@@ -375,7 +392,7 @@ def _chat_template(tok_config: Mapping[str, Any], files: Mapping[str, bytes]) ->
     return alt if isinstance(alt, (str, list)) else None
 
 
-def _write_sentencepiece_tokenizer(writer: gguf.GGUFWriter, files: dict[str, bytes]) -> None:
+def _write_sentencepiece_tokenizer(writer: gguf.GGUFWriter, files: dict[str, bytes], n_vocab: int | None) -> None:
     """A repo with only `tokenizer.model` (Llama 2 and Mistral v0.1 era): its pieces, scores and
     piece types are what llama.cpp's "llama" vocabulary reads, in the same numbering."""
     from google.protobuf.message import DecodeError
@@ -401,10 +418,12 @@ def _write_sentencepiece_tokenizer(writer: gguf.GGUFWriter, files: dict[str, byt
     config = _json(files, "config.json")
     # As llama.cpp's converter does: the vocabulary is config.json's vocab_size long (the rows of
     # the embedding), pieces first, then added tokens at their ids; an id outside is left out.
-    size = _config_vocab_size(config) or len(proto.pieces)
+    size = _vocab_size(config, n_vocab) or len(proto.pieces)
     if len(proto.pieces) > size:
         raise ConversionUnsupported(f"tokenizer.model has {len(proto.pieces)} pieces, more than config.json's "
                                     f"vocab_size {size}")
+    if size > 2 * len(proto.pieces) + 1024:
+        raise ConversionUnsupported(f"a vocabulary of {size} has only {len(proto.pieces)} pieces in tokenizer.model")
     names = [f"[PAD{i}]" for i in range(size)]
     scores = [-10000.0] * size
     types = [int(gguf.TokenType.UNUSED)] * size

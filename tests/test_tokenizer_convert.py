@@ -540,3 +540,32 @@ def test_a_short_z_ladder_still_converts_with_every_merge() -> None:
     out = json.loads(hf_tokenizer_files(_z_vocab_kv(20))["tokenizer.json"])
     merges = {tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in out["model"]["merges"]}
     assert ("zzzzzzzzzz", "zzzzzzzzzz") in merges and len([m for m in merges if m[0].startswith("z")]) >= 18 * 19 // 2
+
+
+@pytest.mark.parametrize("vocab_size", [1_000_000, 385, 383])
+def test_config_vocab_size_must_be_the_embedding_rows(store, tmp_path: Path, vocab_size: int) -> None:
+    """llama.cpp loads a GGUF only when it names one token per embedding row; a vocab_size that
+    disagrees was padded with "[PAD<id>]" tokens (10M of them: 228 MiB of header, 45 s, 1.5 GB)."""
+    from modelstore.converters.planner import plan_conversions
+    from modelstore.store.sources.local import add_local
+
+    folder = write_hf_model(tmp_path / "m", vocab=384)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"vocab_size": vocab_size}))
+    add_local(store, folder, name="m")
+    result = plan_conversions(store, "m", "F16")
+    assert "gguf" in result.unsupported and "vocab_size" in result.unsupported["gguf"], result.unsupported
+    assert "embedding's 384 rows" in result.unsupported["gguf"]
+
+
+def test_without_vocab_size_the_gguf_names_one_token_per_embedding_row(tmp_path: Path) -> None:
+    tok = spm_bpe()
+    n = tok.get_vocab_size()
+    writer = gguf.GGUFWriter(None, "llama")
+    write_gguf_tokenizer(writer, as_files(tok), "llama", n + 5)
+    tokens = writer.kv_data[0]["tokenizer.ggml.tokens"].value
+    assert len(tokens) == n + 5 and tokens[-1] == f"[PAD{n + 4}]"
+    with pytest.raises(ConversionUnsupported, match="vocab_size"):
+        write_gguf_tokenizer(gguf.GGUFWriter(None, "llama"), as_files(tok, config__json={"vocab_size": n}), "llama", n + 5)
+    with pytest.raises(ConversionUnsupported, match="names only"):  # no embedding known, a hostile vocab_size
+        write_gguf_tokenizer(gguf.GGUFWriter(None, "llama"), as_files(tok, config__json={"vocab_size": 10**7}), "llama")
