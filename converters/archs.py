@@ -257,8 +257,14 @@ def hf_config(arch: Arch, kv: Mapping[str, Any], tensors: set[str], dtype: str,
     its rope_freqs tensor, if it has one."""
     try:
         return _hf_config(arch, kv, tensors, dtype, rope_factors)
-    except (TypeError, ValueError, ZeroDivisionError) as exc:  # a key of the wrong type in a hostile GGUF
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:  # a key of the wrong type in a hostile GGUF
         raise ConversionUnsupported(f"the GGUF has a {arch.gguf_name}.* value config.json cannot use: {exc}") from None
+
+
+def _finite(a: str, name: str, value: float) -> float:
+    if not math.isfinite(value):
+        raise ConversionUnsupported(f"the GGUF's {a}.{name} is {value}, which config.json cannot say")
+    return value
 
 
 def _hf_config(arch: Arch, kv: Mapping[str, Any], tensors: set[str], dtype: str,
@@ -285,8 +291,8 @@ def _hf_config(arch: Arch, kv: Mapping[str, Any], tensors: set[str], dtype: str,
     tokens = kv.get("tokenizer.ggml.tokens")
     config.update({
         "max_position_embeddings": int(key("context_length", 4096)),
-        "rms_norm_eps": float(key("attention.layer_norm_rms_epsilon", 1e-6)),
-        "rope_theta": float(key("rope.freq_base", 10000.0)),
+        "rms_norm_eps": _finite(a, "attention.layer_norm_rms_epsilon", float(key("attention.layer_norm_rms_epsilon", 1e-6))),
+        "rope_theta": _finite(a, "rope.freq_base", float(key("rope.freq_base", 10000.0))),
         "vocab_size": int(key("vocab_size") or (len(tokens) if isinstance(tokens, list) else 0)),
         "hidden_act": "gelu_pytorch_tanh" if arch is GEMMA else "silu",
         "tie_word_embeddings": "output.weight" not in tensors,

@@ -14,7 +14,7 @@ class ConversionUnsupported(Exception):
     """A model this converter does not cover; the message says why, in one line."""
 
 
-_MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError)
+_MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError, OverflowError)
 
 
 def malformed_input(what: str) -> Callable[[Callable[P, R]], Callable[P, R]]:

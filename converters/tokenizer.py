@@ -14,7 +14,6 @@ Both directions are pure: bytes and plain values in, bytes or writer calls out.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -510,8 +509,8 @@ def hf_tokenizer_files(kv: Mapping[str, Any]) -> dict[str, bytes]:
         raise ConversionUnsupported(f"tokenizer.json would be {len(tokenizer_json)} bytes from a vocabulary of "
                                     f"{source_chars} characters; not converted")
     return {"tokenizer.json": tokenizer_json,
-            "tokenizer_config.json": _dump(config),
-            "special_tokens_map.json": _dump(special_map)}
+            "tokenizer_config.json": _dump(config, "tokenizer_config.json"),
+            "special_tokens_map.json": _dump(special_map, "special_tokens_map.json")}
 
 
 def _gguf_special_id(kv: Mapping[str, Any], kind: str, n_tokens: int) -> int | None:
@@ -666,5 +665,9 @@ def _tokenizer_json(tokenizer: Tokenizer) -> bytes:
     return (tokenizer.to_str(pretty=True) + "\n").encode("utf-8")
 
 
-def _dump(value: Mapping[str, Any]) -> bytes:
-    return (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+def _dump(value: Mapping[str, Any], name: str) -> bytes:
+    try:
+        text = jsontext.dumps_finite(value, indent=2, sort_keys=True, ensure_ascii=False)
+    except ValueError as exc:
+        raise ConversionUnsupported(f"{name} cannot be written: {exc} (from the GGUF), which JSON cannot say") from None
+    return (text + "\n").encode("utf-8")

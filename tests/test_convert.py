@@ -869,3 +869,42 @@ def test_a_convert_waiting_for_gc_says_so(cli, home: Path, hf_folder: Path) -> N
     assert proc.returncode == 0, err
     planned = json.loads(out)[0]
     assert planned["model"] == "m" and [p for p in planned["files"] if p.endswith(".gguf")], planned
+
+
+@pytest.mark.parametrize(("key", "value", "word"), [
+    ("llama.rope.freq_base", float("nan"), "llama.rope.freq_base is nan"),
+    ("llama.attention.layer_norm_rms_epsilon", float("inf"), "layer_norm_rms_epsilon is inf"),
+    ("tokenizer.ggml.padding_token_id", float("nan"), "config.json cannot be written: pad_token_id"),
+    ("llama.context_length", float("inf"), "cannot convert float infinity")])
+def test_a_gguf_value_json_cannot_say_refuses_the_safetensors_rendition(store: Store, models: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch,
+                                                                         key: str, value: float, word: str) -> None:
+    """json.dumps writes NaN and Infinity, which strict parsers (serde_json in mistral.rs, Go)
+    refuse: config.json said `"rope_theta": NaN`. Now the rendition is refused, with the key."""
+    set_value = gguf.GGUFWriter.add_name
+
+    def odd_value(self: gguf.GGUFWriter, name: str) -> None:
+        set_value(self, name)
+        self.kv_data[0][key] = gguf.GGUFValue(value, gguf.GGUFValueType.FLOAT32)
+    monkeypatch.setattr(gguf.GGUFWriter, "add_name", odd_value)
+    if key in ("llama.rope.freq_base", "tokenizer.ggml.padding_token_id"):
+        add_local(store, write_tiny_llama_gguf(models / "odd.gguf"), name="odd")
+    else:  # written by the synth after add_name: replace it there
+        add = {"llama.attention.layer_norm_rms_epsilon": "add_layer_norm_rms_eps",
+               "llama.context_length": "add_context_length"}[key]
+        monkeypatch.setattr(gguf.GGUFWriter, add, lambda self, v: None)
+        add_local(store, write_tiny_llama_gguf(models / "odd.gguf"), name="odd")
+    result = plan_conversions(store, "odd")
+    reason = result.unsupported.get("safetensors", "")
+    assert not any(p["target"] == "safetensors" for p in result.plans), result.plans
+    assert word in reason and "please report" not in reason, reason
+
+
+def test_generated_json_is_finite_or_refused() -> None:
+    from modelstore.store import jsontext
+
+    assert jsontext.non_finite({"a": [1.0, {"b": float("-inf")}]}) == "a[1].b"
+    assert jsontext.non_finite({"a": [1, "nan", True, None, 2.5]}) is None
+    with pytest.raises(ValueError, match="rope_theta"):
+        jsontext.dumps_finite({"rope_theta": float("nan")})
+    assert to_safetensors._json_bytes({"x": 1.5}, "config.json") == b'{\n  "x": 1.5\n}\n'
