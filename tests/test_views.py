@@ -754,3 +754,35 @@ def test_names_that_clash_hide_no_model_and_end_no_view(store: Store, models: Pa
     assert isinstance(cpp["foo.gguf"], File) and cpp["foo.gguf"].owner == "foo"
     assert sorted(p for p in cpp if p.startswith("foo-2")) == ["foo-2.gguf", "foo-2.gguf/m.gguf",
                                                               "foo-2.gguf/mmproj-m.gguf"]
+
+
+def _strict_json(data: bytes) -> object:
+    """Parse as serde_json and Go do: no NaN or Infinity."""
+    def refuse(name: str) -> object:
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(data, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("arch", [float("nan"), 7])
+def test_ollama_config_has_strings_whatever_the_gguf_architecture(store: Store, models: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  arch: object) -> None:
+    """Ollama's ConfigV2 reads model_family and model_families as strings: a GGUF whose
+    general.architecture is a NaN gave `"model_family":NaN`, which Go's decoder refuses."""
+    import gguf
+
+    kind = gguf.GGUFValueType.FLOAT32 if isinstance(arch, float) else gguf.GGUFValueType.UINT32
+    add_name = gguf.GGUFWriter.add_name
+
+    def odd_architecture(self: gguf.GGUFWriter, name: str) -> None:
+        add_name(self, name)
+        self.kv_data[0]["general.architecture"] = gguf.GGUFValue(arch, kind)
+    monkeypatch.setattr(gguf.GGUFWriter, "add_name", odd_architecture)
+    add_local(store, write_tiny_llama_gguf(models / "odd.gguf"), name="odd")
+    tree = ollama_tree(take_snapshot(store.catalog, str(store.objects.root)))
+    [(path, manifest)] = manifests(tree).items()
+    node = tree["blobs/" + manifest["config"]["digest"].replace(":", "-")]
+    config = _strict_json(content_bytes(store, node))  # type: ignore[arg-type]
+    assert config["model_family"] == "" and config["model_families"] == []  # type: ignore[index]
+    assert all(isinstance(config[k], str) for k in ("model_format", "model_type", "file_type"))  # type: ignore[index]
+    _strict_json(tree[path].content.data)  # type: ignore[union-attr]

@@ -122,18 +122,20 @@ def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
                 data = license_text.encode()
                 layers.append(_layer("license", _digest(data), len(data)))
                 blobs.children[f"sha256-{_digest(data)[7:]}"] = File(Literal(data), mtime)
-            arch = kv.get("general.architecture", "")
+            # Ollama's ConfigV2 has strings here: a GGUF whose architecture is no string gets none
+            arch = kv.get("general.architecture")
+            arch = arch if isinstance(arch, str) else ""
             config = {
                 "model_format": "gguf",
                 "model_family": arch,
-                "model_families": [arch],
+                "model_families": [arch] if arch else [],
                 "model_type": human_number(int(weights.get("parameter_count", 0))),
                 "file_type": gguf_file_type_name(kv.get("general.file_type")) or unit.quant or "",
                 "architecture": "amd64",
                 "os": "linux",
                 "rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in layers]},
             }
-            config_bytes = json.dumps(config, separators=(",", ":")).encode()
+            config_bytes = json.dumps(config, separators=(",", ":"), allow_nan=False).encode()
             blobs.children[f"sha256-{_digest(config_bytes)[7:]}"] = File(Literal(config_bytes), mtime)
             manifest = {"schemaVersion": 2, "mediaType": MANIFEST_TYPE,
                         "config": {"mediaType": CONFIG_TYPE, "digest": _digest(config_bytes), "size": len(config_bytes)},
@@ -141,6 +143,6 @@ def render(snapshot: Snapshot, options: ViewOptions) -> Dir:
             name = ollama_name(model, unit, len(units) > 1)
             repo = f"{name.host}/{name.namespace}/{name.model}"
             tag = unique(name.tag, tags.setdefault(repo, set()))
-            manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode() + b"\n"
+            manifest_bytes = json.dumps(manifest, separators=(",", ":"), allow_nan=False).encode() + b"\n"
             manifests.add(f"{repo}/{tag}", File(Literal(manifest_bytes), mtime, model.name))
     return root
