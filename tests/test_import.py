@@ -836,6 +836,22 @@ def test_a_file_changing_while_read_is_skipped(home: Path, tmp_path: Path, weigh
         assert [m.name for m in store.models()] == ["lmstudio-community/tiny-GGUF"]
 
 
+def test_dry_run_skips_what_the_import_refuses(tmp_path: Path, weights: Weights, cli) -> None:
+    """A file named .gguf that is not one (a saved web page): the import refuses its model with a
+    warning, and the dry run says so instead of promising it."""
+    folder = tmp_path / "models"
+    write_gpt4all_folder(folder, {"good.gguf": weights.llama})
+    (folder / "page.gguf").write_bytes(b"<!DOCTYPE html><html>not a model</html>")
+    age(folder)
+    dry = cli("import", "--from", "path", folder, "--dry-run", "--json").json()
+    real = cli("import", "--from", "path", folder, "--json").json()
+    assert [m["name"] for m in dry["models"]] == [m["name"] for m in real["models"]] == ["good"]
+    for report in (dry, real):
+        assert [s["why"] for s in report["skipped"] if "page.gguf" in s["what"] + s["why"]] != []
+        assert all("not a GGUF file" in s["why"] for s in report["skipped"]), report["skipped"]
+        assert [s["why"].count("page.gguf") + s["what"].count("page.gguf") for s in report["skipped"]] == [1]
+
+
 def test_dry_run_writes_nothing(tmp_path: Path, weights: Weights, cli, home: Path) -> None:
     """--dry-run lists the models and what the store would hold, without creating the store or
     touching the folder; after an import of the Ollama folder, the same GGUF in the HF cache shows

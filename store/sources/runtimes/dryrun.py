@@ -1,5 +1,6 @@
 """`import --dry-run`: what an import would store, from the names runtimes give their files,
-without hashing or writing anything.
+without hashing or writing anything. Headers are read, as the import reads them: a file the
+import would refuse (not the GGUF its name says, a hostile header) skips its model here too.
 
 Ollama blobs and Hugging Face blobs are named by their SHA-256 (or git blob SHA-1): whether the
 store holds them, or another model of this import brings them too, is known from the name alone.
@@ -10,7 +11,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
+
+from modelstore.store.errors import BadModelFile, UnsafeName
+from modelstore.store.names import check_relpath
 
 from modelstore.store.records import ModelRecord
 from modelstore.store.sources.runtimes.found import (
@@ -18,9 +23,11 @@ from modelstore.store.sources.runtimes.found import (
     FoundModel,
     RuntimeFolder,
     Skipped,
+    refusal,
 )
 from modelstore.store.sources.runtimes.importer import Namer, same_identity
 from modelstore.store.store import Store
+from modelstore.store.tensors import read_weights_header
 
 
 @dataclass
@@ -88,8 +95,26 @@ def plan(store: Store | None, folder: RuntimeFolder, dry: DryRun) -> DryRun:
     known = _Known(store)
     namer = Namer(store.models() if store is not None else [])
     for found in scan.models:
+        refused = _refused(found)
+        if refused is not None:
+            dry.skipped.append(Skipped(found.where, refused))
+            continue
         dry.models.append(_plan_model(found, known, namer))
     return dry
+
+
+def _refused(found: FoundModel) -> str | None:
+    """Why the import would refuse this model before storing it: a name no view can show, or a
+    GGUF/safetensors header that does not parse."""
+    try:
+        for rel, path in found.files.items():
+            check_relpath(rel, where=found.where)
+            read_weights_header(path, PurePosixPath(rel).name)
+    except (BadModelFile, UnsafeName) as exc:
+        return refusal(found, exc)
+    except OSError as exc:
+        return f"{exc.strerror or exc}: {exc.filename or ''}"
+    return None
 
 
 def _plan_model(found: FoundModel, known: _Known, namer: Namer) -> PlannedModel:

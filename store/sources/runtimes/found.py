@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelstore.store.errors import BadModelFile
 from modelstore.store.records import Source
 
 # A blob nobody references any more is removed by a later run only once it is this old: a
@@ -150,6 +151,13 @@ class Held:
         --move was removing at once, any other only once it is old enough not to be a download
         in progress."""
         return os.path.realpath(path) in self.pending or settled(path)
+
+
+def refusal(found: FoundModel, exc: Exception) -> str:
+    """Why `found` is skipped, without naming its file twice where the model is that one file."""
+    if isinstance(exc, BadModelFile) and exc.path == found.where:
+        return exc.problem
+    return str(exc)
 
 
 def sha256_of(path: Path) -> str:

@@ -36,6 +36,7 @@ from modelstore.store.sources.runtimes.found import (
     Removal,
     RuntimeFolder,
     Skipped,
+    refusal,
     source_identity,
 )
 from modelstore.store.sources.runtimes.identity import IMPORTED_FROM_KEY, REFS_KEY
@@ -247,7 +248,7 @@ class Importer:
         except (OutOfSpace, StoreCorrupt):
             raise
         except (SourceError, BadModelFile, UnsafeName, ModelChanged) as exc:
-            self.report.skipped.append(Skipped(found.where, str(exc)))
+            self.report.skipped.append(Skipped(found.where, refusal(found, exc)))
             return
         except OSError as exc:
             if exc.filename and str(exc.filename).startswith(str(self.store.home)):
