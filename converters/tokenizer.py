@@ -419,8 +419,8 @@ def _write_sentencepiece_tokenizer(writer: gguf.GGUFWriter, files: dict[str, byt
     # the embedding), pieces first, then added tokens at their ids; an id outside is left out.
     size = _vocab_size(config, n_vocab) or len(proto.pieces)
     if len(proto.pieces) > size:
-        raise ConversionUnsupported(f"tokenizer.model has {len(proto.pieces)} pieces, more than config.json's "
-                                    f"vocab_size {size}")
+        raise ConversionUnsupported(f"tokenizer.model has {len(proto.pieces)} pieces, more than the vocabulary's "
+                                    f"{size} (the token embedding's rows)")
     if size > 2 * len(proto.pieces) + 1024:
         raise ConversionUnsupported(f"a vocabulary of {size} has only {len(proto.pieces)} pieces in tokenizer.model")
     names = [f"[PAD{i}]" for i in range(size)]

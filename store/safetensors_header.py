@@ -75,6 +75,11 @@ def parse_safetensors(path: str, buf: Any, file_size: int | None = None) -> Weig
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise BadModelFile(path, "safetensors __metadata__ must map strings to strings")
+    try:  # JSON may spell a lone surrogate ("\ud800"), which no UTF-8 reader (serde_json) takes
+        for text in (*header, *metadata, *metadata.values()):
+            text.encode()
+    except UnicodeEncodeError:
+        raise BadModelFile(path, "safetensors header holds text that is not valid Unicode (a lone surrogate)") from None
     metadata = _kept(metadata)
 
     data_start = 8 + n

@@ -312,3 +312,16 @@ def test_safetensors_metadata_is_kept_up_to_a_bound(tmp_path: Path) -> None:
     assert parsed is not None and parsed.metadata["format"] == "pt"
     assert "big" not in parsed.metadata and "after" not in parsed.metadata
     assert len(json.dumps(parsed.metadata)) < KEEP_METADATA_BYTES
+
+
+@pytest.mark.parametrize("where", ["metadata value", "metadata key", "tensor name"])
+def test_a_lone_surrogate_in_a_safetensors_header_is_refused(tmp_path: Path, where: str) -> None:
+    """JSON can spell "\\ud800", which no UTF-8 reader takes (serde_json refuses it): a bad file,
+    not a crash of the whole add or import."""
+    bad = "\\ud800"
+    meta = {"format": bad} if where == "metadata value" else {bad: "x"} if where == "metadata key" else {}
+    name = bad if where == "tensor name" else "t"
+    header = ('{"__metadata__": %s, "%s": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}'
+              % (json.dumps(meta).replace("\\\\ud800", bad), name)).encode()
+    data = struct.pack("<Q", len(header)) + header + b"\0" * 8
+    assert "lone surrogate" in problem_of(tmp_path, data, "m.safetensors")
