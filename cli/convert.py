@@ -117,6 +117,9 @@ def convert(app: App, names: tuple[str, ...], all_models: bool, gguf_type: str |
                         raise
                     click.echo(f"warning: {exc}", err=True)  # --all: one removed meanwhile, the rest go on
                     continue
+                if gguf_type and not all_models and store.model(name).metadata.get("format") == "gguf":
+                    click.echo(f"warning: --gguf-type is the type of the GGUF made from a safetensors model; "
+                               f"{name} is a GGUF model, so it changes nothing", err=True)
                 if not as_json:
                     click.echo(name)
                     report(results[-1])

@@ -76,8 +76,16 @@ class Store:
         with self.catalog.read() as r:
             model = r.model(name)
         if model is None:
-            raise NotFound(f"no model named {name!r} (see `modelstore ls`)")
+            raise NotFound(f"no model named {name!r}{self._did_you_mean(name)} (see `modelstore ls`)")
         return model
+
+    def _did_you_mean(self, name: str) -> str:
+        """`; did you mean 'tiny-ft'?` for a name close to one the store has (a typo), else ''."""
+        import difflib
+
+        with self.catalog.read() as r:
+            close = difflib.get_close_matches(name, [m.name for m in r.models()], n=1, cutoff=0.75)
+        return f"; did you mean {close[0]!r}?" if close else ""
 
     def models(self) -> list[ModelRecord]:
         with self.catalog.read() as r:
@@ -201,6 +209,7 @@ class Store:
         with self.catalog.write() as w:
             missing = [name for name in unique if w.model(name) is None]
             if missing:  # raised inside the transaction: it is aborted, nothing was removed
-                raise NotFound(f"no model named {', '.join(repr(n) for n in missing)} (see `modelstore ls`); "
+                hint = self._did_you_mean(missing[0]) if len(missing) == 1 else ""
+                raise NotFound(f"no model named {', '.join(repr(n) for n in missing)}{hint} (see `modelstore ls`); "
                                f"nothing was removed")
             return [old for name in unique if (old := w.remove_model(name)) is not None]

@@ -448,13 +448,20 @@ def test_everyday_mistakes_in_plain_words(cli, home: Path, models: Path, tmp_pat
 
     # A fine-tune of a, then a removed: a's blob stays, read by the fine-tune, so saved is negative,
     # in the text as in --json
-    tuned = write_tiny_llama_gguf(models / "t.gguf", changed={"blk.1.ffn_up.weight": 7})
+    tuned = write_tiny_llama_gguf(models / "tiny-ft.gguf", changed={"blk.1.ffn_up.weight": 7})
     assert cli("add", tuned, "--no-convert").code == 0
     assert cli("rm", "a", *names).code == 0 and cli("gc").code == 0
     saved = cli("du", "--json").json()["saved_bytes"]
     assert saved < 0 and "saved -" in cli("du").out
     deep = cli("fsck", "--deep")
     assert deep.code == 0 and "rehashed blobs" in deep.out and "_" not in deep.out.split("(")[-1]
+
+    for args in (("show", "tiny_ft"), ("rm", "tiny_ft")):  # a typo of a stored name: it is suggested
+        r = cli(*args)
+        assert r.code == 3 and "did you mean 'tiny-ft'?" in r.err and r.err.count("\n") == 1, r.err
+    assert "did you mean" not in cli("show", "zzzz").err
+    r = cli("convert", "tiny-ft", "--gguf-type", "Q8_0")  # a GGUF model: the GGUF type changes nothing
+    assert r.code == 0 and "warning: --gguf-type" in r.err and "tiny-ft is a GGUF model" in r.err
 
     r = cli()  # `modelstore` alone prints its help, not an error line
     assert r.code == 0 and r.out.startswith("Usage: modelstore") and "Commands:" in r.out and r.err == ""
