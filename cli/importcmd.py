@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +62,7 @@ def import_(app: App, kind: str, path: Path | None, mode: str, dry_run: bool, gg
     """Bring the models of a runtime's folder (or of PATH) into the store."""
     from modelstore.store.errors import Interrupted, NotFound, OutOfSpace
     from modelstore.store.ingest import ImportMode
+    from modelstore.store.objects import free_text
     from modelstore.store.sources.runtimes import open_folder
 
     from modelstore.fusefs.mount import running_mounts
@@ -100,7 +100,7 @@ def import_(app: App, kind: str, path: Path | None, mode: str, dry_run: bool, gg
                              f", the rest not")
                 stopped = (Interrupted(f"interrupted: {committed}; run the same import again to finish it")
                            if isinstance(exc, KeyboardInterrupt) else
-                           OutOfSpace(f"no space left in the store ({shutil.disk_usage(store.home).free} bytes free): "
+                           OutOfSpace(f"no space left in the store ({free_text(store.home)}): "
                                       f"{committed}; free some space and run the same import again"))
             if stopped is None:
                 names = _to_convert(store, importer.report, importer_kind(kind))

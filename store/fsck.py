@@ -56,8 +56,7 @@ def fsck(store: Store, *, deep: bool = False, progress: Callable[[int], None] | 
 def _fsck(store: Store, deep: bool, progress: Callable[[int], None] | None) -> FsckReport:
     report = FsckReport()
     problem = report.problems.append
-    listed = store.objects.listing()  # before the catalog: a blob committed meanwhile is no orphan
-    adding = bool(store.objects.live_staging())
+    listed, adding = store.objects.listing_and_writers()  # before the catalog: a blob committed meanwhile is no orphan
     with store.catalog.read() as r:
         blobs = dict(r.blobs())
         files = {f.b3: f for f in r.files()}

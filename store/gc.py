@@ -71,12 +71,21 @@ class GcPlan:
         return len(self.staging)
 
     @property
+    def outside_catalog_bytes(self) -> int:
+        """Orphan objects and stale staging: what gc frees that no catalog figure counts."""
+        return sum(s for _, s in self.orphans) + self.staging_bytes
+
+    @property
+    def staging_bytes(self) -> int:
+        return sum(s for _, s in self.staging)
+
+    @property
     def bytes_freed(self) -> int:
-        return sum(s for _, s in self.blobs) + sum(s for _, s in self.orphans) + sum(s for _, s in self.staging)
+        return sum(s for _, s in self.blobs) + self.outside_catalog_bytes
 
     def to_json(self) -> dict[str, Any]:
         return {"files": len(self.files), "blobs": len(self.blobs), "orphan_objects": len(self.orphans),
-                "stale_staging": self.stale_staging, "stale_staging_bytes": sum(s for _, s in self.staging),
+                "stale_staging": self.stale_staging, "stale_staging_bytes": self.staging_bytes,
                 "bytes_freed": self.bytes_freed}  # add_running: never, under gc's lock; rm and du say it
 
 
@@ -114,8 +123,7 @@ def plan_gc(store: Store) -> GcPlan:
     and `add_running` says so. The listing of objects/ is taken before the catalog is read and the
     running operations are looked for in between, so a blob an add commits meanwhile is never
     taken for an orphan."""
-    listed = store.objects.listing()
-    add_running = bool(store.objects.live_staging())
+    listed, add_running = store.objects.listing_and_writers()
     with store.catalog.read() as r:
         plan, live = plan_from_snapshot(store, r, listed, add_running)
     refuse_unknown_files(live)  # as gc would: its figure would be one gc never frees

@@ -57,6 +57,13 @@ class Objects:
             if not (path.name in known and self.path(path.name) == path):  # a known name is valid BLAKE3
                 yield path  # a file, or a link (removing a link leaves its target alone)
 
+    def listing_and_writers(self) -> tuple[list[Path], bool]:
+        """(`listing()`, whether an add, import or convert is running), taken in that order and
+        before the catalog is read: a file listed and not in the catalog is then an orphan unless
+        an operation runs, whose blobs are not in the catalog until it commits."""
+        listed = self.listing()
+        return listed, bool(self.live_staging())
+
     def listing(self) -> list[Path]:
         """Every file (or link) in objects/<sub>/. Taken before the catalog is read, a file found
         here and not in the catalog is no blob committed meanwhile: the commit follows the file."""
@@ -364,9 +371,13 @@ def copy_range(fd_in: int, fd_out: int, offset: int, count: int) -> int:
     return len(data)
 
 
+def free_text(where: Path) -> str:
+    """How much room the filesystem holding `where` has left, for an out-of-space message."""
+    return f"{shutil.disk_usage(where).free / 2**20:.1f} MiB free"
+
+
 def no_space(exc: OSError, where: Path, what: str) -> OutOfSpace | OSError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        free = shutil.disk_usage(where).free
-        return OutOfSpace(f"no space left in {where} while {what} ({free / 2**20:.1f} MiB free); "
+        return OutOfSpace(f"no space left in {where} while {what} ({free_text(where)}); "
                           f"nothing was committed, free some space and run it again")
     return exc

@@ -68,19 +68,16 @@ class Usage:
 
 
 def compute_usage(store: Store) -> Usage:
-    listed = store.objects.listing()  # as gc plans: the listing first, then the catalog
-    add_running = bool(store.objects.live_staging())
+    listed, add_running = store.objects.listing_and_writers()  # as gc plans: before the catalog
     with store.catalog.read() as r:
         models = sorted(r.models(), key=lambda m: m.name)
         files = {f.b3: f for f in r.files()}
         blob_sizes = dict(r.blobs())
         owned = {name: value.get("blobs", []) for name, value in r.all_conversions()}
-        for m in models:
-            for b3 in m.files.values():
-                if b3 not in files:
-                    raise StoreCorrupt(f"file {b3} is named by model {m.name} but missing from the catalog; "
-                                       f"run `modelstore fsck`")
-        plan = plan_from_snapshot(store, r, listed, add_running)[0]
+        plan, live = plan_from_snapshot(store, r, listed, add_running)
+    if live.missing_files:
+        name, b3 = live.missing_files[0]
+        raise StoreCorrupt(f"file {b3} is named by model {name} but missing from the catalog; run `modelstore fsck`")
     # For each blob, the byte ranges each model's recipes use; a sweep over the boundaries finds
     # the bytes used by exactly one model.
     ranges: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
@@ -112,7 +109,7 @@ def compute_usage(store: Store) -> Usage:
             previous = pos
     stored = sum(blob_sizes.values())
     conversion = sum(blob_sizes.get(b, 0) for b in {b for blobs in owned.values() for b in blobs})
-    outside = sum(s for _, s in plan.orphans) + sum(s for _, s in plan.staging)
     return Usage(tuple(ModelUsage(n, c, lg, unique[n]) for n, c, lg in per_model),
                  sum(lg for _, _, lg in per_model), stored, stored - referenced, conversion,
-                 DerivedCache(store.home / "derived", 0).used_bytes(), plan.bytes_freed, outside, add_running)
+                 DerivedCache(store.home / "derived", 0).used_bytes(), plan.bytes_freed, plan.outside_catalog_bytes,
+                 add_running)
