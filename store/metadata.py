@@ -28,6 +28,10 @@ class Shard:
     def name(self, no: int) -> str:
         return f"{self.prefix}-{no:05d}-of-{self.count:05d}.gguf"
 
+    def names(self) -> list[str]:
+        """Every shard of the split, first to last."""
+        return [self.name(no) for no in range(1, self.count + 1)]
+
 
 def split_group(path: str, kv: Mapping[str, Any]) -> tuple[str, int]:
     """(the split a GGUF belongs to, how many shards it has): by its name; a file whose header says

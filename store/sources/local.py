@@ -57,7 +57,7 @@ def ingest_all(ingest: Ingest, files: dict[str, Path]) -> tuple[dict[str, str], 
 def _shards(path: Path, shard: Shard) -> dict[str, Path]:
     """A shard of a split GGUF stands for the model, as for llama.cpp's -m: all its shards."""
     count = shard.count
-    names = [shard.name(n) for n in range(1, count + 1)]
+    names = shard.names()
     missing = [name for name in names if not (path.parent / name).is_file()]
     if missing:
         raise UsageError(f"{path} is one of the {count} shards of a split GGUF, and {len(missing)} of them are "

@@ -16,7 +16,6 @@ from typing import Any
 
 from modelstore.store.errors import BadModelFile, UnsafeName
 from modelstore.store.names import check_relpath
-
 from modelstore.store.records import ModelRecord
 from modelstore.store.sources.runtimes.found import (
     Digest,
@@ -110,10 +109,8 @@ def _refused(found: FoundModel) -> str | None:
         for rel, path in found.files.items():
             check_relpath(rel, where=found.where)
             read_weights_header(path, PurePosixPath(rel).name)
-    except (BadModelFile, UnsafeName) as exc:
+    except (BadModelFile, UnsafeName, OSError) as exc:
         return refusal(found, exc)
-    except OSError as exc:
-        return f"{exc.strerror or exc}: {exc.filename or ''}"
     return None
 
 

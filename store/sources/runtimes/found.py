@@ -157,6 +157,8 @@ def refusal(found: FoundModel, exc: Exception) -> str:
     """Why `found` is skipped, without naming its file twice where the model is that one file."""
     if isinstance(exc, BadModelFile) and exc.path == found.where:
         return exc.problem
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}: {exc.filename or ''}"
     return str(exc)
 
 

@@ -253,7 +253,7 @@ class Importer:
         except OSError as exc:
             if exc.filename and str(exc.filename).startswith(str(self.store.home)):
                 raise
-            self.report.skipped.append(Skipped(found.where, f"{exc.strerror or exc}: {exc.filename or ''}"))
+            self.report.skipped.append(Skipped(found.where, refusal(found, exc)))
             return
         self.report.models.append(imported)
         if self.mode is not ImportMode.MOVE:

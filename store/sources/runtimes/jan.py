@@ -44,6 +44,15 @@ def _read_yml(path: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
+def _weights(model_path: Path | None) -> list[Path]:
+    """The files model_path stands for: itself, or every shard of the split whose first it names
+    (llama.cpp opens the others by name beside it)."""
+    if model_path is None:
+        return []
+    shard = shard_of(model_path.name)
+    return [model_path.with_name(name) for name in shard.names()] if shard else [model_path]
+
+
 class JanFolder(RuntimeFolder):
     kind = "jan"
     label = "Jan"
@@ -82,9 +91,7 @@ class JanFolder(RuntimeFolder):
         """The files a model.yml names: model_path (with a split's other shards, which llama.cpp
         opens beside it) and mmproj_path."""
         weights, mmproj = self._path(doc.get("model_path")), self._path(doc.get("mmproj_path"))
-        shard = shard_of(weights.name) if weights is not None else None
-        shards = [weights.with_name(shard.name(n)) for n in range(1, shard.count + 1)] if weights and shard else []
-        return [p for p in (shards or [weights]) + [mmproj] if p is not None]
+        return [p for p in [*_weights(weights), mmproj] if p is not None]
 
     def scan(self) -> Scan:
         scan = Scan()
@@ -128,13 +135,12 @@ class JanFolder(RuntimeFolder):
                 scan.skip(what, "its model_path and mmproj_path are the same file")
                 continue
             # model_path names a split's first shard; llama.cpp opens the others by name beside it
-            if (shard := shard_of(weights.name)) is not None:
-                shards = [weights.with_name(shard.name(n)) for n in range(1, shard.count + 1)]
-                missing = [p.name for p in shards if not p.is_file()]
-                if missing:
-                    scan.skip(what, f"its split GGUF misses {len(missing)} of {shard.count} shards ({missing[0]}...)")
-                    continue
-                files.update({p.name: p for p in shards})
+            shards = _weights(weights)
+            missing = [p.name for p in shards if not p.is_file()]
+            if missing:
+                scan.skip(what, f"its split GGUF misses {len(missing)} of {len(shards)} shards ({missing[0]}...)")
+                continue
+            files.update({p.name: p for p in shards})
             # Weights Jan was pointed at elsewhere (an import that kept them in place) are the user's
             # own files: --move takes only what is in Jan's folder.
             owned = [p for p in files.values() if self._owns(p)]
