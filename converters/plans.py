@@ -1,5 +1,6 @@
 """What every planner shares: reading a stored model's small files and weight headers, mapping
-a range of a stored file to its extents, and the plan a planner returns.
+a range of a stored file to its extents, writing a generated JSON file, and the plan a planner
+returns.
 
 A plan is made from headers and small files only; no tensor data is read to make it, but for a
 GGUF's tiny `rope_freqs`, which is configuration stored as a tensor.
@@ -145,3 +146,14 @@ def gguf_summary(header: bytes, size: int, conversion: dict[str, Any]) -> dict[s
     parsed = parse_gguf("(planned)", header, file_size=size)
     summary = weights_summary(parsed) or {}
     return {**summary, "conversion": conversion}
+
+
+def json_file(value: Any, name: str, *, ensure_ascii: bool = True) -> bytes:
+    """A generated JSON file (indented, keys sorted, a newline at the end). A NaN or infinite value
+    (from a GGUF key) refuses the rendition, as strict parsers (serde_json in mistral.rs, for one)
+    refuse the file."""
+    try:
+        text = jsontext.dumps_finite(value, indent=2, sort_keys=True, ensure_ascii=ensure_ascii)
+    except ValueError as exc:
+        raise ConversionUnsupported(f"{name} cannot be written: {exc} (from the GGUF), which JSON cannot say") from None
+    return (text + "\n").encode("utf-8")

@@ -15,8 +15,7 @@ import numpy as np
 
 from modelstore.converters import archs, tensorops
 from modelstore.converters.errors import ConversionUnsupported
-from modelstore.converters.plans import Plan, PlannedFile, Piece, StoredModel
-from modelstore.store import jsontext
+from modelstore.converters.plans import Plan, PlannedFile, Piece, StoredModel, json_file
 from modelstore.store.errors import BadModelFile
 from modelstore.store.gguf_header import parse_gguf_kv
 from modelstore.store.tensors import TensorSpan
@@ -24,15 +23,6 @@ from modelstore.store.tensors import TensorSpan
 SHARD_LIMIT = 5_000_000_000  # what save_pretrained calls "5GB"
 PLAIN_TYPES = ("F32", "F16", "BF16")
 TORCH_DTYPE = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
-
-
-def _json_bytes(value: Any, name: str) -> bytes:
-    """A generated JSON file; a NaN or infinite value (from a GGUF key) refuses the rendition, as
-    strict parsers (serde_json in mistral.rs, for one) refuse the file."""
-    try:
-        return (jsontext.dumps_finite(value, indent=2, sort_keys=True) + "\n").encode()
-    except ValueError as exc:
-        raise ConversionUnsupported(f"{name} cannot be written: {exc} (from the GGUF), which JSON cannot say") from None
 
 
 def _target_dtype(types: set[str]) -> str:
@@ -129,15 +119,15 @@ def plan_safetensors(stored: StoredModel, shards: list[str]) -> Plan:
     if len(groups) > 1:
         total = sum(e[3] for e in entries)
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-        files.append(PlannedFile("model.safetensors.index.json", [_json_bytes(index, "model.safetensors.index.json")]))
+        files.append(PlannedFile("model.safetensors.index.json", [json_file(index, "model.safetensors.index.json")]))
 
     from modelstore.converters.tokenizer import hf_tokenizer_files
 
     config = archs.hf_config(arch, kv, {s.name for _, s in spans}, TORCH_DTYPE[dtype], rope_factors)
     generation = {"_from_model_config": True, "bos_token_id": config.get("bos_token_id"),
                   "eos_token_id": _end_of_generation(kv, config.get("eos_token_id"))}
-    files.append(PlannedFile("config.json", [_json_bytes(config, "config.json")]))
-    files.append(PlannedFile("generation_config.json", [_json_bytes(generation, "generation_config.json")]))
+    files.append(PlannedFile("config.json", [json_file(config, "config.json")]))
+    files.append(PlannedFile("generation_config.json", [json_file(generation, "generation_config.json")]))
     for name, data in sorted(hf_tokenizer_files(kv).items()):
         files.append(PlannedFile(name, [data]))
     taken = [f.path for f in files if f.path in stored.model.files]

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import gguf
 from modelstore.store import jsontext
 from modelstore.converters.errors import ConversionUnsupported, malformed_input
+from modelstore.converters.plans import json_file
 from tokenizers import (
     AddedToken,
     Regex,
@@ -509,8 +510,8 @@ def hf_tokenizer_files(kv: Mapping[str, Any]) -> dict[str, bytes]:
         raise ConversionUnsupported(f"tokenizer.json would be {len(tokenizer_json)} bytes from a vocabulary of "
                                     f"{source_chars} characters; not converted")
     return {"tokenizer.json": tokenizer_json,
-            "tokenizer_config.json": _dump(config, "tokenizer_config.json"),
-            "special_tokens_map.json": _dump(special_map, "special_tokens_map.json")}
+            "tokenizer_config.json": json_file(config, "tokenizer_config.json", ensure_ascii=False),
+            "special_tokens_map.json": json_file(special_map, "special_tokens_map.json", ensure_ascii=False)}
 
 
 def _gguf_special_id(kv: Mapping[str, Any], kind: str, n_tokens: int) -> int | None:
@@ -664,10 +665,3 @@ def _tokenizer_json(tokenizer: Tokenizer) -> bytes:
     # tokenizers writes the vocab in id order and merges in rank order: already deterministic.
     return (tokenizer.to_str(pretty=True) + "\n").encode("utf-8")
 
-
-def _dump(value: Mapping[str, Any], name: str) -> bytes:
-    try:
-        text = jsontext.dumps_finite(value, indent=2, sort_keys=True, ensure_ascii=False)
-    except ValueError as exc:
-        raise ConversionUnsupported(f"{name} cannot be written: {exc} (from the GGUF), which JSON cannot say") from None
-    return (text + "\n").encode("utf-8")

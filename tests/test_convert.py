@@ -907,4 +907,6 @@ def test_generated_json_is_finite_or_refused() -> None:
     assert jsontext.non_finite({"a": [1, "nan", True, None, 2.5]}) is None
     with pytest.raises(ValueError, match="rope_theta"):
         jsontext.dumps_finite({"rope_theta": float("nan")})
-    assert to_safetensors._json_bytes({"x": 1.5}, "config.json") == b'{\n  "x": 1.5\n}\n'
+    from modelstore.converters.plans import json_file
+
+    assert json_file({"x": 1.5}, "config.json") == b'{\n  "x": 1.5\n}\n'
