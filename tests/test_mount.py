@@ -323,33 +323,38 @@ def test_mount_refuses_busy_and_non_empty_mount_points(filled: Store, home: Path
         assert r.code == 8 and "already a mount point" in r.err
 
 
+def run_modelstore(home: Path, *args: object) -> subprocess.CompletedProcess[str]:
+    """`modelstore ARGS` against `home` in a process of its own, as a user runs it (a background
+    mount detaches from it)."""
+    return subprocess.run([sys.executable, "-m", "modelstore.cli", *(str(a) for a in args)],
+                          env={**os.environ, "MODELSTORE_HOME": str(home)}, capture_output=True, text=True, timeout=60)
+
+
 def test_background_mount_and_umount_commands(filled: Store, home: Path, tmp_path: Path, models: Path) -> None:
     mnt = tmp_path / "bg"
-    env = {**os.environ, "MODELSTORE_HOME": str(home)}
-    cmd = [sys.executable, "-m", "modelstore.cli"]
-    r = subprocess.run(cmd + ["mount", str(mnt)], env=env, capture_output=True, text=True, timeout=60)
+    r = run_modelstore(home, "mount", mnt)
     try:
         assert r.returncode == 0, r.stderr
         assert os.path.ismount(mnt) and "mounted" in r.stdout
         with open(mnt / "llamacpp/tiny-f32.gguf", "rb") as f:
-            busy = subprocess.run(cmd + ["umount", str(mnt)], env=env, capture_output=True, text=True)
+            busy = run_modelstore(home, "umount", mnt)
             assert busy.returncode == 8 and "busy" in busy.stderr
-            lazy = subprocess.run(cmd + ["umount", "--lazy", str(mnt)], env=env, capture_output=True, text=True)
+            lazy = run_modelstore(home, "umount", "--lazy", mnt)
             assert lazy.returncode == 0, lazy.stderr
             assert f.read() == (models / "tiny.gguf").read_bytes()  # an open file reads on after a lazy unmount
             wait_until(lambda: not os.path.ismount(mnt))
             # Mounted again while the detached server still serves f: umount waits for the new one only.
-            assert subprocess.run(cmd + ["mount", str(mnt)], env=env, capture_output=True, timeout=60).returncode == 0
+            assert run_modelstore(home, "mount", mnt).returncode == 0
             start = time.monotonic()
-            again = subprocess.run(cmd + ["umount", str(mnt)], env=env, capture_output=True, text=True)
+            again = run_modelstore(home, "umount", mnt)
             assert again.returncode == 0 and "still running" not in again.stderr, again.stderr
             assert time.monotonic() - start < 5
         # A plain umount returns once the serving process is gone: the store is closed, so the
         # filesystem holding it can be unmounted next.
-        r = subprocess.run(cmd + ["mount", str(mnt)], env=env, capture_output=True, text=True, timeout=60)
+        r = run_modelstore(home, "mount", mnt)
         assert r.returncode == 0, r.stderr
         pid = int(re.search(r"\(pid (\d+),", r.stdout).group(1))  # type: ignore[union-attr]
-        assert subprocess.run(cmd + ["umount", str(mnt)], env=env, capture_output=True, text=True).returncode == 0
+        assert run_modelstore(home, "umount", mnt).returncode == 0
         assert not os.path.exists(f"/proc/{pid}") or "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]
     finally:
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
@@ -361,14 +366,12 @@ def test_the_unmount_hint_is_a_command_a_shell_runs_as_shown(filled: Store, home
     import shlex
 
     mnt = tmp_path / "my models's mount"
-    env = {**os.environ, "MODELSTORE_HOME": str(home)}
-    cmd = [sys.executable, "-m", "modelstore.cli"]
-    r = subprocess.run(cmd + ["mount", str(mnt)], env=env, capture_output=True, text=True, timeout=60)
+    r = run_modelstore(home, "mount", mnt)
     try:
         assert r.returncode == 0, r.stderr
         hint = shlex.split(r.stdout.split("unmount with: ", 1)[1])
         assert hint[1:] == ["umount", str(mnt)], r.stdout
-        assert subprocess.run(cmd + hint[1:], env=env, capture_output=True).returncode == 0
+        assert run_modelstore(home, *hint[1:]).returncode == 0
         assert not os.path.ismount(mnt)
     finally:
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
